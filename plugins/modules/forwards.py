@@ -1,0 +1,378 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: forwards
+short_description: Expose libvirt/KVM guest ports through DNAT, declaratively
+version_added: 0.1.0
+description:
+  - Brings the iptables chains owned by this module to exactly the given set of port
+    forwards, in one C(iptables-restore --noflush) transaction per IP family.
+  - All rules live in chains named C(<chain_prefix>_DNAT) and C(<chain_prefix>_SNAT) (table
+    C(nat)) and C(<chain_prefix>_FWD) (table C(filter)). Each built-in chain that leads to them
+    (nat C(PREROUTING), nat C(OUTPUT) for local destinations, nat C(POSTROUTING), filter
+    C(FORWARD)) gets exactly one jump, at position 1. Every run checks the position, not
+    just the presence, and moves the jump back to the top if anything was inserted above it.
+  - For each forward it writes a DNAT scoped to the public address and/or inbound interface,
+    a FORWARD accept that only matches connections this very forward DNATed (so nothing
+    else becomes reachable, and libvirt's REJECT rules below stay in force for everything
+    else), and the MASQUERADE the chosen O(forwards[].masquerade) mode needs.
+  - Rules, chains and jumps that the module does not own (libvirt's, Docker's, the
+    admin's) are never flushed, deleted or reordered. The C(INPUT) chains are never touched.
+  - Invalid input is refused before anything changes, and every error names the guest and
+    the port. A payload is always checked with C(iptables-restore --test) before it is applied.
+  - Uses the iptables flavour (nf_tables or legacy) the host's rules are in; refuses a host
+    whose rules are split across both.
+author:
+  - kvmnet.nat contributors
+attributes:
+  check_mode:
+    support: full
+    description: Reads the ruleset, reports what would change, writes nothing.
+  diff_mode:
+    support: full
+    description: Returns the managed rules before and after, one rule per line.
+  idempotent:
+    support: full
+    description: An unchanged set of forwards reports C(changed=false) and writes nothing.
+  platform:
+    platforms: posix
+    support: full
+    description: Linux with iptables (nf_tables or legacy); ip6tables for IPv6 forwards.
+options:
+  forwards:
+    description:
+      - The complete list of forwards for this host. Forwards that are not listed any more are
+        removed.
+      - An empty list removes all managed rules, like O(state=absent).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      guest:
+        description:
+          - Name of the guest (libvirt domain); used in errors and rule comments.
+          - 1 to 64 characters of letters, digits and C(._+:@-).
+        type: str
+        required: true
+      guest_ip:
+        description:
+          - Address of the guest. An IPv6 address makes this an IPv6 forward (handled with ip6tables).
+        type: str
+        required: true
+      proto:
+        description:
+          - Protocol, one of C(tcp), C(udp), C(sctp).
+        type: str
+        default: tcp
+      host_port:
+        description:
+          - Port or range (V(10000-10009)) on the public side.
+        type: raw
+        required: true
+      guest_port:
+        description:
+          - Port or range on the guest; a range must have as many ports as O(forwards[].host_port),
+            and is mapped one to one (host_port's first port to guest_port's first port).
+          - Defaults to O(forwards[].host_port).
+        type: raw
+      sources:
+        description:
+          - Allow-list of source addresses or CIDRs; empty means any source.
+        type: list
+        elements: str
+        default: []
+      masquerade:
+        description:
+          - V(auto) masquerades only hairpin traffic (a client inside the guest's own network
+            reaching the public address), so outside clients keep their address as the guest sees it.
+          - V(always) masquerades all traffic of this forward to the guest, for guests whose
+            route back does not go through this host. The guest then sees the host's address.
+          - V(never) adds no MASQUERADE at all.
+          - Never an unscoped MASQUERADE; each rule matches only connections of this forward.
+        type: str
+        default: auto
+      public_ip:
+        description:
+          - Overrides O(public_ip) (or O(public_ip6)) for this forward.
+        type: str
+      in_interface:
+        description:
+          - Overrides O(in_interface) for this forward.
+        type: str
+      guest_network:
+        description:
+          - The guest's network (CIDR), used to scope the hairpin MASQUERADE of O(forwards[].masquerade=auto).
+          - Found from the host's connected routes when omitted; if the guest is not on a connected
+            network, no hairpin rule is written and a warning says so.
+        type: str
+  public_ip:
+    description:
+      - Only traffic addressed to this IPv4 address is forwarded. This is what keeps a DNAT for
+        port 80 from stealing the host's own web server on its other addresses.
+      - At least one of O(public_ip) and O(in_interface) (or their per-forward overrides) is required.
+    type: str
+  public_ip6:
+    description:
+      - Like O(public_ip), for forwards whose O(forwards[].guest_ip) is IPv6.
+    type: str
+  in_interface:
+    description:
+      - Only traffic arriving on this interface is forwarded.
+      - With O(in_interface) set, hairpin connections from the guest network do not match (they do
+        not arrive on that interface); use O(public_ip) alone if guests must reach each other through
+        the public address.
+    type: str
+  state:
+    description:
+      - V(present) makes the managed rules equal to O(forwards).
+      - V(absent) removes every rule, jump and chain the module owns, and the persisted files.
+    type: str
+    choices: [present, absent]
+    default: present
+  chain_prefix:
+    description:
+      - Prefix of the chains the module owns (C(<prefix>_DNAT), C(<prefix>_SNAT), C(<prefix>_FWD)).
+      - Chains starting with C(<prefix>_) are considered owned. If such a chain exists and holds
+        rules the module did not write, the module refuses to run.
+    type: str
+    default: KVMNAT
+  persist_path:
+    description:
+      - Also write the managed rules, and nothing else, as restore files C(<persist_path>.v4) and
+        C(<persist_path>.v6) (for a boot-time C(iptables-restore --noflush)).
+      - The files are removed with O(state=absent).
+    type: path
+  lock_timeout:
+    description:
+      - Seconds C(iptables-restore) waits for the xtables lock.
+    type: int
+    default: 10
+notes:
+  - Packets of an established connection that one of the forwards DNATed are accepted by a single
+    rule per guest at the top of C(<prefix>_FWD), so the per-packet cost does not grow with the
+    number of forwards.
+  - C(iptables-restore) commits table by table. The payload is therefore tested with C(--test) first,
+    and the result is read back and compared after applying.
+seealso:
+  - name: iptables-restore(8)
+    description: The restore format the module writes.
+    link: https://manpages.debian.org/bookworm/iptables/iptables-restore.8.en.html
+"""
+
+EXAMPLES = r"""
+- name: Expose guests on the hypervisor's public address
+  kvmnet.nat.forwards:
+    public_ip: 203.0.113.10
+    forwards:
+      - {guest: web01, guest_ip: 192.168.122.10, proto: tcp, host_port: 8080, guest_port: 80}
+      - {guest: web01, guest_ip: 192.168.122.10, host_port: 2222, guest_port: 22, sources: [198.51.100.0/24]}
+      - {guest: dns01, guest_ip: 192.168.122.11, proto: udp, host_port: 5353, guest_port: 53}
+      - {guest: app01, guest_ip: 192.168.122.12, host_port: "10000-10009", guest_port: "20000-20009"}
+      - {guest: app02, guest_ip: 192.168.122.13, host_port: 8443, guest_port: 443, masquerade: always}
+
+- name: Remove every rule, chain and jump the module owns
+  kvmnet.nat.forwards:
+    state: absent
+"""
+
+RETURN = r"""
+rules:
+  description: The managed rules after the run, per IP family, one line each (C(table chain rule)).
+  returned: always
+  type: dict
+  sample:
+    ipv4:
+      - nat PREROUTING[1] -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT
+      - nat :KVMNAT_DNAT
+      - >-
+        nat KVMNAT_DNAT -d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -m comment
+        --comment "kvmnet.nat: web01 tcp/8080->80" -j DNAT --to-destination 192.168.122.10:80
+    ipv6: []
+reasons:
+  description: Why the module changed (or would change) something, one line per change.
+  returned: always
+  type: list
+  elements: str
+  sample: ["filter FORWARD: jump was at position 2, moved back to 1"]
+flavour:
+  description: The iptables flavour used per IP family (V(nft) or V(legacy)).
+  returned: always
+  type: dict
+  sample: {ipv4: nft, ipv6: nft}
+forwards:
+  description: The validated forwards, in the order the rules are written.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {guest: web01, guest_ip: 192.168.122.10, proto: tcp, host_port: "8080", guest_port: "80",
+       public_ip: 203.0.113.10, in_interface: null, sources: [], masquerade: auto,
+       guest_network: 192.168.122.0/24}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
+
+
+def argument_spec():
+    return dict(
+        forwards=dict(type='list', elements='dict', default=[], options=dict(
+            guest=dict(type='str', required=True),
+            guest_ip=dict(type='str', required=True),
+            proto=dict(type='str', default='tcp'),
+            host_port=dict(type='raw', required=True),
+            guest_port=dict(type='raw'),
+            sources=dict(type='list', elements='str', default=[]),
+            masquerade=dict(type='str', default='auto'),
+            public_ip=dict(type='str'),
+            in_interface=dict(type='str'),
+            guest_network=dict(type='str'),
+        )),
+        public_ip=dict(type='str'),
+        public_ip6=dict(type='str'),
+        in_interface=dict(type='str'),
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        chain_prefix=dict(type='str', default=_engine.DEFAULT_PREFIX),
+        persist_path=dict(type='path'),
+        lock_timeout=dict(type='int', default=10),
+    )
+
+
+def _forward_result(fwd):
+    return dict(guest=fwd.guest, guest_ip=str(fwd.guest_ip), proto=fwd.proto,
+                host_port=str(fwd.host_ports), guest_port=str(fwd.guest_ports),
+                public_ip=str(fwd.public_ip) if fwd.public_ip else None,
+                in_interface=fwd.in_interface, sources=[str(s) for s in fwd.sources],
+                masquerade=fwd.masquerade,
+                guest_network=str(fwd.guest_network) if fwd.guest_network else None)
+
+
+def _with_hairpin_networks(module, forwards):
+    """Fill in guest_network for masquerade=auto forwards from the host's connected routes."""
+    result = []
+    for fwd in forwards:
+        if fwd.masquerade == 'auto' and fwd.guest_network is None:
+            net = _netfilter.connected_network(module, fwd.guest_ip)
+            if net is None:
+                module.warn('forward %s: %s is not on a network connected to this host, so no hairpin '
+                            'MASQUERADE was written; set guest_network to add one' % (fwd.label, fwd.guest_ip))
+            else:
+                fwd = _engine.Forward(**dict(fwd.__dict__, guest_network=net))
+        result.append(fwd)
+    return result
+
+
+def _persist(module, path, text):
+    """Write (or with text=None remove) one persisted file; True if it changed."""
+    if text is None:
+        if not os.path.exists(path):
+            return False
+        if not module.check_mode:
+            os.remove(path)
+        return True
+    try:
+        with open(path) as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    if not module.check_mode:
+        directory = os.path.dirname(path) or '.'
+        tmp = os.path.join(directory, '.%s.kvmnet-tmp' % os.path.basename(path))
+        with open(tmp, 'w') as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o640)
+        module.atomic_move(tmp, path)
+    return True
+
+
+def run(module):
+    params = module.params
+    prefix = params['chain_prefix']
+    if not _engine.valid_prefix(prefix):
+        module.fail_json(msg='chain_prefix %r must be 1-16 upper-case letters or digits, starting with a letter'
+                         % (prefix,))
+    present = params['state'] == 'present'
+    try:
+        forwards = _engine.parse_forwards(
+            params['forwards'] if present else [], params['public_ip'], params['public_ip6'],
+            params['in_interface'])
+    except _engine.ForwardError as exc:
+        module.fail_json(msg='invalid forwards, nothing was changed: %s' % exc, errors=exc.errors)
+    forwards = _with_hairpin_networks(module, forwards) if present else forwards
+
+    # Read and plan every family before changing any, so a refusal leaves all untouched.
+    work = []
+    for family in _engine.FAMILIES:
+        backend = _netfilter.detect(module, family)
+        desired = _engine.desired_state(forwards, family, prefix, present)
+        if backend is None:
+            if not desired.empty:
+                module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore'
+                                 % (family, _netfilter._BASE[family]))
+            continue
+        plan = _engine.plan(_engine.parse_save(backend.saved), desired, prefix)
+        if plan.changed:
+            _netfilter.restore(module, backend, plan.payload, params['lock_timeout'], test=True)
+        work.append((backend, desired, plan))
+
+    changed = False
+    result = dict(rules={}, reasons=[], flavour={}, forwards=[_forward_result(f) for f in forwards])
+    before_lines, after_lines = [], []
+    for backend, desired, plan in work:
+        key = 'ipv%d' % backend.family
+        result['flavour'][key] = backend.flavour
+        result['reasons'].extend('%s %s' % (key, r) for r in plan.reasons)
+        before_lines.extend('%s %s' % (key, line) for line in plan.before)
+        after_lines.extend('%s %s' % (key, line) for line in plan.after)
+        result['rules'][key] = plan.after
+        if not plan.changed:
+            continue
+        changed = True
+        if module.check_mode:
+            continue
+        _netfilter.restore(module, backend, plan.payload, params['lock_timeout'])
+        recheck = _engine.plan(_engine.parse_save(_netfilter.save(module, backend)), desired, prefix)
+        if recheck.changed:
+            module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
+                             'one (%s); this is a bug in kvmnet.nat, please report it with this output'
+                             % (backend.family, '; '.join(recheck.reasons)),
+                             payload=plan.payload, **result)
+    if params['persist_path']:
+        for backend, desired, plan in work:
+            path = '%s.v%d' % (params['persist_path'], backend.family)
+            text = _engine.persist_text(desired, prefix) if present else None
+            if _persist(module, path, text):
+                changed = True
+                result['reasons'].append('ipv%d persisted rules in %s %s'
+                                         % (backend.family, path, 'updated' if text else 'removed'))
+    result['changed'] = changed
+    if module._diff:
+        result['diff'] = dict(before='\n'.join(before_lines) + '\n' if before_lines else '',
+                              after='\n'.join(after_lines) + '\n' if after_lines else '',
+                              before_header='managed iptables rules', after_header='managed iptables rules')
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        run(module)
+    except _engine.RulesetError as exc:
+        module.fail_json(msg='refusing to change the ruleset, nothing was changed: %s' % exc)
+    except _netfilter.CommandError as exc:
+        module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+
+
+if __name__ == '__main__':
+    main()
