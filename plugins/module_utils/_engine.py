@@ -391,6 +391,7 @@ def render_jumps(prefix):
 class Desired:
     """The managed state of one family: chain -> rules, and the jumps."""
     family: int
+    prefix: str = DEFAULT_PREFIX
     chains: dict = field(default_factory=dict)   # (table, chain) -> [spec]
     jumps: list = field(default_factory=list)    # [(table, builtin, spec)]
 
@@ -402,7 +403,7 @@ class Desired:
 def desired_state(forwards, family, prefix=DEFAULT_PREFIX, present=True):
     """What the managed chains of one family must hold. No forwards -> nothing at all."""
     mine = [f for f in forwards if f.family == family] if present else []
-    state = Desired(family=family)
+    state = Desired(family=family, prefix=prefix)
     if not mine:
         return state
     names = chain_names(prefix)
@@ -558,7 +559,7 @@ def check_ownership(tables, prefix):
         raise RulesetError('; '.join(problems))
 
 
-def plan(tables, desired, prefix=DEFAULT_PREFIX):
+def plan(tables, desired):
     """Compare the live tables with the desired state and build one restore payload.
 
     Only tables where something differs appear in the payload. In each:
@@ -566,6 +567,7 @@ def plan(tables, desired, prefix=DEFAULT_PREFIX):
     chains are declared (which flushes them) and refilled, unwanted chains are
     flushed and deleted, and the jumps go back to position 1.
     """
+    prefix = desired.prefix
     check_ownership(tables, prefix)
     reasons = []
     blocks = {}
@@ -640,9 +642,9 @@ def plan(tables, desired, prefix=DEFAULT_PREFIX):
                 before=managed_view(tables, prefix), after=desired_view(desired), reasons=reasons)
 
 
-def persist_text(desired, prefix=DEFAULT_PREFIX):
+def persist_text(desired):
     """A restore file holding only the managed chains and jumps (for ``--noflush`` at boot)."""
-    header = ['# Managed by kvmnet.nat: only its own chains (%s_*) and their jumps.' % prefix,
+    header = ['# Managed by kvmnet.nat: only its own chains (%s_*) and their jumps.' % desired.prefix,
               '# Restore with iptables-restore --noflush after removing old jumps; do not edit.']
     if desired.empty:
         return '\n'.join(header) + '\n'

@@ -321,7 +321,7 @@ def run(module):
                 module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore'
                                  % (family, _netfilter._BASE[family]))
             continue
-        plan = _engine.plan(_engine.parse_save(backend.saved), desired, prefix)
+        plan = _engine.plan(_engine.parse_save(backend.saved), desired)
         if plan.changed:
             _netfilter.restore(module, backend, plan.payload, params['lock_timeout'], test=True)
         work.append((backend, desired, plan))
@@ -342,7 +342,7 @@ def run(module):
         if module.check_mode:
             continue
         _netfilter.restore(module, backend, plan.payload, params['lock_timeout'])
-        recheck = _engine.plan(_engine.parse_save(_netfilter.save(module, backend)), desired, prefix)
+        recheck = _engine.plan(_engine.parse_save(_netfilter.save(module, backend)), desired)
         if recheck.changed:
             module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
                              'one (%s); this is a bug in kvmnet.nat, please report it with this output'
@@ -351,7 +351,7 @@ def run(module):
     if params['persist_path']:
         for backend, desired, plan in work:
             path = '%s.v%d' % (params['persist_path'], backend.family)
-            text = _engine.persist_text(desired, prefix) if present else None
+            text = _engine.persist_text(desired) if present else None
             if _persist(module, path, text):
                 changed = True
                 result['reasons'].append('ipv%d persisted rules in %s %s'

@@ -1,0 +1,234 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A throwaway network-namespace lab for the forwards module (see README, "Safety").
+
+    client (203.0.113.50, .51; 2001:db8::50) --- eth0 [hypervisor] virbr0 --- web01 (192.168.122.10)
+                                  203.0.113.10 (public), .11 (host's own)   \\-- dns01 (192.168.122.11)
+
+Everything lives in namespaces named ``kvt<pid>-*`` that this module creates and deletes; every
+command that touches netfilter, routes or sysctls runs inside them via ``ip netns exec``. Nothing
+here has a route out of the lab. The hypervisor gets libvirt 9's filter/nat chains reproduced
+(LIBVIRT_FWI/FWO/FWX with their REJECTs, LIBVIRT_PRT), a host service on :80 and an admin rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PUBLIC_IP = '203.0.113.10'
+HOST_OWN_IP = '203.0.113.11'
+PUBLIC_IP6 = '2001:db8::10'
+CLIENT_IP = '203.0.113.50'
+CLIENT_IP_2 = '203.0.113.51'
+BRIDGE_IP = '192.168.122.1'
+GUESTS = {
+    # name: (ipv4, ipv6, tcp ports, udp ports)
+    'web01': ('192.168.122.10', '2001:db8:122::10', ['22', '80', '81', '443', '20000-20009'], []),
+    'dns01': ('192.168.122.11', '2001:db8:122::11', ['80'], ['53']),
+}
+
+LIBVIRT_RULES = """*filter
+:LIBVIRT_FWI - [0:0]
+:LIBVIRT_FWO - [0:0]
+:LIBVIRT_FWX - [0:0]
+:LIBVIRT_INP - [0:0]
+:LIBVIRT_OUT - [0:0]
+-A INPUT -j LIBVIRT_INP
+-A FORWARD -j LIBVIRT_FWX
+-A FORWARD -j LIBVIRT_FWI
+-A FORWARD -j LIBVIRT_FWO
+-A OUTPUT -j LIBVIRT_OUT
+-A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp-port-unreachable
+-A LIBVIRT_FWO -s 192.168.122.0/24 -i virbr0 -j ACCEPT
+-A LIBVIRT_FWO -i virbr0 -j REJECT --reject-with icmp-port-unreachable
+-A LIBVIRT_FWX -i virbr0 -o virbr0 -j ACCEPT
+-A LIBVIRT_INP -i virbr0 -p udp -m udp --dport 53 -j ACCEPT
+-A LIBVIRT_INP -i virbr0 -p udp -m udp --dport 67 -j ACCEPT
+-A LIBVIRT_OUT -o virbr0 -p udp -m udp --dport 68 -j ACCEPT
+-A INPUT -s 192.0.2.99/32 -m comment --comment "admin: block a scanner" -j DROP
+COMMIT
+*nat
+:LIBVIRT_PRT - [0:0]
+-A POSTROUTING -j LIBVIRT_PRT
+-A LIBVIRT_PRT -s 192.168.122.0/24 -d 224.0.0.0/24 -j RETURN
+-A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -p tcp -j MASQUERADE --to-ports 1024-65535
+-A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -j MASQUERADE
+COMMIT
+"""
+
+LIBVIRT_RULES6 = """*filter
+:LIBVIRT_FWI - [0:0]
+:LIBVIRT_FWO - [0:0]
+:LIBVIRT_FWX - [0:0]
+-A FORWARD -j LIBVIRT_FWX
+-A FORWARD -j LIBVIRT_FWI
+-A FORWARD -j LIBVIRT_FWO
+-A LIBVIRT_FWI -d 2001:db8:122::/64 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp6-port-unreachable
+-A LIBVIRT_FWO -s 2001:db8:122::/64 -i virbr0 -j ACCEPT
+-A LIBVIRT_FWO -i virbr0 -j REJECT --reject-with icmp6-port-unreachable
+-A LIBVIRT_FWX -i virbr0 -o virbr0 -j ACCEPT
+COMMIT
+"""
+
+
+class LabError(Exception):
+    pass
+
+
+def sh(*cmd, check=True, data=None, timeout=60):
+    proc = subprocess.run(list(cmd), input=data, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError('%s failed (rc=%d): %s' % (' '.join(cmd), proc.returncode, proc.stderr.strip()))
+    return proc
+
+
+class Lab:
+    """Build with up(), always tear down with down() (the fixture does, also on failure)."""
+
+    def __init__(self, flavour='nft', collections_path=None):
+        self.flavour = flavour
+        self.tag = 'kvt%d%s' % (os.getpid(), flavour[0])
+        self.ns = {role: '%s-%s' % (self.tag, role) for role in ('client', 'hv', 'web01', 'dns01')}
+        self.procs = []
+        self.collections_path = collections_path or os.environ.get('ANSIBLE_COLLECTIONS_PATH', '')
+        self.created = []
+
+    # ------------------------------------------------------------ plumbing
+    def x(self, role, *cmd, **kw):
+        return sh('ip', 'netns', 'exec', self.ns[role], *cmd, **kw)
+
+    def ipt(self, family=4):
+        return '%s-%s' % ('iptables' if family == 4 else 'ip6tables', self.flavour)
+
+    def save(self, family=4):
+        """iptables-save of the hypervisor without timestamp comments and policy counters."""
+        out = self.x('hv', self.ipt(family) + '-save').stdout
+        lines = [re.sub(r'\[\d+:\d+\]$', '[0:0]', line) for line in out.splitlines() if not line.startswith('#')]
+        return '\n'.join(lines) + '\n'
+
+    def up(self):
+        if os.geteuid() != 0:
+            raise LabError('the namespace lab needs root (it creates network namespaces)')
+        for name in self.ns.values():
+            sh('ip', 'netns', 'add', name)
+            self.created.append(name)
+        for ns in self.ns.values():
+            sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up')
+        # public side: client <-> hv eth0
+        sh('ip', 'link', 'add', 'eth0', 'netns', self.ns['hv'], 'type', 'veth', 'peer', 'name', 'eth0',
+           'netns', self.ns['client'])
+        for addr in (PUBLIC_IP + '/24', HOST_OWN_IP + '/24'):
+            self.x('hv', 'ip', 'addr', 'add', addr, 'dev', 'eth0')
+        self.x('hv', 'ip', 'addr', 'add', PUBLIC_IP6 + '/64', 'dev', 'eth0', 'nodad')
+        for addr in (CLIENT_IP + '/24', CLIENT_IP_2 + '/24'):
+            self.x('client', 'ip', 'addr', 'add', addr, 'dev', 'eth0')
+        self.x('client', 'ip', 'addr', 'add', '2001:db8::50/64', 'dev', 'eth0', 'nodad')
+        for role in ('hv', 'client'):
+            self.x(role, 'ip', 'link', 'set', 'eth0', 'up')
+        # a client that also tries to reach the guest network directly, past the DNAT
+        self.x('client', 'ip', 'route', 'add', '192.168.122.0/24', 'via', PUBLIC_IP)
+        self.x('client', 'ip', '-6', 'route', 'add', '2001:db8:122::/64', 'via', PUBLIC_IP6)
+        # guest side: bridge virbr0 in hv, one veth per guest
+        self.x('hv', 'ip', 'link', 'add', 'virbr0', 'type', 'bridge')
+        self.x('hv', 'ip', 'addr', 'add', BRIDGE_IP + '/24', 'dev', 'virbr0')
+        self.x('hv', 'ip', 'addr', 'add', '2001:db8:122::1/64', 'dev', 'virbr0', 'nodad')
+        self.x('hv', 'ip', 'link', 'set', 'virbr0', 'up')
+        for guest, (ip4, ip6, _tcp, _udp) in GUESTS.items():
+            sh('ip', 'link', 'add', 'vnet-' + guest, 'netns', self.ns['hv'], 'type', 'veth', 'peer', 'name',
+               'eth0', 'netns', self.ns[guest])
+            self.x('hv', 'ip', 'link', 'set', 'vnet-' + guest, 'master', 'virbr0', 'up')
+            self.x(guest, 'ip', 'addr', 'add', ip4 + '/24', 'dev', 'eth0')
+            self.x(guest, 'ip', 'addr', 'add', ip6 + '/64', 'dev', 'eth0', 'nodad')
+            self.x(guest, 'ip', 'link', 'set', 'eth0', 'up')
+            self.x(guest, 'ip', 'route', 'add', 'default', 'via', BRIDGE_IP)
+            self.x(guest, 'ip', '-6', 'route', 'add', 'default', 'via', '2001:db8:122::1')
+        for key in ('net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'):
+            self.x('hv', 'sysctl', '-q', '-w', key)
+        # libvirt's rules (and an admin's INPUT rule) in the flavour under test
+        self.x('hv', self.ipt(4) + '-restore', '--noflush', data=LIBVIRT_RULES)
+        self.x('hv', self.ipt(6) + '-restore', '--noflush', data=LIBVIRT_RULES6)
+        # services: guests, and the host's own web server on :80 (the classic nginx case)
+        for guest, (_ip4, _ip6, tcp, udp) in GUESTS.items():
+            self.spawn(guest, guest, ['--tcp'] + tcp + ['--udp'] + (udp or []) + ['--ipv6'])
+        self.spawn('hv', 'host', ['--tcp', '80', '--udp'])
+        self.wait_ready()
+        return self
+
+    def spawn(self, role, name, args):
+        proc = subprocess.Popen(['ip', 'netns', 'exec', self.ns[role], sys.executable,
+                                 os.path.join(HERE, 'guest_server.py'), name] + args,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self):
+        for proc in self.procs:
+            line = proc.stdout.readline().strip()
+            if line != 'ready':
+                raise LabError('a lab server did not start: %s %s' % (line, proc.stderr.read()))
+
+    def down(self):
+        errors = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        for name in reversed(self.created):
+            res = sh('ip', 'netns', 'del', name, check=False)
+            if res.returncode != 0:
+                errors.append('%s: %s' % (name, res.stderr.strip()))
+        self.created = []
+        if errors:
+            raise LabError('lab teardown incomplete: ' + '; '.join(errors))
+
+    # ------------------------------------------------------------ what the tests use
+    def probe(self, proto, address, port, source=None, timeout=1.5, role='client'):
+        cmd = [sys.executable, os.path.join(HERE, 'probe.py'), proto, address, str(port),
+               '--timeout', str(timeout)]
+        if source:
+            cmd += ['--source', source]
+        return self.x(role, *cmd, timeout=timeout + 10).stdout.strip()
+
+    def module(self, params, check=False, diff=False):
+        """Run kvmnet.nat.forwards inside the hypervisor namespace; returns the task result."""
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections_path, ANSIBLE_NOCOLOR='1',
+                   ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+        playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+        with tempfile.TemporaryDirectory(prefix='kvmnat-run-') as tmp:
+            result_file = os.path.join(tmp, 'result.json')
+            with open(os.path.join(tmp, 'vars.json'), 'w') as handle:
+                json.dump({'params': params, 'result_file': result_file}, handle)
+            cmd = ['ip', 'netns', 'exec', self.ns['hv'], playbook, '-i', 'localhost,', '-c', 'local',
+                   '-e', '@' + os.path.join(tmp, 'vars.json'), os.path.join(HERE, 'run_forwards.yml')]
+            if check:
+                cmd.append('--check')
+            if diff:
+                cmd.append('--diff')
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+            try:
+                with open(result_file) as handle:
+                    return json.load(handle)
+            except (OSError, ValueError):
+                raise LabError('ansible-playbook did not return a result: rc=%d\n%s\n%s'
+                               % (proc.returncode, proc.stdout, proc.stderr))
+
+    def settle(self):
+        """Give conntrack a moment; used between rule changes and probes."""
+        time.sleep(0.2)

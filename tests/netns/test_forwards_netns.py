@@ -1,0 +1,245 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kvmnet.nat.forwards against real netfilter and real packets, in throwaway namespaces.
+
+Needs root. Runs the module through ansible inside the hypervisor namespace, probes from the client.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from netlab import BRIDGE_IP, CLIENT_IP, CLIENT_IP_2, HOST_OWN_IP, PUBLIC_IP, PUBLIC_IP6, Lab
+
+FORWARDS = [
+    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'guest_port': 80},
+    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 80, 'guest_port': 80},
+    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 2222, 'guest_port': 22, 'sources': [CLIENT_IP + '/32']},
+    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': '10000-10009', 'guest_port': '20000-20009'},
+    {'guest': 'web01', 'guest_ip': '2001:db8:122::10', 'host_port': 8080, 'guest_port': 80},
+    {'guest': 'dns01', 'guest_ip': '192.168.122.11', 'proto': 'udp', 'host_port': 5353, 'guest_port': 53},
+    {'guest': 'dns01', 'guest_ip': '192.168.122.11', 'host_port': 8081, 'guest_port': 80, 'masquerade': 'always'},
+]
+PARAMS = {'public_ip': PUBLIC_IP, 'public_ip6': PUBLIC_IP6, 'forwards': FORWARDS}
+
+
+BUILTIN = ('PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING')
+
+
+def semantic(save_text):
+    """Rules, user chains and non-default policies, per table, in order.
+
+    An empty built-in chain with policy ACCEPT is no rule: iptables-nft creates the table's base
+    chains when the first rule goes into it (e.g. the ip6 nat table) and they stay when it is emptied.
+    """
+    table, result = None, []
+    for line in save_text.splitlines():
+        if line.startswith('*'):
+            table = line[1:]
+        elif line.startswith('-A') or (line.startswith(':') and not (
+                line[1:].split()[0] in BUILTIN and line.split()[1] == 'ACCEPT')):
+            result.append('%s %s' % (table, line))
+    return result
+
+
+def others(save_text):
+    """The rules that are not ours, in order (what must stay identical)."""
+    return [line for line in semantic(save_text) if 'KVMNAT' not in line]
+
+
+@pytest.fixture(scope='module', params=['nft', 'legacy'])
+def lab(request):
+    lab = Lab(request.param)
+    try:
+        lab.up()
+        lab.baseline = {4: lab.save(4), 6: lab.save(6)}
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def applied(lab):
+    result = lab.module(PARAMS)
+    assert not result.get('failed'), result.get('msg')
+    lab.settle()
+    return result
+
+
+def test_first_run_changes_and_uses_the_flavour_in_use(lab):
+    result = lab.module(PARAMS)
+    assert result['changed'] is True, result
+    assert result['flavour'] == {'ipv4': lab.flavour, 'ipv6': lab.flavour}
+    for family in (4, 6):
+        assert others(lab.save(family)) == others(lab.baseline[family])  # libvirt's and the admin's untouched
+
+
+def chain_rules(save_text, table, chain):
+    return [line.split(' ', 1)[1] for line in semantic(save_text) if line.startswith('%s -A %s ' % (table, chain))]
+
+
+def test_jumps_are_first_in_every_builtin_chain(lab, applied):
+    save = lab.save(4)
+    for table, chain, target in (('nat', 'PREROUTING', 'KVMNAT_DNAT'), ('nat', 'OUTPUT', 'KVMNAT_DNAT'),
+                                 ('nat', 'POSTROUTING', 'KVMNAT_SNAT'), ('filter', 'FORWARD', 'KVMNAT_FWD')):
+        rules = chain_rules(save, table, chain)
+        assert rules[0].endswith('-j ' + target), rules
+        assert sum(1 for r in rules if r.endswith('-j ' + target)) == 1
+    assert not [line for line in semantic(save) if ' -A INPUT ' in line and 'KVMNAT' in line]
+
+
+def test_declared_tcp_port_reaches_the_guest_which_sees_the_client(lab, applied):
+    assert lab.probe('tcp', PUBLIC_IP, 8080) == 'web01 %s 80' % CLIENT_IP
+
+
+def test_udp_forward(lab, applied):
+    assert lab.probe('udp', PUBLIC_IP, 5353) == 'dns01 %s 53' % CLIENT_IP
+
+
+@pytest.mark.parametrize('host_port, guest_port', [(10000, 20000), (10003, 20003), (10009, 20009)])
+def test_port_range_maps_one_to_one(lab, applied, host_port, guest_port):
+    assert lab.probe('tcp', PUBLIC_IP, host_port) == 'web01 %s %d' % (CLIENT_IP, guest_port)
+
+
+def test_ipv6_forward(lab, applied):
+    assert lab.probe('tcp', PUBLIC_IP6, 8080) == 'web01 2001:db8::50 80'
+
+
+@pytest.mark.parametrize('address, port', [
+    (PUBLIC_IP, 81),              # a guest port nobody declared
+    ('192.168.122.10', 81),       # the guest network, directly, past the DNAT
+    ('192.168.122.10', 80),       # a declared guest port, but not through the DNAT
+    (PUBLIC_IP, 10010),           # one past the range
+])
+def test_nothing_else_is_reachable(lab, applied, address, port):
+    assert not lab.probe('tcp', address, port).startswith('web01')
+
+
+def test_host_service_on_its_own_address_is_not_stolen(lab, applied):
+    assert lab.probe('tcp', HOST_OWN_IP, 80) == 'host %s 80' % CLIENT_IP
+    assert lab.probe('tcp', PUBLIC_IP, 80) == 'web01 %s 80' % CLIENT_IP
+
+
+def test_source_allow_list(lab, applied):
+    assert lab.probe('tcp', PUBLIC_IP, 2222, source=CLIENT_IP) == 'web01 %s 22' % CLIENT_IP
+    assert not lab.probe('tcp', PUBLIC_IP, 2222, source=CLIENT_IP_2).startswith('web01')
+
+
+def test_masquerade_always_shows_the_bridge_address(lab, applied):
+    assert lab.probe('tcp', PUBLIC_IP, 8081) == 'dns01 %s 80' % BRIDGE_IP
+
+
+def test_hairpin_from_a_second_guest(lab, applied):
+    # dns01 reaches web01 through the public address; auto masquerades exactly this case
+    assert lab.probe('tcp', PUBLIC_IP, 8080, role='dns01') == 'web01 %s 80' % BRIDGE_IP
+
+
+def test_the_hypervisor_itself_can_use_the_public_address(lab, applied):
+    assert lab.probe('tcp', PUBLIC_IP, 8080, role='hv').startswith('web01 ')
+
+
+def test_rerun_changes_nothing(lab, applied):
+    before = {4: lab.save(4), 6: lab.save(6)}
+    again = lab.module(PARAMS)
+    assert again['changed'] is False, again['reasons']
+    assert {4: lab.save(4), 6: lab.save(6)} == before
+
+
+def test_check_mode_reports_and_writes_nothing(lab, applied):
+    before = lab.save(4)
+    changed = dict(PARAMS, forwards=FORWARDS[:-1])
+    result = lab.module(changed, check=True, diff=True)
+    assert result['changed'] is True
+    assert lab.save(4) == before
+    removed = [line for line in result['diff']['before'].splitlines()
+               if line not in result['diff']['after'].splitlines()]
+    assert removed and all('dns01 tcp/8081->80' in line for line in removed), removed
+
+
+def test_foreign_rule_above_our_jump_is_overtaken(lab, applied):
+    lab.x('hv', lab.ipt(4), '-I', 'FORWARD', '1', '-s', '192.0.2.66', '-j', 'DROP')
+    result = lab.module(PARAMS)
+    assert result['changed'] is True
+    assert 'ipv4 filter FORWARD: jump was at position 2, moved back to 1' in result['reasons']
+    forward = chain_rules(lab.save(4), 'filter', 'FORWARD')
+    assert forward[0].endswith('-j KVMNAT_FWD')
+    assert forward[1] == '-A FORWARD -s 192.0.2.66/32 -j DROP'  # theirs kept, just below ours
+    lab.x('hv', lab.ipt(4), '-D', 'FORWARD', '-s', '192.0.2.66', '-j', 'DROP')
+    assert lab.probe('tcp', PUBLIC_IP, 8080) == 'web01 %s 80' % CLIENT_IP
+
+
+def test_removing_a_forward_removes_exactly_its_rules(lab, applied):
+    before = lab.save(4).splitlines()
+    result = lab.module(dict(PARAMS, forwards=[f for f in FORWARDS if f['host_port'] != 8081]))
+    assert result['changed'] is True
+    after = lab.save(4).splitlines()
+    gone = [line for line in before if line not in after]
+    assert gone and all('dns01 tcp/8081->80' in line for line in gone), gone
+    assert [line for line in after if line not in before] == []
+    assert not lab.probe('tcp', PUBLIC_IP, 8081).startswith('dns01')
+    assert lab.probe('udp', PUBLIC_IP, 5353) == 'dns01 %s 53' % CLIENT_IP
+
+
+BAD = [
+    ({'guest': 'web01', 'guest_ip': '192.168.122.300', 'host_port': 8080}, 'web01 tcp/8080'),
+    ({'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 0}, 'web01 tcp/0'),
+    ({'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 70000}, 'web01 tcp/70000'),
+    ({'guest': 'app01', 'guest_ip': '192.168.122.12', 'host_port': '10000-10009', 'guest_port': '20000-20001'},
+     'app01 tcp/10000-10009'),
+    ({'guest': 'app01', 'guest_ip': '192.168.122.12', 'host_port': '10009-10000'}, 'app01 tcp/10009-10000'),
+    ({'guest': 'web01', 'guest_ip': '192.168.122.10', 'proto': 'gre', 'host_port': 47}, 'web01 gre/47'),
+    ({'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'sources': ['198.51.100.0/40']},
+     'web01 tcp/8080'),
+    ({'guest': 'dup', 'guest_ip': '192.168.122.12', 'host_port': 8080}, 'dup tcp/8080'),
+    ({'guest': 'dup', 'guest_ip': '192.168.122.12', 'host_port': 10005}, 'dup tcp/10005'),
+    ({'guest': 'self', 'guest_ip': PUBLIC_IP, 'host_port': 9000}, 'self tcp/9000'),
+]
+
+
+@pytest.mark.parametrize('bad, names', BAD, ids=[b[1] for b in BAD])
+def test_bad_input_is_refused_and_nothing_changes(lab, applied, bad, names):
+    before = {4: lab.save(4), 6: lab.save(6)}
+    result = lab.module(dict(PARAMS, forwards=FORWARDS + [bad]))
+    assert result.get('failed') is True
+    assert names in result['msg'], result['msg']
+    assert 'nothing was changed' in result['msg']
+    assert {4: lab.save(4), 6: lab.save(6)} == before
+
+
+def test_mixed_flavours_are_refused_and_nothing_changes(lab, applied):
+    other = 'iptables-legacy' if lab.flavour == 'nft' else 'iptables-nft'
+    lab.x('hv', other, '-t', 'mangle', '-A', 'PREROUTING', '-s', '192.0.2.1', '-j', 'RETURN')
+    try:
+        before = lab.save(4)
+        result = lab.module(dict(PARAMS, forwards=FORWARDS[:2]))
+        assert result.get('failed') is True
+        assert 'both iptables-legacy and iptables-nft' in result['msg']
+        assert lab.save(4) == before
+    finally:
+        lab.x('hv', other, '-t', 'mangle', '-D', 'PREROUTING', '-s', '192.0.2.1', '-j', 'RETURN')
+
+
+def test_chain_name_clash_is_refused_and_nothing_changes(lab, applied):
+    lab.x('hv', lab.ipt(4), '-N', 'CLASH_FWD')
+    lab.x('hv', lab.ipt(4), '-A', 'CLASH_FWD', '-j', 'RETURN')
+    try:
+        before = lab.save(4)
+        result = lab.module(dict(PARAMS, chain_prefix='CLASH'))
+        assert result.get('failed') is True
+        assert 'chain CLASH_FWD in table filter exists and holds rules kvmnet.nat did not write' in result['msg']
+        assert lab.save(4) == before
+    finally:
+        lab.x('hv', lab.ipt(4), '-F', 'CLASH_FWD')
+        lab.x('hv', lab.ipt(4), '-X', 'CLASH_FWD')
+
+
+def test_absent_leaves_exactly_what_was_there_before(lab, applied):
+    result = lab.module({'state': 'absent'})
+    assert result['changed'] is True
+    assert semantic(lab.save(4)) == semantic(lab.baseline[4])
+    assert semantic(lab.save(6)) == semantic(lab.baseline[6])
+    again = lab.module({'state': 'absent'})
+    assert again['changed'] is False
+    assert not lab.probe('tcp', PUBLIC_IP, 8080).startswith('web01')

@@ -1,0 +1,399 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Unit tests of the pure engine, on recorded iptables-save text. No root, no host."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
+PUB = '203.0.113.10'
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name)) as handle:
+        return handle.read()
+
+
+def fwd(**kw):
+    base = dict(guest='web01', guest_ip='192.168.122.10', host_port=8080, guest_port=80)
+    base.update(kw)
+    return base
+
+
+# ---------------------------------------------------------------- ports
+
+@pytest.mark.parametrize('value, expected', [
+    (8080, E.PortRange(8080, 8080)),
+    ('8080', E.PortRange(8080, 8080)),
+    ('10000-10009', E.PortRange(10000, 10009)),
+    ('10000:10009', E.PortRange(10000, 10009)),
+    (' 1 - 65535 ', E.PortRange(1, 65535)),
+])
+def test_parse_ports_accepts(value, expected):
+    assert E.parse_ports(value) == expected
+
+
+@pytest.mark.parametrize('value, message', [
+    (0, 'port 0 is out of range'),
+    (65536, 'port 65536 is out of range'),
+    ('10009-10000', 'range 10009-10000 is reversed'),
+    ('http', "port 'http' is not a port"),
+    (True, 'is not a number'),
+    (None, 'is not a port'),
+])
+def test_parse_ports_refuses(value, message):
+    with pytest.raises(ValueError) as exc:
+        E.parse_ports(value)
+    assert message in str(exc.value)
+
+
+# ---------------------------------------------------------------- validation
+
+BAD_INPUT = [
+    # (forwards, module-level kwargs, expected fragment; each must name guest and port)
+    ([fwd(guest_ip='192.168.122.300')], {}, "forward web01 tcp/8080: guest_ip '192.168.122.300' is not an IP address"),
+    ([fwd(host_port=0)], {}, 'forward web01 tcp/0: host_port: port 0 is out of range 1-65535'),
+    ([fwd(host_port=70000)], {}, 'forward web01 tcp/70000: host_port: port 70000 is out of range'),
+    ([fwd(guest_port=65536)], {}, 'forward web01 tcp/8080: guest_port: port 65536 is out of range'),
+    ([fwd(host_port='10000-10009', guest_port='20000-20004')], {},
+     'forward web01 tcp/10000-10009: host range 10000-10009 has 10 ports but guest range 20000-20004 has 5'),
+    ([fwd(host_port='10009-10000', guest_port='20009-20000')], {}, 'host_port: range 10009-10000 is reversed'),
+    ([fwd(proto='icmp')], {}, "forward web01 icmp/8080: unknown proto 'icmp'"),
+    ([fwd(sources=['198.51.100.0/33'])], {}, "forward web01 tcp/8080: source '198.51.100.0/33' is not an IP address or CIDR"),
+    ([fwd(sources=['198.51.100.7/24'])], {}, 'source 198.51.100.7/24 has host bits set (did you mean 198.51.100.0/24?)'),
+    ([fwd(), fwd(guest='web02', guest_ip='192.168.122.11')], {},
+     'forward web01 tcp/8080->80 and forward web02 tcp/8080->80 claim the same tcp port(s) on 203.0.113.10'),
+    ([fwd(host_port='10000-10009', guest_port='10000-10009'), fwd(guest='b', host_port=10005, guest_port=80)], {},
+     'forward web01 tcp/10000-10009->10000-10009 and forward b tcp/10005->80 claim the same tcp port(s)'),
+    ([fwd(guest_ip=PUB)], {}, 'forward web01 tcp/8080: guest_ip 203.0.113.10 is the public ip'),
+    ([fwd()], {'public_ip': None}, 'forward web01 tcp/8080: no public_ip and no in_interface'),
+    ([fwd(guest_ip='2001:db8:1::10')], {}, 'forward web01 tcp/8080: no public_ip6 and no in_interface'),
+    ([fwd(public_ip='2001:db8::1')], {}, 'public_ip 2001:db8::1 and guest_ip 192.168.122.10 are of different IP versions'),
+    ([fwd(masquerade='sometimes')], {}, "forward web01 tcp/8080: masquerade 'sometimes' must be one of auto, always, never"),
+    ([fwd(guest='bad name')], {}, "forward bad name tcp/8080: guest name 'bad name'"),
+    ([fwd(guest_network='10.0.0.0/24')], {}, 'guest_network 10.0.0.0/24 does not contain guest_ip 192.168.122.10'),
+    ([fwd(in_interface='eth0;rm')], {}, "in_interface 'eth0;rm' is not an interface name"),
+    ([fwd()], {'public_ip': '203.0.113.999'}, "public_ip '203.0.113.999' is not an IP address"),
+]
+
+
+@pytest.mark.parametrize('forwards, kwargs, expected', BAD_INPUT)
+def test_bad_input_is_refused_with_guest_and_port(forwards, kwargs, expected):
+    args = dict(public_ip=PUB)
+    args.update(kwargs)
+    with pytest.raises(E.ForwardError) as exc:
+        E.parse_forwards(forwards, **args)
+    assert any(expected in err for err in exc.value.errors), exc.value.errors
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(E.ForwardError) as exc:
+        E.parse_forwards([fwd(host_port=0), fwd(guest='dns01', proto='icmp', host_port=53)], public_ip=PUB)
+    assert len(exc.value.errors) == 2
+    assert exc.value.errors[0].startswith('forward web01 tcp/0:')
+    assert exc.value.errors[1].startswith('forward dns01 icmp/53:')
+
+
+def test_same_port_on_different_public_ips_or_protocols_is_fine():
+    result = E.parse_forwards([
+        fwd(), fwd(guest='web02', guest_ip='192.168.122.11', public_ip='203.0.113.11'),
+        fwd(guest='dns', guest_ip='192.168.122.12', proto='udp'),
+    ], public_ip=PUB)
+    assert sorted(f.guest for f in result) == ['dns', 'web01', 'web02']
+
+
+def test_guest_port_defaults_to_host_port():
+    (result,) = E.parse_forwards([dict(guest='a', guest_ip='192.168.122.5', host_port='10000-10001')], public_ip=PUB)
+    assert result.guest_ports == E.PortRange(10000, 10001)
+
+
+# ---------------------------------------------------------------- rendering
+
+ISSUE_EXAMPLE = [
+    dict(guest='web01', guest_ip='192.168.122.10', proto='tcp', host_port=8080, guest_port=80,
+         guest_network='192.168.122.0/24'),
+    dict(guest='web01', guest_ip='192.168.122.10', host_port=2222, guest_port=22, sources=['198.51.100.0/24']),
+    dict(guest='dns01', guest_ip='192.168.122.11', proto='udp', host_port=5353, guest_port=53),
+    dict(guest='app01', guest_ip='192.168.122.12', host_port='10000-10009', guest_port='20000-20009'),
+    dict(guest='app02', guest_ip='192.168.122.13', host_port=8443, guest_port=443, masquerade='always'),
+]
+
+EXPECTED_V4 = {
+    ('nat', 'KVMNAT_DNAT'): [
+        '-s 198.51.100.0/24 -d 203.0.113.10/32 -p tcp -m tcp --dport 2222 -m comment --comment '
+        '"kvmnet.nat: web01 tcp/2222->22" -j DNAT --to-destination 192.168.122.10:22',
+        '-d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -m comment --comment "kvmnet.nat: web01 tcp/8080->80" '
+        '-j DNAT --to-destination 192.168.122.10:80',
+        '-d 203.0.113.10/32 -p tcp -m tcp --dport 8443 -m comment --comment "kvmnet.nat: app02 tcp/8443->443" '
+        '-j DNAT --to-destination 192.168.122.13:443',
+        '-d 203.0.113.10/32 -p tcp -m tcp --dport 10000:10009 -m comment --comment '
+        '"kvmnet.nat: app01 tcp/10000-10009->20000-20009" -j DNAT --to-destination 192.168.122.12:20000-20009/10000',
+        '-d 203.0.113.10/32 -p udp -m udp --dport 5353 -m comment --comment "kvmnet.nat: dns01 udp/5353->53" '
+        '-j DNAT --to-destination 192.168.122.11:53',
+    ],
+    ('nat', 'KVMNAT_SNAT'): [
+        '-s 192.168.122.0/24 -d 192.168.122.10/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT '
+        '--ctorigdst 203.0.113.10 --ctorigdstport 8080 -m comment --comment "kvmnet.nat: web01 tcp/8080->80 hairpin" '
+        '-j MASQUERADE',
+        '-d 192.168.122.13/32 -p tcp -m tcp --dport 443 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
+        '--ctorigdstport 8443 -m comment --comment "kvmnet.nat: app02 tcp/8443->443 masquerade" -j MASQUERADE',
+    ],
+    ('filter', 'KVMNAT_FWD'): [
+        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.10 '
+        '-m comment --comment "kvmnet.nat: web01 established" -j ACCEPT',
+        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.13 '
+        '-m comment --comment "kvmnet.nat: app02 established" -j ACCEPT',
+        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.12 '
+        '-m comment --comment "kvmnet.nat: app01 established" -j ACCEPT',
+        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.11 '
+        '-m comment --comment "kvmnet.nat: dns01 established" -j ACCEPT',
+        '-d 192.168.122.10/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
+        '--ctorigdstport 2222 -m comment --comment "kvmnet.nat: web01 tcp/2222->22" -j ACCEPT',
+        '-d 192.168.122.10/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
+        '--ctorigdstport 8080 -m comment --comment "kvmnet.nat: web01 tcp/8080->80" -j ACCEPT',
+        '-d 192.168.122.13/32 -p tcp -m tcp --dport 443 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
+        '--ctorigdstport 8443 -m comment --comment "kvmnet.nat: app02 tcp/8443->443" -j ACCEPT',
+        '-d 192.168.122.12/32 -p tcp -m tcp --dport 20000:20009 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
+        '--ctorigdstport 10000:10009 -m comment --comment "kvmnet.nat: app01 tcp/10000-10009->20000-20009" -j ACCEPT',
+        '-d 192.168.122.11/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
+        '--ctorigdstport 5353 -m comment --comment "kvmnet.nat: dns01 udp/5353->53" -j ACCEPT',
+    ],
+}
+
+EXPECTED_JUMPS = [
+    ('nat', 'PREROUTING', '-m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT'),
+    ('nat', 'OUTPUT', '-m addrtype --dst-type LOCAL -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT'),
+    ('nat', 'POSTROUTING', '-m comment --comment "kvmnet.nat: jump" -j KVMNAT_SNAT'),
+    ('filter', 'FORWARD', '-m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD'),
+]
+
+
+def example_forwards():
+    return E.parse_forwards(ISSUE_EXAMPLE, public_ip=PUB)
+
+
+def test_desired_state_of_the_issue_example():
+    desired = E.desired_state(example_forwards(), 4)
+    assert desired.chains == EXPECTED_V4
+    assert desired.jumps == EXPECTED_JUMPS
+    assert E.desired_state(example_forwards(), 6).empty
+
+
+@pytest.mark.parametrize('raw, kwargs, expected_dnat', [
+    (fwd(host_port='11000-11009', guest_port='11000-11009'), {},
+     '-d 203.0.113.10/32 -p tcp -m tcp --dport 11000:11009 -m comment --comment '
+     '"kvmnet.nat: web01 tcp/11000-11009->11000-11009" -j DNAT --to-destination 192.168.122.10'),
+    (fwd(), {'public_ip': None, 'in_interface': 'eth0'},
+     '-i eth0 -p tcp -m tcp --dport 8080 -m comment --comment "kvmnet.nat: web01 tcp/8080->80" '
+     '-j DNAT --to-destination 192.168.122.10:80'),
+    (fwd(guest_ip='2001:db8:1::10', proto='sctp'), {'public_ip6': '2001:db8::10'},
+     '-d 2001:db8::10/128 -p sctp -m sctp --dport 8080 -m comment --comment "kvmnet.nat: web01 sctp/8080->80" '
+     '-j DNAT --to-destination [2001:db8:1::10]:80'),
+])
+def test_dnat_variants(raw, kwargs, expected_dnat):
+    args = dict(public_ip=PUB)
+    args.update(kwargs)
+    (forward,) = E.parse_forwards([raw], **args)
+    assert E.render_dnat(forward) == [expected_dnat]
+
+
+def test_interface_only_forward_matches_origin_without_address():
+    (forward,) = E.parse_forwards([fwd(masquerade='always')], in_interface='eth0')
+    desired = E.desired_state([forward], 4)
+    assert desired.chains[('filter', 'KVMNAT_FWD')][0] == (
+        '-m conntrack --ctstate RELATED,ESTABLISHED ! --ctorigdst 192.168.122.10 --ctreplsrc 192.168.122.10 '
+        '-m comment --comment "kvmnet.nat: web01 established" -j ACCEPT')
+    assert desired.chains[('nat', 'KVMNAT_SNAT')] == [
+        '-d 192.168.122.10/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT --ctorigdstport 8080 '
+        '-m comment --comment "kvmnet.nat: web01 tcp/8080->80 masquerade" -j MASQUERADE']
+
+
+@pytest.mark.parametrize('mode, network, count', [
+    ('never', '192.168.122.0/24', 0), ('auto', None, 0), ('auto', '192.168.122.0/24', 1), ('always', None, 1),
+])
+def test_masquerade_modes(mode, network, count):
+    (forward,) = E.parse_forwards([fwd(masquerade=mode, guest_network=network)], public_ip=PUB)
+    rules = E.render_masquerade(forward)
+    assert len(rules) == count
+    for rule in rules:
+        assert '--ctorigdstport 8080' in rule and '-d 192.168.122.10/32' in rule  # never unscoped
+
+
+def test_one_dnat_per_source():
+    (forward,) = E.parse_forwards([fwd(sources=['198.51.100.0/24', '192.0.2.7'])], public_ip=PUB)
+    assert [rule.split()[1] for rule in E.render_dnat(forward)] == ['192.0.2.7/32', '198.51.100.0/24']
+
+
+def test_forward_order_does_not_change_the_rules():
+    forward = E.desired_state(E.parse_forwards(ISSUE_EXAMPLE, public_ip=PUB), 4)
+    backward = E.desired_state(E.parse_forwards(list(reversed(ISSUE_EXAMPLE)), public_ip=PUB), 4)
+    assert forward.chains == backward.chains
+
+
+# ---------------------------------------------------------------- parsing
+
+def test_parse_save_keeps_others_rules_in_order_and_drops_counters():
+    tables = E.parse_save(fixture('libvirt-docker.save'))
+    assert sorted(tables) == ['filter', 'mangle', 'nat']
+    assert tables['filter'].chains['FORWARD'] == 'DROP'
+    assert tables['filter'].rules['FORWARD'][:4] == [
+        '-j DOCKER-USER', '-j LIBVIRT_FWX', '-j LIBVIRT_FWI', '-j LIBVIRT_FWO']
+    assert tables['filter'].rules['LIBVIRT_FWI'][-1] == '-o virbr0 -j REJECT --reject-with icmp-port-unreachable'
+    assert tables['nat'].chains['PREROUTING'] == 'ACCEPT'
+
+
+def test_parse_save_with_counters():
+    tables = E.parse_save('*filter\n:FORWARD ACCEPT [5:300]\n[4:240] -A FORWARD -j ACCEPT\nCOMMIT\n')
+    assert tables['filter'].rules['FORWARD'] == ['-j ACCEPT']
+
+
+@pytest.mark.parametrize('text', ['-A FORWARD -j ACCEPT\n', '*filter\nnonsense\nCOMMIT\n'])
+def test_parse_save_refuses_garbage(text):
+    with pytest.raises(E.RulesetError):
+        E.parse_save(text)
+
+
+# ---------------------------------------------------------------- planning
+
+def live_with_ours(extra_forward_rules=(), jump_positions=None):
+    """The fixture with our chains applied as the engine renders them."""
+    tables = E.parse_save(fixture('libvirt-docker.save'))
+    desired = E.desired_state(example_forwards(), 4)
+    for (tname, chain), rules in desired.chains.items():
+        tables[tname].chains[chain] = '-'
+        tables[tname].rules[chain] = list(rules)
+    for tname, chain, spec in desired.jumps:
+        tables[tname].rules.setdefault(chain, []).insert(0, spec)
+    for spec in extra_forward_rules:
+        tables['filter'].rules['FORWARD'].insert(0, spec)
+    return tables, desired
+
+
+def test_fresh_host_payload():
+    tables = E.parse_save(fixture('libvirt-docker.save'))
+    result = E.plan(tables, E.desired_state(example_forwards(), 4))
+    lines = result.payload.splitlines()
+    assert result.changed
+    assert lines[0] == '*filter'
+    assert lines[1] == ':KVMNAT_FWD - [0:0]'
+    assert lines[-2] == '-I POSTROUTING 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_SNAT'
+    assert lines.count('COMMIT') == 2
+    assert not any(line.startswith(('-F', '-X', '-D')) for line in lines)  # nothing of others touched
+    assert not any('INPUT' in line for line in lines)
+    assert not any('LIBVIRT' in line or 'DOCKER' in line for line in lines)
+
+
+def test_unchanged_ruleset_plans_nothing():
+    tables, desired = live_with_ours()
+    result = E.plan(tables, desired)
+    assert (result.changed, result.payload, result.reasons) == (False, '', [])
+    assert result.before == result.after
+
+
+def test_rule_inserted_above_our_jump_moves_it_back():
+    tables, desired = live_with_ours(extra_forward_rules=['-s 192.0.2.66/32 -j DROP'])
+    result = E.plan(tables, desired)
+    assert result.payload == (
+        '*filter\n'
+        '-D FORWARD -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD\n'
+        '-I FORWARD 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD\n'
+        'COMMIT\n')
+    assert result.reasons == ['filter FORWARD: jump was at position 2, moved back to 1']
+
+
+def test_duplicate_jumps_are_reduced_to_one():
+    tables, desired = live_with_ours()
+    tables['nat'].rules['PREROUTING'].append('-j KVMNAT_DNAT')  # e.g. restored twice at boot
+    result = E.plan(tables, desired)
+    assert result.payload == (
+        '*nat\n'
+        '-D PREROUTING -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT\n'
+        '-D PREROUTING -j KVMNAT_DNAT\n'
+        '-I PREROUTING 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT\n'
+        'COMMIT\n')
+
+
+def test_removing_a_forward_rewrites_only_that_chain_set():
+    tables, _old = live_with_ours()
+    fewer = [f for f in ISSUE_EXAMPLE if f['guest'] != 'dns01']
+    result = E.plan(tables, E.desired_state(E.parse_forwards(fewer, public_ip=PUB), 4))
+    removed = sorted(set(result.before) - set(result.after))
+    assert result.changed
+    assert set(result.after) - set(result.before) == set()
+    assert all('dns01' in line for line in removed), removed
+    assert len(removed) == 3  # its DNAT, its established accept, its forward accept
+    assert 'KVMNAT_SNAT' not in result.payload  # unchanged chain is not rewritten
+
+
+def test_absent_removes_jumps_then_chains():
+    tables, _desired = live_with_ours()
+    result = E.plan(tables, E.desired_state([], 4))
+    assert result.after == []
+    filter_block = result.payload.split('COMMIT')[0].splitlines()
+    assert filter_block == [
+        '*filter',
+        ':KVMNAT_FWD - [0:0]',
+        '-D FORWARD -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD',
+        '-X KVMNAT_FWD',
+    ]
+
+
+def test_absent_on_a_host_without_our_rules_is_a_no_op():
+    result = E.plan(E.parse_save(fixture('libvirt-docker.save')), E.desired_state([], 4))
+    assert (result.changed, result.payload) == (False, '')
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda t: t['filter'].rules['KVMNAT_FWD'].append('-j DROP'),
+     'chain KVMNAT_FWD in table filter exists and holds rules kvmnet.nat did not write (first: -j DROP)'),
+    (lambda t: t['filter'].rules['DOCKER-USER'].insert(0, '-j KVMNAT_FWD'),
+     'rule "-A DOCKER-USER -j KVMNAT_FWD" in table filter jumps into a kvmnet.nat chain'),
+])
+def test_foreign_use_of_our_chains_is_refused(mutate, message):
+    tables, desired = live_with_ours()
+    mutate(tables)
+    with pytest.raises(E.RulesetError) as exc:
+        E.plan(tables, desired)
+    assert message in str(exc.value)
+
+
+def test_foreign_chain_with_our_name_on_a_fresh_host():
+    tables = E.parse_save(fixture('libvirt-docker.save'))
+    tables['nat'].chains['KVMNAT_DNAT'] = '-'
+    tables['nat'].rules['KVMNAT_DNAT'] = ['-p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1:80']
+    with pytest.raises(E.RulesetError):
+        E.plan(tables, E.desired_state(example_forwards(), 4))
+
+
+def test_other_prefix_leaves_default_chains_alone():
+    tables, _desired = live_with_ours()
+    result = E.plan(tables, E.desired_state(example_forwards(), 4, prefix='LAB'))
+    assert 'KVMNAT' not in result.payload
+    assert ':LAB_DNAT - [0:0]' in result.payload
+
+
+def test_persist_text_holds_only_our_chains_and_jumps():
+    text = E.persist_text(E.desired_state(example_forwards(), 4))
+    lines = [line for line in text.splitlines() if not line.startswith('#')]
+    assert lines[0] == '*filter' and lines.count('COMMIT') == 2
+    body = [line for line in lines if line.startswith(('-A', '-I'))]
+    assert all(line.startswith(('-A KVMNAT_', '-I ')) for line in body)
+    assert [line for line in body if line.startswith('-I')] == [
+        '-I FORWARD 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD',
+        '-I PREROUTING 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT',
+        '-I OUTPUT 1 -m addrtype --dst-type LOCAL -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT',
+        '-I POSTROUTING 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_SNAT',
+    ]
+
+
+@pytest.mark.parametrize('prefix, ok', [('KVMNAT', True), ('LAB2', True), ('kvmnat', False), ('', False),
+                                        ('A' * 17, False), ('KVM_NAT', False)])
+def test_valid_prefix(prefix, ok):
+    assert E.valid_prefix(prefix) is ok
