@@ -29,7 +29,7 @@ description:
   - Uses the iptables flavour (nf_tables or legacy) the host's rules are in; refuses a host
     whose rules are split across both.
 author:
-  - kvmnet.nat contributors
+  - kvmnet.nat maintainers (@kvmnet)
 attributes:
   check_mode:
     support: full

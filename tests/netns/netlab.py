@@ -88,7 +88,7 @@ class LabError(Exception):
 
 
 def sh(*cmd, check=True, data=None, timeout=60):
-    proc = subprocess.run(list(cmd), input=data, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(list(cmd), input=data, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LabError('%s failed (rc=%d): %s' % (' '.join(cmd), proc.returncode, proc.stderr.strip()))
     return proc
@@ -221,7 +221,7 @@ class Lab:
                 cmd.append('--check')
             if diff:
                 cmd.append('--diff')
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
             try:
                 with open(result_file) as handle:
                     return json.load(handle)

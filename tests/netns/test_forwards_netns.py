@@ -235,6 +235,27 @@ def test_chain_name_clash_is_refused_and_nothing_changes(lab, applied):
         lab.x('hv', lab.ipt(4), '-X', 'CLASH_FWD')
 
 
+def test_persisted_files_hold_only_our_rules_and_restore_them(lab, applied, tmp_path):
+    base = str(tmp_path / 'kvmnet-nat')
+    result = lab.module(dict(PARAMS, persist_path=base))
+    assert result['changed'] is True  # files written, ruleset already in place
+    assert 'ipv4 persisted rules in %s.v4 updated' % base in result['reasons']
+    text = (tmp_path / 'kvmnet-nat.v4').read_text()
+    rules = [line for line in text.splitlines() if line.startswith('-')]
+    assert rules and all(line.startswith(('-A KVMNAT_', '-I PREROUTING 1 ', '-I OUTPUT 1 ', '-I POSTROUTING 1 ',
+                                          '-I FORWARD 1 ')) for line in rules), rules
+    assert not any('LIBVIRT' in line or 'admin' in line for line in text.splitlines())
+    # what a boot would do: remove our state, restore the file, and the module finds nothing to change
+    lab.module({'state': 'absent'})
+    lab.x('hv', lab.ipt(4) + '-restore', '--noflush', data=text)
+    lab.x('hv', lab.ipt(6) + '-restore', '--noflush', data=(tmp_path / 'kvmnet-nat.v6').read_text())
+    again = lab.module(dict(PARAMS, persist_path=base))
+    assert again['changed'] is False, again['reasons']
+    gone = lab.module({'state': 'absent', 'persist_path': base})
+    assert gone['changed'] is True
+    assert not (tmp_path / 'kvmnet-nat.v4').exists() and not (tmp_path / 'kvmnet-nat.v6').exists()
+
+
 def test_absent_leaves_exactly_what_was_there_before(lab, applied):
     result = lab.module({'state': 'absent'})
     assert result['changed'] is True

@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The host side, with canned command results: each case is the commands expected and their rc/out/err."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter as N
+
+EMPTY = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n'
+RULES = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j LIBVIRT_FWX\nCOMMIT\n'
+USER_CHAIN = '*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER - [0:0]\nCOMMIT\n'
+
+
+class FakeModule:
+    """Answers run_command from a table keyed by the command's first words; records every call."""
+
+    def __init__(self, answers, binaries=None):
+        self.answers = answers
+        self.binaries = binaries if binaries is not None else {
+            'iptables-legacy-save', 'iptables-legacy-restore', 'iptables-nft-save', 'iptables-nft-restore',
+            'iptables-save', 'iptables-restore', 'ip'}
+        self.calls = []
+
+    def get_bin_path(self, name, required=False):
+        return '/usr/sbin/' + name if name in self.binaries else None
+
+    def run_command(self, cmd, data=None, binary_data=False, environ_update=None):
+        assert isinstance(cmd, list)  # never a joined string
+        assert environ_update == {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
+        self.calls.append((cmd, data))
+        key = ' '.join(word.rsplit('/', 1)[-1] for word in cmd)
+        for prefix, answer in self.answers.items():
+            if key.startswith(prefix):
+                return answer
+        raise AssertionError('unexpected command: %s' % key)
+
+
+@pytest.mark.parametrize('legacy, nft, default, expected', [
+    (EMPTY, EMPTY, 'iptables-save v1.8.9 (nf_tables)', 'nft'),      # nothing in use: the host default
+    (EMPTY, EMPTY, 'iptables-save v1.8.9 (legacy)', 'legacy'),
+    (RULES, EMPTY, 'iptables-save v1.8.9 (nf_tables)', 'legacy'),   # rules decide, not the default
+    (EMPTY, USER_CHAIN, 'iptables-save v1.8.9 (legacy)', 'nft'),    # a user chain counts as in use
+])
+def test_detect_picks_the_flavour_in_use(legacy, nft, default, expected):
+    module = FakeModule({'iptables-legacy-save': (0, legacy, ''), 'iptables-nft-save': (0, nft, ''),
+                         'iptables-save --version': (0, default, '')})
+    backend = N.detect(module, 4)
+    assert backend.flavour == expected
+    assert backend.restore_cmd == ['/usr/sbin/iptables-%s-restore' % expected]
+    assert backend.saved == (legacy if expected == 'legacy' else nft)
+
+
+def test_detect_refuses_rules_in_both_flavours():
+    module = FakeModule({'iptables-legacy-save': (0, RULES, ''), 'iptables-nft-save': (0, USER_CHAIN, '')})
+    with pytest.raises(E.RulesetError) as exc:
+        N.detect(module, 4)
+    assert 'both iptables-legacy and iptables-nft' in str(exc.value)
+
+
+def test_detect_without_any_tool_for_the_family():
+    assert N.detect(FakeModule({}, binaries=set()), 6) is None
+
+
+def test_detect_falls_back_to_the_generic_tools():
+    module = FakeModule({'iptables-save --version': (0, 'iptables-save v1.8.4 (legacy)', ''),
+                         'iptables-save': (0, EMPTY, '')}, binaries={'iptables-save', 'iptables-restore'})
+    backend = N.detect(module, 4)
+    assert (backend.flavour, backend.save_cmd) == ('legacy', ['/usr/sbin/iptables-save'])
+
+
+def test_restore_test_run_arguments():
+    module = FakeModule({'iptables-nft-restore': (0, '', '')})
+    backend = N.Backend(4, 'nft', ['/usr/sbin/iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
+    N.restore(module, backend, '*nat\nCOMMIT\n', 10, test=True)
+    assert module.calls == [(['/usr/sbin/iptables-nft-restore', '--noflush', '--wait', '10', '--test'],
+                             '*nat\nCOMMIT\n')]
+
+
+def test_restore_error_names_the_rule_the_command_and_stderr():
+    payload = ('*nat\n:KVMNAT_DNAT - [0:0]\n-A KVMNAT_DNAT -d 203.0.113.10/32 -p tcp -m tcp --dport 8080 '
+               '-m comment --comment "kvmnet.nat: web01 tcp/8080->80" -j DNAT --to-destination 192.168.122.10:80\n'
+               'COMMIT\n')
+    stderr = 'iptables-restore v1.8.9 (nf_tables): unknown option "--dport"\nError occurred at line: 3\n'
+    module = FakeModule({'iptables-nft-restore': (2, '', stderr)})
+    backend = N.Backend(4, 'nft', ['iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
+    with pytest.raises(N.CommandError) as exc:
+        N.restore(module, backend, payload, 10, test=True)
+    text = str(exc.value)
+    assert text.startswith('applying IPv4 rules (test run), at rule "-A KVMNAT_DNAT')
+    assert 'kvmnet.nat: web01 tcp/8080->80' in text
+    assert '/usr/sbin/iptables-nft-restore --noflush --wait 10 --test failed (rc=2)' in text
+    assert 'unknown option "--dport"' in text
+
+
+ROUTE_CONNECTED = '[{"dst":"192.168.122.10","dev":"virbr0","prefsrc":"192.168.122.1","flags":[],"uid":0,"cache":[]}]'
+ROUTE_VIA = '[{"dst":"10.9.0.5","gateway":"203.0.113.1","dev":"eth0","prefsrc":"203.0.113.10"}]'
+ADDR = ('[{"ifname":"virbr0","addr_info":[{"family":"inet","local":"192.168.122.1","prefixlen":24},'
+        '{"family":"inet","local":"192.168.50.1","prefixlen":24}]}]')
+
+
+@pytest.mark.parametrize('ip, answers, expected', [
+    ('192.168.122.10', {'ip -j -4 route get': (0, ROUTE_CONNECTED, ''), 'ip -j -4 addr show dev virbr0': (0, ADDR, '')},
+     '192.168.122.0/24'),
+    ('10.9.0.5', {'ip -j -4 route get': (0, ROUTE_VIA, '')}, None),          # behind a gateway: no hairpin scope
+    ('192.168.122.10', {'ip -j -4 route get': (2, '', 'RTNETLINK answers: Network is unreachable')}, None),
+])
+def test_connected_network(ip, answers, expected):
+    result = N.connected_network(FakeModule(answers), ipaddress.ip_address(ip))
+    assert (str(result) if result else None) == expected
