@@ -490,6 +490,11 @@ def owned(chain, prefix):
     return chain.startswith(prefix + '_')
 
 
+def jumps_into_ours(spec, prefix):
+    """True if the rule jumps (or goes) to one of our chains."""
+    return owned(_targets(spec) or '', prefix)
+
+
 # ---------------------------------------------------------------- planning
 
 @dataclass
@@ -522,7 +527,7 @@ def managed_view(tables, prefix):
             if owned(chain, prefix):
                 continue
             jumps.extend((tname, chain, pos, spec) for pos, spec in enumerate(rules, 1)
-                         if owned(_targets(spec) or '', prefix))
+                         if jumps_into_ours(spec, prefix))
         for chain in table.chains:
             if owned(chain, prefix):
                 chains[(tname, chain)] = table.rules.get(chain, [])
@@ -551,7 +556,7 @@ def check_ownership(tables, prefix):
             if owned(chain, prefix) or (tname, chain) in expected_sources:
                 continue
             for spec in rules:
-                if owned(_targets(spec) or '', prefix):
+                if jumps_into_ours(spec, prefix):
                     problems.append('rule "-A %s %s" in table %s jumps into a kvmnet.nat chain; '
                                     'kvmnet.nat will not manage a chain that others jump to'
                                     % (chain, spec, tname))
@@ -585,7 +590,7 @@ def plan(tables, desired):
         for chain, rules in table.rules.items():
             if owned(chain, prefix):
                 continue
-            ours = [(pos, spec) for pos, spec in enumerate(rules, 1) if owned(_targets(spec) or '', prefix)]
+            ours = [(pos, spec) for pos, spec in enumerate(rules, 1) if jumps_into_ours(spec, prefix)]
             want = want_jumps.get((tname, chain))
             if want is not None and ours == [(1, want)]:
                 continue
@@ -607,7 +612,7 @@ def plan(tables, desired):
     for (tname, chain), spec in want_jumps.items():
         table = tables.get(tname)
         present = table is not None and any(
-            owned(_targets(s) or '', prefix) for s in table.rules.get(chain, []))
+            jumps_into_ours(s, prefix) for s in table.rules.get(chain, []))
         if not present:
             block(tname)['insert'].append('-I %s 1 %s' % (chain, spec))
             reasons.append('%s %s: jump added' % (tname, chain))

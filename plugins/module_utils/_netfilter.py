@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
 
 ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
-_BASE = {4: 'iptables', 6: 'ip6tables'}
+TOOL = {4: 'iptables', 6: 'ip6tables'}
 _ERROR_LINE_RE = re.compile(r'Error occurred at line: (\d+)')
 
 
@@ -75,7 +75,7 @@ def detect(module, family):
 
     Returns None when the host has no iptables tool for the family at all.
     """
-    base = _BASE[family]
+    base = TOOL[family]
     found = {}
     for flavour in ('legacy', 'nft'):
         save = module.get_bin_path('%s-%s-save' % (base, flavour))

@@ -216,6 +216,7 @@ forwards:
        guest_network: 192.168.122.0/24}
 """
 
+import dataclasses
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -267,7 +268,7 @@ def _with_hairpin_networks(module, forwards):
                 module.warn('forward %s: %s is not on a network connected to this host, so no hairpin '
                             'MASQUERADE was written; set guest_network to add one' % (fwd.label, fwd.guest_ip))
             else:
-                fwd = _engine.Forward(**dict(fwd.__dict__, guest_network=net))
+                fwd = dataclasses.replace(fwd, guest_network=net)
         result.append(fwd)
     return result
 
@@ -319,7 +320,7 @@ def run(module):
         if backend is None:
             if not desired.empty:
                 module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore'
-                                 % (family, _netfilter._BASE[family]))
+                                 % (family, _netfilter.TOOL[family]))
             continue
         plan = _engine.plan(_engine.parse_save(backend.saved), desired)
         if plan.changed:
