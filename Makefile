@@ -68,10 +68,13 @@ lint: collection
 changelog-lint: venv
 	antsibull-changelog lint
 
-# every module's documentation must render
+# every module's and filter's documentation must render
 docs: collection
 	@for m in $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
 	  ansible-doc -t module kvmnet.nat.$$m > /dev/null; echo "ansible-doc kvmnet.nat.$$m: ok"; \
+	done
+	@for f in $$(ls plugins/filter/*.yml | xargs -n1 basename | sed 's/\.yml$$//'); do \
+	  ansible-doc -t filter kvmnet.nat.$$f > /dev/null; echo "ansible-doc -t filter kvmnet.nat.$$f: ok"; \
 	done
 
 # real netfilter and packets, in throwaway namespaces only (needs root)
