@@ -136,6 +136,19 @@ def test_hairpin_from_a_second_guest(lab, applied):
     assert lab.probe('tcp', PUBLIC_IP, 8080, role='dns01') == 'web01 %s 80' % BRIDGE_IP
 
 
+def test_masquerade_never_leaves_hairpin_sources_alone(lab, applied):
+    never = [dict(f, masquerade='never') if f['host_port'] == 8080 else f for f in FORWARDS]
+    result = lab.module(dict(PARAMS, forwards=never))
+    assert result['changed'] is True
+    assert not [r for r in result['rules']['ipv4'] if 'web01 tcp/8080->80 hairpin' in r]
+    lab.settle()
+    assert lab.probe('tcp', PUBLIC_IP, 8080) == 'web01 %s 80' % CLIENT_IP  # outside clients unaffected
+    # No MASQUERADE, so web01 never sees the bridge address. Without br_netfilter its answer goes
+    # straight to dns01 from 192.168.122.10 and is dropped; with bridge-nf-call-iptables=1 (as on
+    # hosts running Docker) conntrack un-DNATs it on the bridge and web01 sees dns01's own address.
+    assert lab.probe('tcp', PUBLIC_IP, 8080, role='dns01') in ('TIMEOUT', 'REFUSED', 'web01 192.168.122.11 80')
+
+
 def test_the_hypervisor_itself_can_use_the_public_address(lab, applied):
     assert lab.probe('tcp', PUBLIC_IP, 8080, role='hv').startswith('web01 ')
 
