@@ -453,17 +453,12 @@ def parse_save(text):
             name, policy = line[1:].split()[:2]
             current.chains[name] = policy
             current.rules.setdefault(name, [])
-        elif line.startswith('-A '):
+        elif line.startswith(('-A ', '[')):
+            if line.startswith('['):  # "[pkts:bytes] -A CHAIN spec" (iptables-save -c): drop counters
+                line = line.split(']', 1)[1].strip()
             parts = line.split(None, 2)
-            if len(parts) < 3:
+            if len(parts) < 3 or parts[0] != '-A':
                 raise RulesetError('iptables-save line %d has no rule: %s' % (lineno, raw))
-            if parts[1].startswith('['):  # counters inline ("-c" output): [pkts:bytes] -A ...
-                raise RulesetError('iptables-save line %d carries counters: %s' % (lineno, raw))
-            current.rules.setdefault(parts[1], []).append(parts[2])
-        elif line.startswith('['):
-            # "[0:0] -A CHAIN spec" (iptables-save -c); drop counters
-            rest = line.split(']', 1)[1].strip()
-            parts = rest.split(None, 2)
             current.rules.setdefault(parts[1], []).append(parts[2])
         else:
             raise RulesetError('iptables-save line %d not understood: %s' % (lineno, raw))

@@ -254,7 +254,8 @@ def test_parse_save_with_counters():
     assert tables['filter'].rules['FORWARD'] == ['-j ACCEPT']
 
 
-@pytest.mark.parametrize('text', ['-A FORWARD -j ACCEPT\n', '*filter\nnonsense\nCOMMIT\n'])
+@pytest.mark.parametrize('text', ['-A FORWARD -j ACCEPT\n', '*filter\nnonsense\nCOMMIT\n',
+                                  '*filter\n[0:0] -A\nCOMMIT\n', '*filter\n-A FORWARD\nCOMMIT\n'])
 def test_parse_save_refuses_garbage(text):
     with pytest.raises(E.RulesetError):
         E.parse_save(text)
