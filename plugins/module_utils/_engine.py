@@ -83,6 +83,7 @@ class Forward:
     sources: tuple = ()
     masquerade: str = 'auto'
     guest_network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    allow_in_use: bool = False   # the admin accepts that a host listener on this port loses its traffic
 
     @property
     def family(self):
@@ -258,7 +259,7 @@ def parse_forwards(raw_forwards, public_ip=None, public_ip6=None, in_interface=N
             guest=str(guest), guest_ip=guest_ip, proto=proto, host_ports=host_ports,
             guest_ports=guest_ports, public_ip=pub, in_interface=iface,
             sources=tuple(sorted(set(sources), key=str)), masquerade=masquerade,
-            guest_network=guest_network,
+            guest_network=guest_network, allow_in_use=bool(raw.get('allow_in_use')),
         ))
 
     errors.extend(_overlaps(forwards))

@@ -111,6 +111,20 @@ options:
           - Found from the host's connected routes when omitted; if the guest is not on a connected
             network, no hairpin rule is written and a warning says so.
         type: str
+      allow_in_use:
+        description:
+          - Forward this host port even though a process on the host listens on it (on the public
+            address, on every address, or on any address when only O(in_interface) scopes the forward).
+          - That process then no longer receives traffic for this port from outside. Without this
+            option such a forward is refused before anything changes (see O(check_listeners)).
+        type: bool
+        default: false
+  check_listeners:
+    description:
+      - Refuse, before any change, a forward whose host port a local process already listens on
+        (read from C(/proc/net)), naming the process, unless the forward sets O(forwards[].allow_in_use).
+    type: bool
+    default: true
   public_ip:
     description:
       - Only traffic addressed to this IPv4 address is forwarded. This is what keeps a DNAT for
@@ -222,6 +236,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
 from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
 
 
@@ -238,7 +253,9 @@ def argument_spec():
             public_ip=dict(type='str'),
             in_interface=dict(type='str'),
             guest_network=dict(type='str'),
+            allow_in_use=dict(type='bool', default=False),
         )),
+        check_listeners=dict(type='bool', default=True),
         public_ip=dict(type='str'),
         public_ip6=dict(type='str'),
         in_interface=dict(type='str'),
@@ -310,6 +327,10 @@ def run(module):
             params['in_interface'])
     except _engine.ForwardError as exc:
         module.fail_json(msg='invalid forwards, nothing was changed: %s' % exc, errors=exc.errors)
+    if present and params['check_listeners']:
+        taken = _listeners.conflicts(forwards, _listeners.read_listeners())
+        if taken:
+            module.fail_json(msg='host ports in use, nothing was changed: %s' % '; '.join(taken), errors=taken)
     forwards = _with_hairpin_networks(module, forwards) if present else forwards
 
     # Read and plan every family before changing any, so a refusal leaves all untouched.
