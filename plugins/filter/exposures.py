@@ -51,13 +51,46 @@ def exposure_forwards(exposures):
             forward = {'guest': guest['name'], 'guest_ip': guest['ip'], 'host_port': port['host'],
                        'guest_port': port.get('guest', port['host']), 'proto': port.get('proto', 'tcp'),
                        'sources': port.get('sources', []), 'masquerade': guest.get('masquerade', 'auto')}
-            for optional in ('public_ip', 'in_interface'):
+            for optional in ('public_ip', 'in_interface', 'allow_in_use'):
                 if port.get(optional):
                     forward[optional] = port[optional]
             forwards.append(forward)
     return forwards
 
 
+def resolve_exposures(exposures, guests):
+    """Fill in ``ip`` from kvmnet.nat.guest_info's ``guests`` for exposures that lack one.
+
+    Returns ``{exposures: [...], unresolved: [{name, reason}]}``: ``exposures`` holds only the
+    exposures with an address, ``unresolved`` says why each other one has none.
+    """
+    known = {guest['name']: guest for guest in guests or []}
+    resolved, unresolved = [], []
+    for exposure in exposures or []:
+        if exposure.get('ip'):
+            resolved.append(exposure)
+            continue
+        guest = known.get(exposure.get('name'))
+        if guest is None:
+            unresolved.append({'name': exposure.get('name'), 'reason': 'no libvirt domain of that name on this host'})
+        elif not guest.get('ipv4'):
+            unresolved.append({'name': exposure['name'],
+                               'reason': 'the domain is %s and has no IPv4 address (no DHCP lease, no guest agent '
+                                         'answer); give its ip in the inventory or start it' % guest.get('state')})
+        else:
+            resolved.append(dict(exposure, ip=guest['ipv4'][0], **_first_network_interface(guest)))
+    return {'exposures': resolved, 'unresolved': unresolved}
+
+
+def _first_network_interface(guest):
+    """mac and network of the guest's first interface on a libvirt network (for DHCP pinning)."""
+    for interface in guest.get('interfaces') or []:
+        if interface.get('mac') and interface.get('network'):
+            return {'mac': interface['mac'], 'network': interface['network']}
+    return {}
+
+
 class FilterModule:
     def filters(self):
-        return {'guest_exposures': guest_exposures, 'exposure_forwards': exposure_forwards}
+        return {'guest_exposures': guest_exposures, 'exposure_forwards': exposure_forwards,
+                'resolve_exposures': resolve_exposures}

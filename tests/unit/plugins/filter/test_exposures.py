@@ -10,6 +10,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.kvmnet.nat.plugins.filter import exposures as F
 from ansible_collections.kvmnet.nat.plugins.filter.exposures import exposure_forwards, guest_exposures
 
 HOSTVARS = {
@@ -58,3 +59,29 @@ def test_exposure_forwards_errors(exposures, message):
     with pytest.raises(AnsibleFilterError) as exc:
         exposure_forwards(exposures)
     assert message in str(exc.value)
+
+
+GUESTS = [
+    {'name': 'web01', 'state': 'running', 'ipv4': ['192.168.122.10'],
+     'interfaces': [{'mac': '52:54:00:4b:01:10', 'network': 'default'}]},
+    {'name': 'db01', 'state': 'shut off', 'ipv4': [], 'interfaces': [{'mac': '52:54:00:00:00:20'}]},
+]
+
+
+def test_resolve_exposures_fills_in_addresses_and_explains_the_rest():
+    exposures = [{'name': 'web01', 'ports': [{'host': 8080}]}, {'name': 'db01', 'ports': []},
+                 {'name': 'ghost', 'ports': []}, {'name': 'app01', 'ip': '192.168.122.30', 'ports': []}]
+    result = F.resolve_exposures(exposures, GUESTS)
+    assert result['exposures'] == [
+        {'name': 'web01', 'ports': [{'host': 8080}], 'ip': '192.168.122.10', 'mac': '52:54:00:4b:01:10',
+         'network': 'default'},
+        {'name': 'app01', 'ip': '192.168.122.30', 'ports': []}]
+    assert [(u['name'], u['reason'].split(' (')[0]) for u in result['unresolved']] == [
+        ('db01', 'the domain is shut off and has no IPv4 address'),
+        ('ghost', 'no libvirt domain of that name on this host')]
+
+
+def test_allow_in_use_travels_to_the_forward():
+    forwards = F.exposure_forwards([{'name': 'web01', 'ip': '192.168.122.10',
+                                     'ports': [{'host': 80, 'guest': 80, 'allow_in_use': True}]}])
+    assert forwards[0]['allow_in_use'] is True
