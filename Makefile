@@ -11,15 +11,24 @@ BIN        := $(VENV)/bin
 # outside the repo: inside it, ansible-test would ask git and see no tracked files under build/
 COLL_ROOT  ?= /var/tmp/kvmnet-nat-build/collections
 COLL_DIR   := $(COLL_ROOT)/ansible_collections/kvmnet/nat
-APT_PKGS   := iptables iproute2 rsync python3
+# the lab (tests/lab) adds: images, containers, the guests' static answer daemon, the apt repository index
+APT_PKGS   := iptables iproute2 rsync python3 debootstrap systemd-container zstd gcc libc6-dev dpkg-dev \
+              openssh-client
+LAB        := $(PYTHON) tests/lab/lab.py
+HV         ?= hv1
+DEMO_DIR   := /var/tmp/kvmnet-lab/kvmlab
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs netns netns-quick test test-quick clean
+.PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs netns netns-quick test test-quick clean \
+        lab-images molecule demo lab-up lab-down lab-status lab-ssh
 
 help:
-	@echo "make test        sanity, units, ansible-lint, changelog lint, docs, namespace tests (CI)"
-	@echo "make test-quick  the same without the legacy-iptables pass of the namespace tests"
+	@echo "make demo        build a small lab, expose its guests, verify from outside, print the table"
+	@echo "make test        sanity, units, ansible-lint, changelog lint, docs, namespace tests, Molecule (CI)"
+	@echo "make test-quick  the same without Molecule and the legacy-iptables pass of the namespace tests"
+	@echo "make molecule    the Molecule scenario on two lab hypervisors (Debian 12 and 13)"
+	@echo "make lab-status | lab-ssh [HV=hv1] | lab-down   look around the demo lab, then remove it"
 	@echo "make clean       remove build/ (the venv stays; 'rm -rf .venv' to rebuild it)"
 
 # apt packages the tests need; installed only when missing
@@ -84,9 +93,45 @@ netns: deps collection
 netns-quick: deps collection
 	cd tests/netns && $(BIN)/python -m pytest -p no:cacheprovider -q -k nft .
 
+# ---------------------------------------------------------------- the lab (needs root)
+# Debian images, the local apt repository and the guest kernel are cached in /var/cache/kvmnet-lab.
+lab-images: deps
+	$(LAB) images
+
+# the lab is removed also when a scenario fails or make is interrupted
+molecule: collection lab-images
+	trap '$(LAB) --name kvmmol down >/dev/null 2>&1 || true; $(LAB) --name kvmref down >/dev/null 2>&1 || true' EXIT; \
+	molecule test -s default && molecule test -s refusals
+
+lab-up: deps lab-images
+	@$(LAB) status >/dev/null 2>&1 || $(LAB) up --hv hv1:bookworm
+
+lab-down:
+	$(LAB) down
+
+lab-status:
+	@$(LAB) status
+
+lab-ssh:
+	$(LAB) ssh $(HV)
+
+# One hypervisor with two guests, the example inventory (examples/inventory), then the verify
+# playbook run from the lab's client on the public side.
+demo: collection lab-up
+	@echo "==> exposing the guests with the example inventory (playbook kvmnet.nat.expose)"
+	ansible-playbook -i $(DEMO_DIR)/hosts.json -i examples/inventory kvmnet.nat.expose
+	@echo "==> checking every declared port from the lab's client (playbook kvmnet.nat.verify)"
+	ip netns exec kvmlab-cli $(BIN)/ansible-playbook -i $(DEMO_DIR)/hosts.json -i examples/inventory \
+	  kvmnet.nat.verify -e verify_report=$(DEMO_DIR)/verify.json
+	@$(PYTHON) tests/lab/show_report.py $(DEMO_DIR)/verify.json
+	@echo
+	@echo "Look around: make lab-ssh (then iptables-save, virsh list), make lab-status."
+	@echo "Tear down:   make lab-down"
+
 test-quick: deps sanity units lint changelog-lint docs netns-quick
 
-test: deps sanity units lint changelog-lint docs netns
+test: deps sanity units lint changelog-lint docs netns molecule
 
 clean:
 	rm -rf build tests/output $(COLL_ROOT)
+	@echo "lab images stay in /var/cache/kvmnet-lab (rm -rf it to rebuild them)"

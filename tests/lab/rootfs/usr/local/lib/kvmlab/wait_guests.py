@@ -9,7 +9,7 @@ deadline = time.monotonic() + 240
 pending = set(sys.argv[1:])
 while pending and time.monotonic() < deadline:
     for name in sorted(pending):
-        out = subprocess.run(['virsh', '-q', '-c', 'qemu:///system', 'domifaddr', name, '--source', 'lease'],
+        out = subprocess.run(['virsh', '-q', '-c', 'qemu:///system', 'domifaddr', name, '--source', 'lease'], check=False,
                              capture_output=True, text=True).stdout
         for ip in re.findall(r'ipv4\s+([0-9.]+)/', out):
             try:
