@@ -179,9 +179,7 @@ class Lab:
         self.state = {'name': self.name, 'baseline': root_snapshot(), 'hypervisors': specs,
                       'repo_pid': None, 'supervisors': {}, 'started': time.time()}
         self.save()
-        for suite in sorted({s['suite'] for s in specs}):
-            self.image(suite)
-        self.build('build-guest')
+        self.images({s['suite'] for s in specs})
         run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', f'kvmnet-lab-{self.name}', '-f', self.key])
         self.write_ssh_config()
         self.switch()
@@ -208,10 +206,16 @@ class Lab:
         log(f'lab {self.name} is up: {len(specs)} hypervisors, client {CLIENT_ADDRS[0]}')
 
     def image(self, suite):
-        path = os.path.join(CACHE, 'images', f'{suite}-{self.image_version()}.tar.zst')
-        if not os.path.exists(path):
-            self.build('build-image', suite)
-        return path
+        return os.path.join(CACHE, 'images', f'{suite}-{self.image_version()}.tar.zst')
+
+    def images(self, suites):
+        """Build the missing images (in parallel: mostly downloads and unpacking) and the guest."""
+        missing = sorted(suite for suite in suites if not os.path.exists(self.image(suite)))
+        builds = [self.build('build-image', suite, wait=False) for suite in missing]
+        self.build('build-guest')
+        failed = [' '.join(proc.args[1:]) for proc in builds if proc.wait() != 0]
+        if failed:
+            raise LabError(f'image build failed: {", ".join(failed)} (logs in {CACHE}/build/)')
 
     @staticmethod
     def image_version():
@@ -223,13 +227,15 @@ class Lab:
         return os.path.join(CACHE, 'guest-' + source_hash('build-guest', 'guest/init', 'guest/udhcpc.script',
                                                           'guest/answerd.c', 'guest/mkinitramfs.py'))
 
-    def build(self, script, *args):
+    def build(self, script, *args, wait=True):
         env = dict(os.environ, KVMLAB_CACHE=CACHE, KVMLAB_VERSION=self.image_version(),
                    KVMLAB_GUEST_DIR=self.guest_dir())
-        proc = subprocess.run([os.path.join(HERE, script), *args], env=env, text=True, check=False,
-                              stdout=sys.stdout, stderr=subprocess.STDOUT)
-        if proc.returncode:
+        # pylint: disable-next=consider-using-with  # waited for by images() when wait=False
+        proc = subprocess.Popen([os.path.join(HERE, script), *args], env=env, text=True,
+                                stdout=sys.stdout, stderr=subprocess.STDOUT)
+        if wait and proc.wait() != 0:
             raise LabError(f'{script} {" ".join(args)} failed (rc={proc.returncode})')
+        return proc
 
     def write_ssh_config(self):
         proxy = f'{sys.executable} {os.path.join(HERE, "netns_proxy.py")} {self.pub} %h %p'
@@ -506,9 +512,7 @@ def main(argv=None):
         elif args.cmd == 'status':
             return lab.status()
         elif args.cmd == 'images':
-            for suite in args.suites:
-                lab.image(suite)
-            lab.build('build-guest')
+            lab.images(args.suites)
         elif args.cmd == 'ssh':
             os.execvp('ssh', ['ssh', '-F', lab.ssh_config, args.hv, *args.command])
         elif args.cmd == 'client':

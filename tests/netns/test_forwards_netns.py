@@ -15,7 +15,8 @@ from netlab import BRIDGE_IP, CLIENT_IP, CLIENT_IP_2, HOST_OWN_IP, PUBLIC_IP, PU
 
 FORWARDS = [
     {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'guest_port': 80},
-    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 80, 'guest_port': 80},
+    # the host's web server listens on every address: the admin accepts that its public :80 goes to web01
+    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 80, 'guest_port': 80, 'allow_in_use': True},
     {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 2222, 'guest_port': 22, 'sources': [CLIENT_IP + '/32']},
     {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': '10000-10009', 'guest_port': '20000-20009'},
     {'guest': 'web01', 'guest_ip': '2001:db8:122::10', 'host_port': 8080, 'guest_port': 80},
@@ -217,6 +218,17 @@ def test_bad_input_is_refused_and_nothing_changes(lab, applied, bad, names):
     result = lab.module(dict(PARAMS, forwards=FORWARDS + [bad]))
     assert result.get('failed') is True
     assert names in result['msg'], result['msg']
+    assert 'nothing was changed' in result['msg']
+    assert {4: lab.save(4), 6: lab.save(6)} == before
+
+
+def test_host_port_in_use_is_refused_and_nothing_changes(lab, applied):
+    # the same forwards, but port 80 without the admin's opt-in: the host's own :80 would go dark
+    forwards = [dict(f, allow_in_use=False) if f['host_port'] == 80 else f for f in FORWARDS]
+    before = {4: lab.save(4), 6: lab.save(6)}
+    result = lab.module(dict(PARAMS, forwards=forwards))
+    assert result.get('failed') is True
+    assert 'forward web01 tcp/80->80: host port 80 is already served on this host by tcp 0.0.0.0:80 (' in result['msg']
     assert 'nothing was changed' in result['msg']
     assert {4: lab.save(4), 6: lab.save(6)} == before
 
