@@ -85,6 +85,9 @@ docs: collection
 	@for f in $$(ls plugins/filter/*.yml | xargs -n1 basename | sed 's/\.yml$$//'); do \
 	  ansible-doc -t filter kvmnet.nat.$$f > /dev/null; echo "ansible-doc -t filter kvmnet.nat.$$f: ok"; \
 	done
+	@for r in $$(ls roles); do \
+	  ansible-doc -t role kvmnet.nat.$$r > /dev/null; echo "ansible-doc -t role kvmnet.nat.$$r: ok"; \
+	done
 
 # real netfilter and packets, in throwaway namespaces only (needs root)
 netns: deps collection
