@@ -21,7 +21,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs netns netns-quick test test-quick clean \
-        lab-images molecule demo lab-up lab-down lab-status lab-ssh
+        lab-images molecule demo lab-up lab-down lab-status lab-ssh bench bench-quick
 
 help:
 	@echo "make demo        build a small lab, expose its guests, verify from outside, print the table"
@@ -130,6 +130,13 @@ demo: collection lab-up
 	@echo
 	@echo "Look around: make lab-ssh (then iptables-save, virsh list), make lab-status."
 	@echo "Tear down:   make lab-down"
+
+# Converge cost against the builtin iptables loop, in a namespace of its own (issue 5, part 1).
+bench: collection
+	$(BIN)/python bench/converge.py
+
+bench-quick: collection
+	$(BIN)/python bench/converge.py --quick --out $(COLL_ROOT)/results-quick.json
 
 test-quick: deps sanity units lint changelog-lint docs netns-quick
 

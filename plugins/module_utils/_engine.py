@@ -279,13 +279,27 @@ def _scopes_meet(a, b):
 
 
 def _overlaps(forwards):
+    """Pairs of forwards that claim a common port: a sweep over each (family, proto) by first port.
+
+    Pairs are reported in input order, as a pairwise comparison would, without its n² cost.
+    """
+    pairs = []
+    groups = {}
+    for index, fwd in enumerate(forwards):
+        groups.setdefault((fwd.family, fwd.proto), []).append((fwd.host_ports.first, index, fwd))
+    for members in groups.values():
+        active = []    # (last port, index, forward) of ranges that may still overlap what follows
+        for first, index, fwd in sorted(members, key=lambda m: (m[0], m[1])):
+            active = [item for item in active if item[0] >= first]
+            for _last, other_index, other in active:
+                if _scopes_meet(fwd, other):
+                    pairs.append((min(index, other_index), max(index, other_index)))
+            active.append((fwd.host_ports.last, index, fwd))
     errors = []
-    for i, a in enumerate(forwards):
-        for b in forwards[i + 1:]:
-            if _scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports):
-                errors.append('forward %s and forward %s claim the same %s port(s) on %s'
-                              % (a.label, b.label, a.proto,
-                                 a.public_ip or b.public_ip or a.in_interface or b.in_interface))
+    for i, j in sorted(pairs):
+        a, b = forwards[i], forwards[j]
+        errors.append('forward %s and forward %s claim the same %s port(s) on %s'
+                      % (a.label, b.label, a.proto, a.public_ip or b.public_ip or a.in_interface or b.in_interface))
     return errors
 
 

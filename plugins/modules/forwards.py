@@ -277,10 +277,13 @@ def _forward_result(fwd):
 
 def _with_hairpin_networks(module, forwards):
     """Fill in guest_network for masquerade=auto forwards from the host's connected routes."""
+    networks = {}    # one route lookup per guest address, not per forward
     result = []
     for fwd in forwards:
         if fwd.masquerade == 'auto' and fwd.guest_network is None:
-            net = _netfilter.connected_network(module, fwd.guest_ip)
+            if fwd.guest_ip not in networks:
+                networks[fwd.guest_ip] = _netfilter.connected_network(module, fwd.guest_ip)
+            net = networks[fwd.guest_ip]
             if net is None:
                 module.warn('forward %s: %s is not on a network connected to this host, so no hairpin '
                             'MASQUERADE was written; set guest_network to add one' % (fwd.label, fwd.guest_ip))

@@ -398,3 +398,27 @@ def test_persist_text_holds_only_our_chains_and_jumps():
                                         ('A' * 17, False), ('KVM_NAT', False)])
 def test_valid_prefix(prefix, ok):
     assert E.valid_prefix(prefix) is ok
+
+
+def test_overlap_sweep_finds_exactly_the_pairs_a_pairwise_check_finds():
+    import random
+    rng = random.Random(7)
+    raw = []
+    for i in range(300):
+        first = rng.randrange(1000, 1400)
+        size = rng.choice([1, 1, 1, 5, 20])
+        item = {'guest': 'g%d' % i, 'guest_ip': '192.168.122.%d' % (10 + i % 200), 'proto': rng.choice(['tcp', 'udp']),
+                'host_port': '%d-%d' % (first, first + size - 1) if size > 1 else first}
+        if size > 1:
+            item['guest_port'] = item['host_port']
+        if rng.random() < 0.3:
+            item['public_ip'] = rng.choice(['203.0.113.10', '203.0.113.11'])
+        raw.append(item)
+    with pytest.raises(E.ForwardError) as info:
+        E.parse_forwards(raw, '203.0.113.10', None, None)
+    forwards = [E.parse_forwards([r], '203.0.113.10', None, None)[0] for r in raw]
+    expected = ['forward %s and forward %s claim the same %s port(s) on %s'
+                % (a.label, b.label, a.proto, a.public_ip or b.public_ip or a.in_interface or b.in_interface)
+                for i, a in enumerate(forwards) for b in forwards[i + 1:]
+                if E._scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports)]
+    assert expected and info.value.errors == expected
