@@ -27,7 +27,8 @@ help:
 	@echo "make demo        build a small lab, expose its guests, verify from outside, print the table"
 	@echo "make test        sanity, units, ansible-lint, changelog lint, docs, namespace tests, Molecule (CI)"
 	@echo "make test-quick  the same without Molecule and the legacy-iptables pass of the namespace tests"
-	@echo "make molecule    the Molecule scenario on two lab hypervisors (Debian 12 and 13)"
+	@echo "make molecule    the Molecule scenarios on lab hypervisors (Debian 12 and 13)"
+	@echo "make bench       converge cost against the builtin iptables loop (bench-quick: ~3 min)"
 	@echo "make lab-status | lab-ssh [HV=hv1] | lab-down   look around the demo lab, then remove it"
 	@echo "make clean       remove build/ (the venv stays; 'rm -rf .venv' to rebuild it)"
 
