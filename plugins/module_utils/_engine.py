@@ -364,16 +364,62 @@ def render_accept(fwd):
     ])
 
 
-def render_established(guest, guest_ip, public_ip):
-    """Accept the rest of a connection DNATed to this guest, both directions, early."""
-    origin = ('--ctorigdst %s' % public_ip) if public_ip is not None else ('! --ctorigdst %s' % guest_ip)
+def render_established(name, guest_side, public_ip):
+    """Accept the rest of the connections DNATed to ``guest_side`` (a guest's address or its network).
+
+    A connection whose reply comes from the guest side and whose original destination was not on
+    it was DNATed there. Its first packet passed a forward's accept rule (or someone else's), so
+    the rest of it may pass too, both directions, before any per-forward rule is walked.
+    """
+    if public_ip is not None:
+        origin = '--ctorigdst %s' % public_ip
+    else:
+        origin = '! --ctorigdst %s' % _ct_addr(guest_side)
     return ' '.join([
         '-m conntrack --ctstate RELATED,ESTABLISHED',
         origin,
-        '--ctreplsrc %s' % guest_ip,
-        _comment('%s established' % guest),
+        '--ctreplsrc %s' % _ct_addr(guest_side),
+        _comment('%s established' % name),
         '-j ACCEPT',
     ])
+
+
+def _ct_addr(value):
+    """An address or network as iptables-save prints a conntrack address match (no /32 or /128)."""
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return str(value.network_address) if value.prefixlen == value.max_prefixlen else _net(value)
+    return str(value)
+
+
+def established_scopes(forwards):
+    """(name, guest side, public ip) of the established accepts, in order of first use.
+
+    One per guest network (the network a forward's masquerade uses), or per guest when its
+    network is not known; a scope already covered by a broader one is left out. On a libvirt
+    network this accepts nothing libvirt's own LIBVIRT_FWI/FWO rules would not: they accept every
+    established packet into the network and everything out of it.
+    """
+    scopes = []
+    for f in forwards:
+        if f.guest_network is not None:
+            scope = ('network %s' % _net(f.guest_network), f.guest_network, f.public_ip)
+        else:
+            scope = (f.guest, f.guest_ip, f.public_ip)
+        if scope not in scopes:
+            scopes.append(scope)
+
+    def as_net(side):
+        return side if isinstance(side, (ipaddress.IPv4Network, ipaddress.IPv6Network)) else ipaddress.ip_network(side)
+
+    def covers(wide, narrow):
+        """Every connection ``narrow`` accepts, ``wide`` accepts too."""
+        if wide is narrow or not as_net(narrow[1]).subnet_of(as_net(wide[1])):
+            return False
+        if wide[2] is not None:
+            return wide[2] == narrow[2]
+        return narrow[2] is not None and narrow[2] not in as_net(wide[1])
+
+    return [s for s in scopes if not any(covers(w, s) for w in scopes)]
 
 
 def render_masquerade(fwd):
@@ -415,6 +461,90 @@ class Desired:
         return not self.jumps and not self.chains
 
 
+# A chain holds at most this many rules of one protocol before they are split by port.
+LEAF_RULES = 8
+
+
+class _Dispatch:
+    """Lay rules out so that a new connection is tested against O(log N) of them, not N.
+
+    The rules of one protocol, each keyed by the port range it can match, stay in the chain
+    itself while there are at most ``LEAF_RULES`` of them. Beyond that they go into a binary tree
+    of sub-chains (``<chain>_<n>``): a node sends the ports up to a split point with ``-g`` to one
+    half and every other packet to the other half; a rule whose range crosses the split is in
+    both. Every packet reaches one leaf, which holds, in their original order, all the rules that
+    can match its port, so the first match is the one the flat chain would find. With ``-g``, a
+    packet no rule takes returns straight to the built-in chain, and a node's second rule needs
+    no match of its own (only the top node tests both halves: any packet can arrive there).
+    """
+
+    def __init__(self, chains, table, chain, node_match):
+        self.chains, self.table, self.base = chains, table, chain
+        self.node_match = node_match   # (proto, PortRange, top) -> match text of a dispatch rule
+        self.count = 0
+
+    def rules(self, items):
+        """items: [(proto, PortRange, spec)] in chain order -> the rules of the top chain."""
+        out = []
+        for proto in PROTOCOLS:
+            group = [(ports, spec) for p, ports, spec in items if p == proto]
+            out.extend(self._node(proto, group, top=True))
+        return out
+
+    def _node(self, proto, group, top=False):
+        if len(group) <= LEAF_RULES:
+            return [spec for _ports, spec in group]
+        firsts = sorted(ports.first for ports, _spec in group)
+        split = firsts[(len(firsts) - 1) // 2]          # lower half: ports up to and including split
+        low = [(p, s) for p, s in group if p.first <= split]
+        high = [(p, s) for p, s in group if p.last > split]
+        if len(low) == len(group) or len(high) == len(group):
+            return [spec for _ports, spec in group]     # one port claimed in many scopes: no split helps
+        low_ports = PortRange(firsts[0], split)
+        high_ports = PortRange(split + 1, max(p.last for p, _s in high))
+        low_rule = '%s %s -g %s' % (self.node_match(proto, low_ports, top), _comment('%s/%s' % (proto, low_ports)),
+                                    self.chain(self._node(proto, low)))
+        # below the top, a packet that gets here has a port of this node and not of the lower half
+        high_match = self.node_match(proto, high_ports, top) + ' ' if top else ''
+        high_rule = '%s%s -g %s' % (high_match, _comment('%s/%s' % (proto, high_ports)),
+                                    self.chain(self._node(proto, high)))
+        return [low_rule, high_rule]
+
+    def chain(self, rules):
+        self.count += 1
+        name = '%s_%d' % (self.base, self.count)
+        self.chains[(self.table, name)] = rules
+        return name
+
+
+def _port_node(proto, ports, top):
+    return '-p {p} -m {p} --dport {d}'.format(p=proto, d=ports.match)
+
+
+def _origin_node(proto, ports, top):
+    state = '--ctstate DNAT ' if top else ''
+    return '-p %s -m conntrack %s--ctorigdstport %s' % (proto, state, ports.match)
+
+
+def _snat_rules(dispatch, items):
+    """The SNAT chain: hairpin rules (``-s <guest network>``) behind one test of the source each.
+
+    Connections from outside, most of them, then pass one rule per guest network instead of a
+    port lookup. items: [(guest network or None, (proto, PortRange, spec))].
+    """
+    groups = {}
+    for network, item in items:
+        groups.setdefault(network, []).append(item)
+    out = []
+    for network, group in groups.items():
+        if network is None or len(group) <= LEAF_RULES:
+            out.extend(dispatch.rules(group))
+        else:
+            out.append('-s %s %s -j %s' % (_net(network), _comment('hairpin from %s' % _net(network)),
+                                           dispatch.chain(dispatch.rules(group))))
+    return out
+
+
 def desired_state(forwards, family, prefix=DEFAULT_PREFIX, present=True):
     """What the managed chains of one family must hold. No forwards -> nothing at all."""
     mine = [f for f in forwards if f.family == family] if present else []
@@ -423,19 +553,17 @@ def desired_state(forwards, family, prefix=DEFAULT_PREFIX, present=True):
         return state
     names = chain_names(prefix)
     dnat, snat, fwd = [], [], []
-    established = []
     for f in mine:
-        dnat.extend(render_dnat(f))
-        snat.extend(render_masquerade(f))
-        key = (f.guest, f.guest_ip, f.public_ip)
-        if key not in established:
-            established.append(key)
-        fwd.append(render_accept(f))
-    # established flows leave the chain first: per-packet cost is per guest, not per forward
-    fwd = [render_established(*key) for key in established] + fwd
-    state.chains[('nat', names['dnat'])] = dnat
-    state.chains[('nat', names['snat'])] = snat
-    state.chains[('filter', names['fwd'])] = fwd
+        dnat.extend((f.proto, f.host_ports, rule) for rule in render_dnat(f))
+        snat.extend((f.guest_network if f.masquerade == 'auto' else None, (f.proto, f.host_ports, rule))
+                    for rule in render_masquerade(f))
+        fwd.append((f.proto, f.host_ports, render_accept(f)))
+    chains = state.chains
+    chains[('nat', names['dnat'])] = _Dispatch(chains, 'nat', names['dnat'], _port_node).rules(dnat)
+    chains[('nat', names['snat'])] = _snat_rules(_Dispatch(chains, 'nat', names['snat'], _origin_node), snat)
+    # established flows leave the chain first: their per-packet cost is a rule per guest network
+    established = [render_established(*scope) for scope in established_scopes(mine)]
+    chains[('filter', names['fwd'])] = established + _Dispatch(chains, 'filter', names['fwd'], _origin_node).rules(fwd)
     state.jumps = render_jumps(prefix)
     return state
 

@@ -168,9 +168,13 @@ options:
     type: int
     default: 10
 notes:
-  - Packets of an established connection that one of the forwards DNATed are accepted by a single
-    rule per guest at the top of C(<prefix>_FWD), so the per-packet cost does not grow with the
-    number of forwards.
+  - Packets of an established connection DNATed into a guest network are accepted by one rule
+    per guest network (per guest when its network is not known) at the top of C(<prefix>_FWD), so
+    the per-packet cost does not grow with the number of forwards or guests.
+  - With more than 8 rules of a protocol in a chain, the rules go into a binary tree of sub-chains
+    C(<prefix>_DNAT_<n>), C(<prefix>_FWD_<n>) and C(<prefix>_SNAT_<n>), split by host port, so a
+    new connection is tested against about 2*log2(N/8)+8 rules instead of N. The sub-chains are
+    owned like the others, and created, rewritten and removed in the same transaction.
   - C(iptables-restore) commits table by table. The payload is therefore tested with C(--test) first,
     and the result is read back and compared after applying.
 seealso:

@@ -9,6 +9,9 @@ Needs root. Runs the module through ansible inside the hypervisor namespace, pro
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from netlab import BRIDGE_IP, CLIENT_IP, CLIENT_IP_2, HOST_OWN_IP, PUBLIC_IP, PUBLIC_IP6, Lab
@@ -279,6 +282,67 @@ def test_persisted_files_hold_only_our_rules_and_restore_them(lab, applied, tmp_
     gone = lab.module({'state': 'absent', 'persist_path': base})
     assert gone['changed'] is True
     assert not (tmp_path / 'kvmnet-nat.v4').exists() and not (tmp_path / 'kvmnet-nat.v6').exists()
+
+
+# Enough forwards for the port dispatch (sub-chains): 400 tcp and 100 udp to guests that do not
+# exist, then real ones sorted last in each protocol.
+MANY = FORWARDS + [
+    {'guest': 'filler%d' % (i % 5), 'guest_ip': '192.168.122.%d' % (50 + i % 5), 'host_port': 30000 + i,
+     'guest_port': 80, 'proto': 'udp' if i >= 400 else 'tcp'} for i in range(500)
+] + [
+    {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 40000, 'guest_port': 80},
+    {'guest': 'dns01', 'guest_ip': '192.168.122.11', 'proto': 'udp', 'host_port': 40001, 'guest_port': 53},
+]
+
+
+def test_many_forwards_dispatch_by_port_and_still_reach_exactly_their_guests(lab, applied):
+    few = lab.save(4)
+    result = lab.module(dict(PARAMS, forwards=MANY))
+    assert result['changed'] is True, result
+    save = lab.save(4)
+    assert ':KVMNAT_DNAT_1 ' in save and ':KVMNAT_FWD_1 ' in save
+    assert len(chain_rules(save, 'nat', 'KVMNAT_DNAT')) == 4  # two halves per protocol
+    lab.settle()
+    assert lab.probe('tcp', PUBLIC_IP, 40000) == 'web01 %s 80' % CLIENT_IP
+    assert lab.probe('udp', PUBLIC_IP, 40001) == 'dns01 %s 53' % CLIENT_IP
+    assert lab.probe('tcp', PUBLIC_IP, 8080) == 'web01 %s 80' % CLIENT_IP
+    assert lab.probe('tcp', PUBLIC_IP, 10009) == 'web01 %s 20009' % CLIENT_IP
+    assert lab.probe('udp', PUBLIC_IP, 5353) == 'dns01 %s 53' % CLIENT_IP
+    assert lab.probe('tcp', PUBLIC_IP, 2222, source=CLIENT_IP_2) in ('TIMEOUT', 'REFUSED')
+    assert lab.probe('tcp', PUBLIC_IP, 39999) in ('TIMEOUT', 'REFUSED')
+    assert lab.probe('tcp', PUBLIC_IP, 30399) in ('TIMEOUT', 'REFUSED')  # a forward to a guest that is not there
+    again = lab.module(dict(PARAMS, forwards=MANY))
+    assert again['changed'] is False, again['reasons']
+    assert others(lab.save(4)) == others(lab.baseline[4])
+    back = lab.module(PARAMS)
+    assert back['changed'] is True
+    assert semantic(lab.save(4)) == semantic(few)  # every sub-chain gone, the flat chains as they were
+
+
+RESTORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'roles', 'expose', 'files',
+                              'kvmnet-nat-restore')
+
+
+def test_role_restore_script_flushes_and_restores_every_sub_chain(lab, applied, tmp_path):
+    """What netfilter-persistent (flush, then start at boot) does with the role's script."""
+    base = str(tmp_path / 'kvmnet-nat')
+    lab.module(dict(PARAMS, forwards=MANY, persist_path=base))
+    full = {4: lab.save(4), 6: lab.save(6)}
+    bindir = tmp_path / 'bin'   # the script calls iptables/ip6tables: make them this lab's flavour
+    bindir.mkdir()
+    for tool in ('iptables', 'ip6tables'):
+        for suffix in ('', '-restore'):
+            (bindir / (tool + suffix)).symlink_to(shutil.which('%s-%s%s' % (tool, lab.flavour, suffix)))
+    env = ['env', 'PATH=%s:%s' % (bindir, os.environ['PATH']), 'KVMNET_NAT_BASE=' + base, 'sh', RESTORE_SCRIPT]
+    lab.x('hv', *env, 'flush')
+    for family in (4, 6):
+        assert semantic(lab.save(family)) == semantic(lab.baseline[family])
+    lab.x('hv', *env, 'start')
+    for family in (4, 6):
+        assert semantic(lab.save(family)) == semantic(full[family])
+    again = lab.module(dict(PARAMS, forwards=MANY, persist_path=base))
+    assert again['changed'] is False, again['reasons']
+    lab.module({'state': 'absent', 'persist_path': base})
 
 
 def test_absent_leaves_exactly_what_was_there_before(lab, applied):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
@@ -146,14 +147,9 @@ EXPECTED_V4 = {
         '--ctorigdstport 8443 -m comment --comment "kvmnet.nat: app02 tcp/8443->443 masquerade" -j MASQUERADE',
     ],
     ('filter', 'KVMNAT_FWD'): [
-        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.10 '
-        '-m comment --comment "kvmnet.nat: web01 established" -j ACCEPT',
-        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.13 '
-        '-m comment --comment "kvmnet.nat: app02 established" -j ACCEPT',
-        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.12 '
-        '-m comment --comment "kvmnet.nat: app01 established" -j ACCEPT',
-        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.11 '
-        '-m comment --comment "kvmnet.nat: dns01 established" -j ACCEPT',
+        # web01's first forward names its network: that one rule covers every guest in it
+        '-m conntrack --ctstate RELATED,ESTABLISHED --ctorigdst 203.0.113.10 --ctreplsrc 192.168.122.0/24 '
+        '-m comment --comment "kvmnet.nat: network 192.168.122.0/24 established" -j ACCEPT',
         '-d 192.168.122.10/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
         '--ctorigdstport 2222 -m comment --comment "kvmnet.nat: web01 tcp/2222->22" -j ACCEPT',
         '-d 192.168.122.10/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 '
@@ -329,7 +325,7 @@ def test_removing_a_forward_rewrites_only_that_chain_set():
     assert result.changed
     assert set(result.after) - set(result.before) == set()
     assert all('dns01' in line for line in removed), removed
-    assert len(removed) == 3  # its DNAT, its established accept, its forward accept
+    assert len(removed) == 2  # its DNAT and its forward accept; the network's established accept stays
     assert 'KVMNAT_SNAT' not in result.payload  # unchanged chain is not rewritten
 
 
@@ -422,3 +418,111 @@ def test_overlap_sweep_finds_exactly_the_pairs_a_pairwise_check_finds():
                 for i, a in enumerate(forwards) for b in forwards[i + 1:]
                 if E._scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports)]
     assert expected and info.value.errors == expected
+
+
+# ---------------------------------------------------------------- established accepts
+
+def _scopes(raws, **kwargs):
+    return [(name, str(side), str(pub) if pub else None)
+            for name, side, pub in E.established_scopes(E.parse_forwards(raws, **kwargs))]
+
+
+def test_established_accept_per_network_or_per_guest():
+    net = '192.168.122.0/24'
+    raws = [fwd(guest='a', guest_ip='192.168.122.10', host_port=1000, guest_network=net),
+            fwd(guest='b', guest_ip='192.168.122.11', host_port=1001, guest_network=net),
+            fwd(guest='c', guest_ip='192.168.122.12', host_port=1002),            # in the network: covered
+            fwd(guest='d', guest_ip='10.0.0.5', host_port=1003, masquerade='always'),  # network unknown
+            fwd(guest='d', guest_ip='10.0.0.5', host_port=1004, masquerade='always')]
+    assert _scopes(raws, public_ip=PUB) == [('network %s' % net, net, PUB), ('d', '10.0.0.5', PUB)]
+
+
+def test_established_accept_on_another_public_address_is_kept():
+    net = '192.168.122.0/24'
+    raws = [fwd(guest='a', host_port=1000, guest_network=net),
+            fwd(guest='b', guest_ip='192.168.122.11', host_port=1001, public_ip='203.0.113.20')]
+    assert _scopes(raws, public_ip=PUB) == [('network %s' % net, net, PUB), ('b', '192.168.122.11', '203.0.113.20')]
+
+
+def test_established_accept_without_public_address_covers_the_ones_with():
+    net = '192.168.122.0/24'
+    raws = [fwd(guest='a', host_port=1000, guest_network=net, public_ip='203.0.113.20'),
+            fwd(guest='b', guest_ip='192.168.122.11', host_port=1001, guest_network=net, in_interface='eth0')]
+    assert _scopes(raws) == [('network %s' % net, net, None)]
+    rule = E.render_established('network %s' % net, E.ipaddress.ip_network(net), None)
+    assert rule.startswith('-m conntrack --ctstate RELATED,ESTABLISHED ! --ctorigdst 192.168.122.0/24 '
+                           '--ctreplsrc 192.168.122.0/24 ')
+
+
+# ---------------------------------------------------------------- dispatch by port
+
+def _walk(chains, top, proto, port, takes):
+    """Follow our dispatch rules like the kernel would; return the first leaf rule that takes the packet."""
+    current = top
+    while True:
+        for spec in chains[current]:
+            words = spec.split()
+            if '-g' in words:
+                target = words[words.index('-g') + 1]
+                ports = [words[i + 1] for i, w in enumerate(words) if w in ('--dport', '--ctorigdstport')]
+                if '-p' in words and words[words.index('-p') + 1] != proto:
+                    continue
+                if ports:
+                    first, _sep, last = ports[0].partition(':')
+                    if not int(first) <= port <= int(last or first):
+                        continue
+                current = target
+                break
+            if takes(spec):
+                return spec
+        else:
+            return None
+
+
+def test_dispatch_finds_the_first_rule_the_flat_chain_would_find():
+    """Random rules, ranges crossing splits, one port in several rules: tree and flat chain agree."""
+    rng = random.Random(5)
+    for _round in range(40):
+        items = []
+        for i in range(rng.randint(1, 120)):
+            first = rng.randint(1, 400)
+            last = first + (rng.choice([0, 0, 0, 3, 40]))
+            items.append((rng.choice(['tcp', 'udp']), E.PortRange(first, last), 'rule%d -j ACCEPT' % i))
+        chains = {}
+        dispatch = E._Dispatch(chains, 'nat', 'T', E._port_node)
+        chains['T'] = dispatch.rules(items)
+        chains = {name[1] if isinstance(name, tuple) else name: rules for name, rules in chains.items()}
+        leaves = sum(len(r) for r in chains.values())
+        assert leaves < 10 * len(items) + 10
+        chosen = set(rng.sample(range(len(items)), k=len(items) // 2))   # what the rules' other matches say
+        for proto in ('tcp', 'udp'):
+            for port in range(1, 460):
+                def takes(spec, proto=proto, port=port):
+                    index = int(spec.split()[0][4:])
+                    p, ports, _spec = items[index]
+                    return p == proto and ports.first <= port <= ports.last and index in chosen
+                flat = next((spec for p, ports, spec in items if takes(spec)), None)
+                assert _walk(chains, 'T', proto, port, takes) == flat, (proto, port)
+
+
+def test_a_few_forwards_stay_in_one_flat_chain():
+    raws = [fwd(host_port=1000 + i, guest_port=80) for i in range(E.LEAF_RULES)]
+    desired = E.desired_state(E.parse_forwards(raws, public_ip=PUB), 4)
+    assert sorted(chain for _table, chain in desired.chains) == ['KVMNAT_DNAT', 'KVMNAT_FWD', 'KVMNAT_SNAT']
+
+
+def test_many_forwards_go_into_short_owned_sub_chains():
+    raws = [fwd(guest='g%d' % (i % 9), guest_ip='192.168.122.%d' % (10 + i % 9), host_port=10000 + i,
+                guest_network='192.168.122.0/24', proto='udp' if i % 4 == 0 else 'tcp') for i in range(1000)]
+    desired = E.desired_state(E.parse_forwards(raws, public_ip=PUB, public_ip6='2001:db8::10'), 4,
+                              prefix='ABCDEFGHIJKLMNOP')
+    names = [chain for _table, chain in desired.chains]
+    assert len(names) > 3 and all(len(name) <= 28 and E.owned(name, 'ABCDEFGHIJKLMNOP') for name in names)
+    for rules in desired.chains.values():
+        assert rules and all(E._is_ours(spec) for spec in rules)
+        assert len(rules) <= E.LEAF_RULES
+    # connections from outside pass the hairpin rules with one test of the source
+    snat = desired.chains[('nat', 'ABCDEFGHIJKLMNOP_SNAT')]
+    assert len(snat) == 1 and snat[0].startswith('-s 192.168.122.0/24 ')
+    # one established accept for the network, then the two protocols' top nodes
+    assert len(desired.chains[('filter', 'ABCDEFGHIJKLMNOP_FWD')]) == 5
