@@ -11,9 +11,10 @@ BIN        := $(VENV)/bin
 # outside the repo: inside it, ansible-test would ask git and see no tracked files under build/
 COLL_ROOT  ?= /var/tmp/kvmnet-nat-build/collections
 COLL_DIR   := $(COLL_ROOT)/ansible_collections/kvmnet/nat
-# the lab (tests/lab) adds: images, containers, the guests' static answer daemon, the apt repository index
+# the lab (tests/lab) adds: images, containers, the guests' static answer daemon, the apt repository index;
+# the benchmark adds iperf3 (bench/dataplane.py)
 APT_PKGS   := iptables iproute2 rsync python3 debootstrap systemd-container zstd gcc libc6-dev dpkg-dev \
-              openssh-client
+              openssh-client iperf3
 LAB        := $(PYTHON) tests/lab/lab.py
 HV         ?= hv1
 DEMO_DIR   := /var/tmp/kvmnet-lab/kvmlab
@@ -21,14 +22,15 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs netns netns-quick test test-quick clean \
-        lab-images molecule demo lab-up lab-down lab-status lab-ssh bench bench-quick
+        lab-images molecule demo lab-up lab-down lab-status lab-ssh bench bench-quick bench-deps
 
 help:
 	@echo "make demo        build a small lab, expose its guests, verify from outside, print the table"
 	@echo "make test        sanity, units, ansible-lint, changelog lint, docs, namespace tests, Molecule (CI)"
 	@echo "make test-quick  the same without Molecule and the legacy-iptables pass of the namespace tests"
 	@echo "make molecule    the Molecule scenarios on lab hypervisors (Debian 12 and 13)"
-	@echo "make bench       converge cost against the builtin iptables loop (bench-quick: ~3 min)"
+	@echo "make bench       converge and dataplane benchmarks: table, bench/results.json, docs/bench.png"
+	@echo "make bench-quick the same, reduced (about 4 min)"
 	@echo "make lab-status | lab-ssh [HV=hv1] | lab-down   look around the demo lab, then remove it"
 	@echo "make clean       remove build/ (the venv stays; 'rm -rf .venv' to rebuild it)"
 
@@ -132,12 +134,17 @@ demo: collection lab-up
 	@echo "Look around: make lab-ssh (then iptables-save, virsh list), make lab-status."
 	@echo "Tear down:   make lab-down"
 
-# Converge cost against the builtin iptables loop, in a namespace of its own (issue 5, part 1).
-bench: collection
-	$(BIN)/python bench/converge.py
+# Converge cost against the builtin iptables loop and dataplane cost against no NAT, in namespaces of
+# their own (bench/run.py). BENCH_BEFORE: the last revision with flat chains, measured alongside.
+BENCH_BEFORE ?= b3e6784
+bench-deps: venv
+	$(BIN)/pip install -q -r bench/requirements.txt
 
-bench-quick: collection
-	$(BIN)/python bench/converge.py --quick --out $(COLL_ROOT)/results-quick.json
+bench: deps collection bench-deps lab-images
+	$(BIN)/python bench/run.py --before $(BENCH_BEFORE)
+
+bench-quick: deps collection bench-deps
+	$(BIN)/python bench/run.py --quick --out $(COLL_ROOT)/results-quick.json --plot $(COLL_ROOT)/bench-quick.png
 
 test-quick: deps sanity units lint changelog-lint docs netns-quick
 

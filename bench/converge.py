@@ -1,6 +1,8 @@
 """Converge cost: kvmnet.nat.forwards against a loop of ansible.builtin.iptables tasks.
 
-    python3 bench/converge.py [--quick] [--reps R] [--out bench/results.json]
+    python3 bench/converge.py [--quick] [--reps R] [--sizes N ...] [--out rows.json]
+
+(``bench/run.py`` runs this and bench/dataplane.py and writes bench/results.json and the plot.)
 
 Runs as root, entirely inside a network namespace this script creates (kvb<pid>) and deletes,
 also on failure. For each N it generates N forwards (several guests, tcp and udp, some port
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 COLL_ROOT = os.environ.get('ANSIBLE_COLLECTIONS_PATH', '/var/tmp/kvmnet-nat-build/collections').split(':')[0]
-MODULE = os.path.join(COLL_ROOT, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
 PUBLIC_IP = '203.0.113.10'
 BUILTIN_MAX_N = 100
 
@@ -98,12 +98,14 @@ class Namespace:
         return elapsed, proc.stdout
 
 
-def run_module(ns, tmp, fwds):
+def run_module(ns, tmp, fwds, coll_root=COLL_ROOT):
+    """The forwards module as Ansible runs it (its JSON arguments in a file), inside ``ns``."""
     path = os.path.join(tmp, 'args.json')
     with open(path, 'w') as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds}}, handle)
-    env = dict(os.environ, PYTHONPATH=COLL_ROOT)
-    elapsed, out = ns.timed([sys.executable, MODULE, path], env=env)
+    env = dict(os.environ, PYTHONPATH=coll_root)
+    module = os.path.join(coll_root, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
+    elapsed, out = ns.timed([sys.executable, module, path], env=env)
     return elapsed, json.loads(out)
 
 
@@ -205,16 +207,29 @@ def measure(ns, tmp, n, reps):
     return row
 
 
-def table(rows):
-    cols = [('N', 'n'), ('ours first', 'ours_first_s'), ('ours no-op', 'ours_noop_s'),
-            ('ours 1 change', 'ours_one_change_s'), ('ours playbook first', 'ours_playbook_first_s'),
-            ('ours playbook no-op', 'ours_playbook_noop_s'), ('builtin first', 'builtin_first_s'),
-            ('builtin no-op', 'builtin_noop_s'), ('builtin/ours first', 'builtin_over_ours_first')]
-    lines = [[title for title, _key in cols]]
-    for row in rows:
-        lines.append(['-' if row.get(key) is None else str(row[key]) for _title, key in cols])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
+def aligned(lines):
+    """Lines of cells as a Markdown-style table, columns right-aligned."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return '\n'.join('| ' + ' | '.join(c.rjust(w) for c, w in zip(line, widths)) + ' |' for line in lines)
+
+
+def rows_table(cols, rows):
+    """[(title, key)] and rows (dicts) -> aligned table; '-' for what was not measured."""
+    return aligned([[title for title, _key in cols]] +
+                   [['-' if row.get(key) is None else str(row[key]) for _title, key in cols] for row in rows])
+
+
+def dump(path, rows):
+    if path:
+        with open(path, 'w') as handle:
+            json.dump(rows, handle, indent=2)
+
+
+def table(rows):
+    return rows_table([('N', 'n'), ('ours first', 'ours_first_s'), ('ours no-op', 'ours_noop_s'),
+                       ('ours 1 change', 'ours_one_change_s'), ('ours playbook first', 'ours_playbook_first_s'),
+                       ('ours playbook no-op', 'ours_playbook_noop_s'), ('builtin first', 'builtin_first_s'),
+                       ('builtin no-op', 'builtin_noop_s'), ('builtin/ours first', 'builtin_over_ours_first')], rows)
 
 
 def main():
@@ -222,26 +237,20 @@ def main():
     parser.add_argument('--quick', action='store_true', help='N = 10 and 100, one run each')
     parser.add_argument('--reps', type=int)
     parser.add_argument('--sizes', type=int, nargs='+', help='instead of 10 100 1000')
-    parser.add_argument('--out', default=os.path.join(HERE, 'results.json'))
+    parser.add_argument('--out', help='write the rows as JSON here')
     args = parser.parse_args()
-    sizes = args.sizes or ((10, 100) if args.quick else (10, 100, 1000))
-    reps = args.reps or (1 if args.quick else 3)
+    rows = run(args.sizes or ((10, 100) if args.quick else (10, 100, 1000)), args.reps or (1 if args.quick else 3))
+    print(table(rows))
+    dump(args.out, rows)
+
+
+def run(sizes, reps):
     rows = []
     with Namespace() as ns, tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            print('N=%d ...' % n, flush=True)
+            print('converge N=%d ...' % n, flush=True)
             rows.append(measure(ns, tmp, n, reps))
-    import ansible  # the same ansible-core the runs used
-    results = {'machine': {'cores': os.cpu_count(), 'kernel': platform.release()},
-               'ansible_core': ansible.__version__, 'date': time.strftime('%Y-%m-%d'),
-               'command': 'python3 bench/converge.py' + (' --quick' if args.quick else ''),
-               'converge': rows,
-               'dataplane': None, 'dataplane_note': 'not measured yet (issue 5, part 2)'}
-    with open(args.out, 'w') as handle:
-        json.dump(results, handle, indent=2)
-        handle.write('\n')
-    print(table(rows))
-    print('written: %s' % args.out)
+    return rows
 
 
 if __name__ == '__main__':

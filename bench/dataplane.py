@@ -1,0 +1,341 @@
+"""Dataplane cost: new connections/s and one flow's throughput through N forwards, against no NAT.
+
+    python3 bench/dataplane.py [--quick] [--reps R] [--sizes N ...] [--seconds S] [--before REF]
+
+Runs as root, entirely inside three network namespaces it creates and deletes, also on failure:
+
+    kvd<pid>-cli 203.0.113.50 --- 203.0.113.10 kvd<pid>-hv virbr0 192.168.122.1 --- 192.168.122.200 kvd<pid>-gst
+
+The hypervisor namespace gets N forwards from the ``kvmnet.nat.forwards`` module (one transaction),
+the measured one sorted last: host ports 30000-30001 of 203.0.113.10 to the guest's 30000-30001,
+behind N-1 tcp forwards to 2 + N/50 other guests (all tcp: walked in order, a tcp lookup would
+pass every one of them). The guest serves ``connrate server`` (bench/connrate.c: accept, "ok",
+close) on 30000 and ``iperf3 -s`` on 30001. From the client, for a bounded time each:
+
+  new_conn_per_s   connections completed per second (connect, read the answer, close), 32 in flight
+  throughput_mbit  one iperf3 tcp stream, client to guest
+
+Configurations, interleaved, each number the median of R runs:
+
+  no_nat      the guest's address, routed by the hypervisor namespace with no rule at all: the limit
+  bare_dnat   one DNAT rule in PREROUTING and nothing else: what NAT itself costs
+  ours N      the module's rules for N forwards
+  before N    the same with the module of git revision REF (--before), to show a layout change
+
+The client runs on CPU 0 and the guest's servers on CPU 1 when there are two CPUs or more.
+``walk_*`` count the rules a new connection of the measured forward is tested against in our
+chains (read from iptables-save). Every process started here is killed by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import converge  # noqa: E402  (same directory; run as a script)
+
+PUBLIC_IP = converge.PUBLIC_IP
+CLIENT_IP = '203.0.113.50'
+GUEST_IP = '192.168.122.200'
+CONN_PORT, IPERF_PORT = 30000, 30001
+PARALLEL = 32
+PINNED = (os.cpu_count() or 1) >= 2
+
+
+def forwards(n):
+    """N forwards: N-1 tcp fillers on other guests, then the measured one (sorted last)."""
+    guests = n // 50 + 2
+    result = [{'guest': 'g%03d' % (i % guests), 'guest_ip': '192.168.122.%d' % (10 + i % guests),
+               'proto': 'tcp', 'host_port': 10000 + i, 'guest_port': 80 + i % 7} for i in range(n - 1)]
+    result.append({'guest': 'measured', 'guest_ip': GUEST_IP, 'proto': 'tcp',
+                   'host_port': '%d-%d' % (CONN_PORT, IPERF_PORT), 'guest_port': '%d-%d' % (CONN_PORT, IPERF_PORT)})
+    return result
+
+
+def pin(cpu, argv):
+    return ['taskset', '-c', str(cpu)] + argv if PINNED else argv
+
+
+class Lab:
+    """The three namespaces; ``timed`` runs in the hypervisor one (what converge.run_module expects)."""
+
+    def __init__(self):
+        base = 'kvd%d' % os.getpid()
+        self.cli, self.name, self.gst = base + '-cli', base + '-hv', base + '-gst'
+        self.procs = []
+
+    def __enter__(self):
+        try:
+            for ns in (self.cli, self.name, self.gst):
+                subprocess.run(['ip', 'netns', 'add', ns], check=True)
+                self.sh(ns, 'ip link set lo up')
+            self.sh(self.name, 'ip link add pub0 type veth peer name eth0 netns %s' % self.cli)
+            self.sh(self.name, 'ip link add vnet0 type veth peer name eth0 netns %s' % self.gst)
+            for cmd in ('ip addr add %s/24 dev pub0' % PUBLIC_IP, 'ip link set pub0 up',
+                        'ip link add virbr0 type bridge', 'ip addr add 192.168.122.1/24 dev virbr0',
+                        'ip link set vnet0 master virbr0', 'ip link set vnet0 up', 'ip link set virbr0 up',
+                        'sysctl -qw net.ipv4.ip_forward=1'):
+                self.sh(self.name, cmd)
+            for cmd in ('ip addr add %s/24 dev eth0' % CLIENT_IP, 'ip link set eth0 up',
+                        'ip route add 192.168.122.0/24 via %s' % PUBLIC_IP,
+                        "sysctl -qw 'net.ipv4.ip_local_port_range=1024 65535'"):
+                self.sh(self.cli, cmd)
+            for cmd in ('ip addr add %s/24 dev eth0' % GUEST_IP, 'ip link set eth0 up',
+                        'ip route add default via 192.168.122.1', 'sysctl -qw net.core.somaxconn=4096'):
+                self.sh(self.gst, cmd)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for ns in (self.cli, self.name, self.gst):
+            subprocess.run(['ip', 'netns', 'delete', ns], check=False, capture_output=True)
+
+    @staticmethod
+    def sh(ns, cmd):
+        proc = subprocess.run(['ip', 'netns', 'exec', ns] + shlex.split(cmd), capture_output=True, text=True,
+                              check=False)
+        if proc.returncode != 0:
+            raise RuntimeError('%s in %s: %s' % (cmd, ns, proc.stderr.strip()))
+        return proc.stdout
+
+    def start(self, ns, argv):
+        proc = subprocess.Popen(['ip', 'netns', 'exec', ns] + argv, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def timed(self, argv, env=None):
+        start = time.monotonic()
+        proc = subprocess.run(['ip', 'netns', 'exec', self.name] + argv, capture_output=True, text=True,
+                              check=False, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError('%s failed: %s %s' % (argv[:3], proc.stdout[-2000:], proc.stderr[-2000:]))
+        return time.monotonic() - start, proc.stdout
+
+    def flush(self):
+        for table in ('filter', 'nat'):
+            self.sh(self.name, 'iptables -t %s -F' % table)
+            self.sh(self.name, 'iptables -t %s -X' % table)
+
+
+_RANGE = re.compile(r'--(?:dport|ctorigdstport) (\d+)(?::(\d+))?')
+
+
+def walk(save, chain, port):
+    """How many rules of ours a new connection to ``port`` (tcp) is tested against, from ``chain``.
+
+    Follows -g/-j into sub-chains whose port match contains the port (or that have no match);
+    stops at the measured forward's rule. Rules of other protocols count too: they are tested.
+    """
+    rules = {}
+    for line in save.splitlines():
+        if line.startswith('-A KVMNAT'):
+            name, spec = line[3:].split(' ', 1)
+            rules.setdefault(name, []).append(spec)
+    count, current = 0, chain
+    while True:
+        for spec in rules.get(current, []):
+            count += 1
+            if 'kvmnet.nat: measured tcp/' in spec:
+                return count
+            target = re.search(r' -[gj] (KVMNAT\w+)', spec)
+            found = _RANGE.search(spec)
+            if target and not found:   # a node's second half: no match of its own
+                current = target.group(1)
+                break
+            if target and ' -p tcp ' in ' %s ' % spec:
+                first, last = int(found.group(1)), int(found.group(2) or found.group(1))
+                if first <= port <= last:
+                    current = target.group(1)
+                    break
+        else:
+            raise RuntimeError('the measured forward is not reachable from %s' % chain)
+
+
+def build_connrate(tmp):
+    binary = os.path.join(tmp, 'connrate')
+    subprocess.run(['gcc', '-O2', '-Wall', '-Werror', '-o', binary, os.path.join(HERE, 'connrate.c')], check=True)
+    return binary
+
+
+def wait_listening(lab, port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ':%d ' % port in lab.sh(lab.gst, 'ss -Hltn'):
+            return
+        time.sleep(0.05)
+    raise RuntimeError('nothing listens on %d in the guest namespace' % port)
+
+
+def conn_rate(lab, binary, target, seconds):
+    argv = pin(0, [binary, 'client', target, str(CONN_PORT), str(PARALLEL), str(seconds), '100000000'])
+    completed, failed, _in_flight, elapsed = lab.sh(lab.cli, shlex.join(argv)).split()
+    if int(completed) == 0 or int(failed) > 0:
+        raise RuntimeError('connections to %s:%d: %s completed, %s failed' % (target, CONN_PORT, completed, failed))
+    return int(completed) / float(elapsed)
+
+
+def throughput(lab, target, seconds):
+    argv = ['timeout', str(int(seconds) + 15), 'iperf3', '-J', '-c', target, '-p', str(IPERF_PORT),
+            '-t', str(seconds), '--connect-timeout', '3000'] + (['-A', '0,1'] if PINNED else [])
+    proc = subprocess.run(['ip', 'netns', 'exec', lab.cli] + argv, capture_output=True, text=True, check=False)
+    try:
+        return json.loads(proc.stdout)['end']['sum_received']['bits_per_second'] / 1e6
+    except (ValueError, KeyError) as exc:
+        detail = 'rc=%d %s %s' % (proc.returncode, proc.stdout[-500:], proc.stderr[-500:])
+        raise RuntimeError('iperf3 to %s:%d: %s' % (target, IPERF_PORT, detail)) from exc
+
+
+def checkout(ref, tmp):
+    """The collection at git revision ``ref``, as a collections root for PYTHONPATH."""
+    root = os.path.join(tmp, 'before')
+    dest = os.path.join(root, 'ansible_collections', 'kvmnet', 'nat')
+    os.makedirs(dest)
+    archive = subprocess.run(['git', '-C', os.path.dirname(HERE), 'archive', ref, 'plugins'],
+                             capture_output=True, check=True).stdout
+    subprocess.run(['tar', '-x', '-C', dest], input=archive, check=True)
+    return root
+
+
+def apply(lab, tmp, config):
+    """Bring the hypervisor namespace to ``config``; return the address the client aims at."""
+    kind, n, root = config
+    lab.flush()
+    if kind == 'no_nat':
+        return GUEST_IP
+    if kind == 'bare_dnat':
+        lab.sh(lab.name, 'iptables -t nat -A PREROUTING -d %s -p tcp --dport %d:%d -j DNAT --to-destination %s'
+               % (PUBLIC_IP, CONN_PORT, IPERF_PORT, GUEST_IP))
+        return PUBLIC_IP
+    _elapsed, result = converge.run_module(lab, tmp, forwards(n), coll_root=root)
+    assert result['changed'] is True, result
+    return PUBLIC_IP
+
+
+def measure(sizes, reps, seconds, before=None):
+    """Rows per N (and the two references), every rep through every configuration once."""
+    samples, walks = {}, {}
+    with Lab() as lab, tempfile.TemporaryDirectory() as tmp:
+        configs = [('no_nat', None, None), ('bare_dnat', None, None)]
+        configs += [('ours', n, converge.COLL_ROOT) for n in sizes]
+        if before:
+            old_root = checkout(before, tmp)
+            configs += [('before', n, old_root) for n in sizes]
+        binary = build_connrate(tmp)
+        lab.start(lab.gst, pin(1, [binary, 'server', str(CONN_PORT)]))
+        lab.start(lab.gst, ['iperf3', '-s', '-p', str(IPERF_PORT)])
+        wait_listening(lab, CONN_PORT)
+        wait_listening(lab, IPERF_PORT)
+        for rep in range(reps):
+            for config in configs:
+                target = apply(lab, tmp, config)
+                key = config[:2]
+                if config[0] in ('ours', 'before') and key not in walks:
+                    save = lab.sh(lab.name, 'iptables-save')
+                    walks[key] = {'walk_dnat': walk(save, 'KVMNAT_DNAT', CONN_PORT),
+                                  'walk_fwd': walk(save, 'KVMNAT_FWD', CONN_PORT),
+                                  'chains': save.count('\n:KVMNAT')}
+                rate = conn_rate(lab, binary, target, seconds)
+                mbit = throughput(lab, target, seconds)
+                samples.setdefault(key, []).append((rate, mbit))
+                print('  rep %d %-9s %5s %8.0f conn/s %8.0f Mbit/s'
+                      % (rep + 1, config[0], config[1] or '', rate, mbit), flush=True)
+        lab.flush()
+
+    def median(key, index):
+        return round(statistics.median(s[index] for s in samples[key]))
+
+    def spread(key, index):
+        return [round(min(s[index] for s in samples[key])), round(max(s[index] for s in samples[key]))]
+
+    def ratio(key, base, index):
+        """Median over the reps of this rep's value over the same rep's ``base`` value.
+
+        Runs of one rep are seconds apart, so a slow stretch of a shared machine hits both.
+        """
+        return round(statistics.median(a[index] / b[index] for a, b in zip(samples[key], samples[base])), 3)
+
+    no_nat, bare = ('no_nat', None), ('bare_dnat', None)
+    smallest = ('ours', min(sizes))
+    rows = {}
+    for n in sizes:
+        ours = ('ours', n)
+        row = {'new_conn_per_s': median(ours, 0), 'throughput_mbit': median(ours, 1),
+               'new_conn_per_s_range': spread(ours, 0), 'throughput_mbit_range': spread(ours, 1),
+               'new_conn_per_s_no_nat': median(no_nat, 0), 'throughput_mbit_no_nat': median(no_nat, 1),
+               'new_conn_per_s_bare_dnat': median(bare, 0), 'throughput_mbit_bare_dnat': median(bare, 1),
+               'conn_vs_smallest_n': ratio(ours, smallest, 0), 'conn_vs_no_nat': ratio(ours, no_nat, 0),
+               'throughput_vs_no_nat': ratio(ours, no_nat, 1), 'throughput_vs_bare_dnat': ratio(ours, bare, 1)}
+        row.update(walks[ours])
+        if before:
+            old = ('before', n)
+            row.update({'before_ref': before, 'before_new_conn_per_s': median(old, 0),
+                        'before_throughput_mbit': median(old, 1),
+                        'before_conn_vs_smallest_n': ratio(old, ('before', min(sizes)), 0),
+                        'before_throughput_vs_no_nat': ratio(old, no_nat, 1)})
+            row.update({'before_' + k: v for k, v in walks[old].items()})
+        row.update(dataplane_reps=reps, dataplane_seconds=seconds)
+        rows[n] = row
+    return rows
+
+
+COLUMNS = [('N', None), ('rules walked DNAT/FWD', 'walk'), ('conn/s', 'new_conn_per_s'),
+           ('conn/s vs smallest N', 'conn_vs_smallest_n'), ('Mbit/s', 'throughput_mbit'),
+           ('Mbit/s vs no NAT', 'throughput_vs_no_nat'), ('Mbit/s vs bare DNAT', 'throughput_vs_bare_dnat'),
+           ('before: walked', 'before_walk'), ('before: conn/s', 'before_new_conn_per_s'),
+           ('before: conn/s vs smallest N', 'before_conn_vs_smallest_n'),
+           ('before: Mbit/s vs no NAT', 'before_throughput_vs_no_nat')]
+
+
+def table(rows):
+    lines = [[title for title, _key in COLUMNS]]
+    for n in sorted(rows):
+        row = dict(rows[n], walk='%s/%s' % (rows[n]['walk_dnat'], rows[n]['walk_fwd']))
+        if 'before_walk_dnat' in row:
+            row['before_walk'] = '%s/%s' % (row['before_walk_dnat'], row['before_walk_fwd'])
+        lines.append([str(n)] + [str(row.get(key, '-')) for _title, key in COLUMNS[1:]])
+    out = [converge.aligned(lines)]
+    first = rows[min(rows)]
+    out.append('no NAT: %d conn/s, %d Mbit/s; one bare DNAT rule: %d conn/s, %d Mbit/s'
+               % (first['new_conn_per_s_no_nat'], first['throughput_mbit_no_nat'],
+                  first['new_conn_per_s_bare_dnat'], first['throughput_mbit_bare_dnat']))
+    return '\n'.join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='N = 10 and 100, one short run each')
+    parser.add_argument('--reps', type=int)
+    parser.add_argument('--seconds', type=float)
+    parser.add_argument('--sizes', type=int, nargs='+', help='instead of 1 100 1000')
+    parser.add_argument('--before', metavar='REF', help='also measure the module of this git revision')
+    parser.add_argument('--out', help='write the rows as JSON here')
+    args = parser.parse_args()
+    if shutil.which('iperf3') is None:
+        sys.exit('iperf3 is missing: make deps installs it')
+    sizes = args.sizes or ((10, 100) if args.quick else (1, 100, 1000))
+    rows = measure(sizes, args.reps or (1 if args.quick else 5), args.seconds or (2 if args.quick else 3),
+                   before=args.before)
+    print(table(rows))
+    converge.dump(args.out, rows)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,146 @@
+"""The benchmark: converge cost and dataplane cost, one run, one table, one plot, one JSON file.
+
+    python3 bench/run.py [--quick] [--before REF] [--out bench/results.json] [--plot docs/bench.png]
+
+Runs bench/converge.py (converge cost against a loop of ansible.builtin.iptables tasks, N = 10, 100,
+1000), bench/dataplane.py (new connections/s and throughput through N = 1, 100, 1000 forwards,
+against the same path with no NAT), both in network namespaces of their own, and bench/role.py
+(the expose role over ssh on a lab hypervisor), as root. ``--quick``: N = 10 and 100, one short
+run each, no role and no comparison with an older revision (about 3 minutes).
+
+Writes ``--out`` (per N: every number of both parts, null where a part did not run at that N, plus
+the machine) and, when matplotlib is importable, the plot ``--plot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import converge  # noqa: E402  (same directory; run as a script)
+import dataplane  # noqa: E402
+import role  # noqa: E402
+
+CONVERGE_KEYS = ('ours_first_s', 'ours_noop_s', 'ours_one_change_s', 'builtin_first_s', 'builtin_noop_s')
+DATAPLANE_KEYS = ('new_conn_per_s', 'new_conn_per_s_no_nat', 'throughput_mbit', 'throughput_mbit_no_nat')
+
+
+def merge(converge_rows, dataplane_rows, role_rows=()):
+    """{N: row}: the issue's keys always present (null when not measured at that N), then the rest."""
+    by_n = {}
+    for row in list(converge_rows) + list(role_rows):
+        by_n.setdefault(row['n'], {}).update({k: v for k, v in row.items() if k != 'n'})
+    for n, row in dataplane_rows.items():
+        by_n.setdefault(n, {}).update(row)
+    out = {}
+    for n in sorted(by_n):
+        row = {key: by_n[n].get(key) for key in CONVERGE_KEYS + DATAPLANE_KEYS}
+        row.update((k, v) for k, v in by_n[n].items() if k not in row)
+        out[str(n)] = row
+    return out
+
+
+def plot(by_n, path):
+    import matplotlib  # bench only (README, "Dependencies")
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+
+    def series(key):
+        points = [(int(n), row[key]) for n, row in by_n.items() if row.get(key) is not None]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    fig, (conv, conn, tput) = pyplot.subplots(1, 3, figsize=(15, 4.6))
+    for key, label, style in (('builtin_first_s', 'builtin iptables loop, first run', 'o--'),
+                              ('ours_playbook_first_s', 'kvmnet.nat.forwards via ansible-playbook', 's-'),
+                              ('ours_first_s', 'kvmnet.nat.forwards, module time', '^-'),
+                              ('ours_noop_s', 'kvmnet.nat.forwards, no-op re-run', 'v-'),
+                              ('role_noop_s', 'role kvmnet.nat.expose over ssh, no-op', 'D-')):
+        xs, ys = series(key)
+        if xs:
+            conv.plot(xs, ys, style, label=label)
+    conv.set(xscale='log', yscale='log', xlabel='forwards (N)', ylabel='seconds', title='Converge time')
+    for axis, key, before, ylabel, title in (
+            (conn, 'new_conn_per_s', 'before_new_conn_per_s', 'connections / s', 'New connections through N forwards'),
+            (tput, 'throughput_mbit', 'before_throughput_mbit', 'Mbit/s', 'One TCP flow through N forwards')):
+        xs, ys = series(key)
+        spreads = [by_n[str(x)].get(key + '_range') or [y, y] for x, y in zip(xs, ys)]
+        axis.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _hi) in zip(ys, spreads)],
+                                    [hi - y for y, (_lo, hi) in zip(ys, spreads)]],
+                      fmt='s-', capsize=3, label='kvmnet.nat (port dispatch), median, min-max')
+        bxs, bys = series(before)
+        if bxs:
+            ref = next(row['before_ref'] for row in by_n.values() if row.get('before_ref'))
+            axis.plot(bxs, bys, 'o--', label='before: flat chains (%s)' % ref[:7])
+        first = next(row for row in by_n.values() if row.get(key) is not None)
+        axis.axhline(first[key + '_no_nat'], color='grey', linestyle=':', label='routed, no NAT rules')
+        axis.axhline(first[key + '_bare_dnat'], color='black', linestyle='-.', label='one bare DNAT rule')
+        top = max([first[key + '_no_nat']] + [hi for x in xs for hi in (by_n[str(x)].get(key + '_range') or [0])])
+        axis.set(xscale='log', ylim=(0, top * 1.12), xlabel='forwards (N), the measured one last', ylabel=ylabel, title=title)
+    for axis in (conv, conn, tput):
+        axis.grid(True, which='both', alpha=0.3)
+        axis.legend(fontsize=7, loc='lower left')
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def iptables_version():
+    return subprocess.run(['iptables', '--version'], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--before', metavar='REF', help='also measure the dataplane of this git revision')
+    parser.add_argument('--out', default=os.path.join(HERE, 'results.json'))
+    parser.add_argument('--plot', default=os.path.join(os.path.dirname(HERE), 'docs', 'bench.png'))
+    args = parser.parse_args()
+    started = time.monotonic()
+    if args.quick:
+        converge_rows = converge.run((10, 100), reps=1)
+        dataplane_rows = dataplane.measure((10, 100), reps=1, seconds=2)
+        role_rows = []
+    else:
+        converge_rows = converge.run((10, 100, 1000), reps=3)
+        dataplane_rows = dataplane.measure((1, 100, 1000), reps=5, seconds=3, before=args.before)
+        role_rows = role.measure((10, 100, 1000), reps=3)
+    import ansible  # the same ansible-core the runs used
+    results = {
+        'machine': {'cores': os.cpu_count(), 'kernel': platform.release(), 'iptables': iptables_version()},
+        'ansible_core': ansible.__version__, 'date': time.strftime('%Y-%m-%d'),
+        'command': ' '.join(['python3 bench/run.py'] + sys.argv[1:]),
+        'seconds': round(time.monotonic() - started),
+        'by_n': merge(converge_rows, dataplane_rows, role_rows),
+    }
+    with open(args.out, 'w') as handle:
+        json.dump(results, handle, indent=2)
+        handle.write('\n')
+    print()
+    print('Converge (seconds, median of %d):' % converge_rows[0]['reps'])
+    print(converge.table(converge_rows))
+    print()
+    print('Dataplane (median of %d runs of %ss; ratios are medians of per-run ratios):'
+          % (dataplane_rows[min(dataplane_rows)]['dataplane_reps'], dataplane_rows[min(dataplane_rows)]['dataplane_seconds']))
+    print(dataplane.table(dataplane_rows))
+    if role_rows:
+        print()
+        print('The role kvmnet.nat.expose over ssh on a lab hypervisor (seconds, median of %d):' % role_rows[0]['role_reps'])
+        print(role.table(role_rows))
+    print('written: %s' % args.out)
+    try:
+        plot(results['by_n'], args.plot)
+        print('plot: %s' % args.plot)
+    except ImportError:
+        print('plot: not drawn, matplotlib is not installed (make bench installs it)')
+    print('took %d s' % results['seconds'])
+
+
+if __name__ == '__main__':
+    main()
