@@ -15,8 +15,8 @@ ranges, some source lists) and measures, interleaved, median of R runs:
   builtin_first_s / builtin_noop_s   ansible-playbook with the builtin loop (DNAT, FORWARD insert at 1,
                      MASQUERADE: one task each, looped over the forwards), on an empty ruleset / again
 
-The builtin loop is skipped at N=1000 (about 0.25 s per rule, so ~12 minutes a run); the results
-say so instead of guessing a number.
+The builtin loop is skipped above N=100 unless --builtin-max says otherwise (about 0.25 s per
+rule: ~12 minutes a run at N=1000); the results say so instead of guessing a number.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def run_playbook(ns, path):
     return elapsed
 
 
-def measure(ns, tmp, n, reps):
+def measure(ns, tmp, n, reps, builtin_max=BUILTIN_MAX_N):
     samples = {}
 
     def add(key, value):
@@ -190,7 +190,7 @@ def measure(ns, tmp, n, reps):
         ns.flush()
         add('ours_playbook_first_s', run_playbook(ns, ours_pb))
         add('ours_playbook_noop_s', run_playbook(ns, ours_pb))
-        if n <= BUILTIN_MAX_N:
+        if n <= builtin_max:
             ns.flush()
             builtin_pb = playbook(tmp, 'builtin.yml', BUILTIN_TASKS, fwds)
             add('builtin_first_s', run_playbook(ns, builtin_pb))
@@ -198,8 +198,8 @@ def measure(ns, tmp, n, reps):
     row = {key: round(statistics.median(values), 3) for key, values in samples.items()}
     # module invocations per run follow from the playbooks: one task, or three tasks looped over N
     row.update(n=n, reps=reps, ours_module_invocations=1,
-               builtin_module_invocations=3 * n if n <= BUILTIN_MAX_N else None)
-    if n > BUILTIN_MAX_N:
+               builtin_module_invocations=3 * n if n <= builtin_max else None)
+    if n > builtin_max:
         row.update(builtin_first_s=None, builtin_noop_s=None,
                    builtin_note='not run: about 0.25 s per rule, ~12 min per run at this N')
     if row.get('builtin_first_s'):
@@ -238,18 +238,21 @@ def main():
     parser.add_argument('--reps', type=int)
     parser.add_argument('--sizes', type=int, nargs='+', help='instead of 10 100 1000')
     parser.add_argument('--out', help='write the rows as JSON here')
+    parser.add_argument('--builtin-max', type=int, default=BUILTIN_MAX_N,
+                        help='run the builtin loop up to this N (default %(default)s; N = 1000 takes ~25 min a rep)')
     args = parser.parse_args()
-    rows = run(args.sizes or ((10, 100) if args.quick else (10, 100, 1000)), args.reps or (1 if args.quick else 3))
+    rows = run(args.sizes or ((10, 100) if args.quick else (10, 100, 1000)), args.reps or (1 if args.quick else 3),
+               builtin_max=args.builtin_max)
     print(table(rows))
     dump(args.out, rows)
 
 
-def run(sizes, reps):
+def run(sizes, reps, builtin_max=BUILTIN_MAX_N):
     rows = []
     with Namespace() as ns, tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             print('converge N=%d ...' % n, flush=True)
-            rows.append(measure(ns, tmp, n, reps))
+            rows.append(measure(ns, tmp, n, reps, builtin_max))
     return rows
 
 
