@@ -88,24 +88,25 @@ class Namespace:
                 self.sh('%s -t %s -F' % (tool, table))
                 self.sh('%s -t %s -X' % (tool, table))
 
-    def timed(self, argv, env=None):
-        start = time.monotonic()
-        proc = subprocess.run(['ip', 'netns', 'exec', self.name] + argv, capture_output=True, text=True,
-                              check=False, env=env)
-        elapsed = time.monotonic() - start
-        if proc.returncode != 0:
-            raise RuntimeError('%s failed: %s %s' % (argv[:3], proc.stdout[-2000:], proc.stderr[-2000:]))
-        return elapsed, proc.stdout
+
+def timed(ns, argv, env=None):
+    """Run ``argv`` in network namespace ``ns``; (seconds, stdout); fail loudly."""
+    start = time.monotonic()
+    proc = subprocess.run(['ip', 'netns', 'exec', ns] + argv, capture_output=True, text=True, check=False, env=env)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError('%s failed: %s %s' % (argv[:3], proc.stdout[-2000:], proc.stderr[-2000:]))
+    return elapsed, proc.stdout
 
 
 def run_module(ns, tmp, fwds, coll_root=COLL_ROOT):
-    """The forwards module as Ansible runs it (its JSON arguments in a file), inside ``ns``."""
+    """The forwards module as Ansible runs it (its JSON arguments in a file), in namespace ``ns.name``."""
     path = os.path.join(tmp, 'args.json')
     with open(path, 'w') as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds}}, handle)
     env = dict(os.environ, PYTHONPATH=coll_root)
     module = os.path.join(coll_root, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
-    elapsed, out = ns.timed([sys.executable, module, path], env=env)
+    elapsed, out = timed(ns.name, [sys.executable, module, path], env=env)
     return elapsed, json.loads(out)
 
 
@@ -163,8 +164,8 @@ BUILTIN_TASKS = """
 def run_playbook(ns, path):
     playbook_bin = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLL_ROOT, ANSIBLE_NOCOLOR='1')
-    elapsed, _out = ns.timed([playbook_bin, '-i', 'localhost,', '-c', 'local', path,
-                              '-e', 'ansible_python_interpreter=%s' % sys.executable], env=env)
+    argv = [playbook_bin, '-i', 'localhost,', '-c', 'local', path, '-e', 'ansible_python_interpreter=%s' % sys.executable]
+    elapsed, _out = timed(ns.name, argv, env=env)
     return elapsed
 
 

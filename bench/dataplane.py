@@ -68,7 +68,7 @@ def pin(cpu, argv):
 
 
 class Lab:
-    """The three namespaces; ``timed`` runs in the hypervisor one (what converge.run_module expects)."""
+    """The three namespaces; ``name`` is the hypervisor's (the one converge.run_module runs in)."""
 
     def __init__(self):
         base = 'kvd%d' % os.getpid()
@@ -120,14 +120,6 @@ class Lab:
                                 stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         return proc
-
-    def timed(self, argv, env=None):
-        start = time.monotonic()
-        proc = subprocess.run(['ip', 'netns', 'exec', self.name] + argv, capture_output=True, text=True,
-                              check=False, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError('%s failed: %s %s' % (argv[:3], proc.stdout[-2000:], proc.stderr[-2000:]))
-        return time.monotonic() - start, proc.stdout
 
     def flush(self):
         for table in ('filter', 'nat'):
