@@ -19,9 +19,11 @@ Vocabulary (one name per idea):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import shlex
+import socket
 from dataclasses import dataclass, field
 
 OWNER_TAG = 'kvmnet.nat'
@@ -30,10 +32,14 @@ MASQUERADE_MODES = ('auto', 'always', 'never')
 FAMILIES = (4, 6)
 DEFAULT_PREFIX = 'KVMNAT'
 
-_GUEST_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+:@-]{0,63}$')
-_IFACE_RE = re.compile(r'^[A-Za-z0-9_.:@-]{1,15}\+?$')
-_PREFIX_RE = re.compile(r'^[A-Z][A-Z0-9]{0,15}$')
-_PORT_RE = re.compile(r'^\s*(\d+)\s*(?:[-:]\s*(\d+)\s*)?$')
+# Every pattern is matched whole (re.fullmatch) and ASCII only: "$" would let a final newline through,
+# and "\\d" would take non-ASCII digits.
+_GUEST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+:@-]{0,63}', re.ASCII)
+_IFACE_RE = re.compile(r'[A-Za-z0-9_.@-]{1,15}', re.ASCII)
+_PREFIX_RE = re.compile(r'[A-Z][A-Z0-9]{0,15}', re.ASCII)
+_PORT_RE = re.compile(r' *([0-9]{1,5}) *(?:[-:] *([0-9]{1,5}) *)?', re.ASCII)
+_ADDRESS_RE = re.compile(r'[0-9A-Fa-f:.]{2,45}', re.ASCII)
+_NETWORK_RE = re.compile(r'[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?', re.ASCII)
 
 
 class ForwardError(ValueError):
@@ -101,7 +107,19 @@ class Forward:
 
 
 def valid_prefix(prefix):
-    return bool(prefix) and bool(_PREFIX_RE.match(prefix))
+    return isinstance(prefix, str) and bool(_PREFIX_RE.fullmatch(prefix))
+
+
+def valid_interface(name):
+    """An interface name iptables can match and print back unchanged.
+
+    The kernel's rules (1-15 characters, not ``.`` or ``..``, no ``/``, ``:`` or whitespace), narrowed
+    to letters, digits and ``_.@-``, with an optional trailing ``+`` (iptables' prefix wildcard).
+    """
+    if not isinstance(name, str):
+        return False
+    base = name[:-1] if name.endswith('+') else name
+    return len(name) <= 15 and base not in ('.', '..') and bool(_IFACE_RE.fullmatch(base))
 
 
 def chain_names(prefix=DEFAULT_PREFIX):
@@ -111,23 +129,150 @@ def chain_names(prefix=DEFAULT_PREFIX):
 
 # ---------------------------------------------------------------- validation
 
+def _printable(value):
+    return value if isinstance(value, int) or (isinstance(value, str) and value.isprintable()) else repr(value)
+
+
 def _label(raw, index):
-    guest = raw.get('guest') or '<forward #%d>' % (index + 1)
-    return '%s %s/%s' % (guest, raw.get('proto') or 'tcp', raw.get('host_port'))
+    guest = raw.get('guest')
+    if not (isinstance(guest, str) and _GUEST_NAME_RE.fullmatch(guest)):
+        guest = '#%d' % (index + 1) if guest in (None, '') else '#%d (guest %r)' % (index + 1, guest)
+    return '%s %s/%s' % (guest, _printable(raw.get('proto') or 'tcp'), _printable(raw.get('host_port')))
 
 
-def _parse_ip(value):
-    return ipaddress.ip_address(str(value).strip())
+def address_text(ip):
+    """An address as iptables prints it: ``inet_ntop`` for IPv6, as iptables itself uses."""
+    if ip.version == 6:
+        return socket.inet_ntop(socket.AF_INET6, ip.packed)
+    return str(ip)
+
+
+def _zone_or(value, what, kind):
+    if isinstance(value, str) and '%' in value:
+        return ValueError('%s %r has a zone id ("%%..."); kvmnet.nat takes no scoped addresses' % (what, value))
+    return ValueError('%s %r is not %s' % (what, value, kind))
+
+
+def parse_address(value, what):
+    """One address in plain notation, made anew from its parsed value.
+
+    Refused: anything that is not a string of address characters (no zone id ``%...``, no
+    whitespace, no newline), and IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``: ip6tables never
+    sees IPv4 traffic, and iptables prints them differently).
+    """
+    if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
+        raise _zone_or(value, what, 'an IP address')
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise _zone_or(value, what, 'an IP address') from None
+    ip = ipaddress.ip_address(ip.packed)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        raise ValueError('%s %s is an IPv4-mapped IPv6 address; use %s' % (what, value, ip.ipv4_mapped))
+    return ip
+
+
+_EVERY_ADDRESS = {
+    'source': 'leave sources empty to allow every source',
+    'guest_network': 'give the network the guest is on',
+}
+
+
+def parse_network(value, what):
+    """An address or CIDR without host bits, made anew from its parsed value (see parse_address)."""
+    if not isinstance(value, str) or not _NETWORK_RE.fullmatch(value):
+        raise _zone_or(value, what, 'an IP address or CIDR')
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError('%s %r is not an IP address or CIDR: %s' % (what, value, exc)) from None
+        raise ValueError('%s %s has host bits set (did you mean %s?)' % (what, value, loose)) from None
+    net = ipaddress.ip_network((net.network_address.packed, net.prefixlen))
+    if net.prefixlen == 0:
+        raise ValueError('%s %s is every address; %s' % (what, value, _EVERY_ADDRESS.get(what, 'give a network')))
+    if net.version == 6 and net.network_address.ipv4_mapped is not None:
+        raise ValueError('%s %s is an IPv4-mapped IPv6 network; use the IPv4 network' % (what, value))
+    return net
+
+
+def unusable(ip):
+    """Why an address can be neither a forward's target nor its public address, or None."""
+    if ip.is_unspecified:
+        return 'the unspecified address'
+    if ip.is_loopback:
+        return 'a loopback address'
+    if ip.is_multicast:
+        return 'a multicast address'
+    if ip.version == 4 and ip == ipaddress.IPv4Address('255.255.255.255'):
+        return 'the broadcast address'
+    if ip.is_link_local:
+        return 'a link-local address (it needs an interface to mean anything)'
+    return None
+
+
+def target_problem(ip, network=None, where=''):
+    """Why ``ip`` cannot be a guest address (a DNAT target), alone or in ``network``; or None."""
+    reason = unusable(ip)
+    if reason:
+        return 'guest_ip %s is %s and cannot be a forward target' % (ip, reason)
+    if network is not None and network.version == ip.version and network.num_addresses > 2:
+        if ip == network.network_address:
+            return 'guest_ip %s is the network address of %s%s, not a guest' % (ip, network, where)
+        if ip.version == 4 and ip == network.broadcast_address:
+            return 'guest_ip %s is the broadcast address of %s%s, not a guest' % (ip, network, where)
+    return None
+
+
+def host_address_problems(forwards, host_interfaces):
+    """Forwards that would point at the hypervisor itself: (errors, warnings).
+
+    ``host_interfaces``: the host's addresses, ``[(ipaddress.ip_interface, device)]``. A guest_ip
+    that is one of them (the bridge's own 192.168.122.1, say) would publish a service bound only
+    to it; the network or broadcast address of a connected network is no guest either, nor a
+    public address. A public address that is not the host's own is allowed (a failover address
+    routed to this host works that way) but said in a warning.
+    """
+    errors, warnings = [], []
+    local = {}
+    for iface, dev in host_interfaces:
+        local.setdefault(iface.ip, dev)
+    for fwd in forwards:
+        if fwd.guest_ip in local:
+            errors.append('forward %s: guest_ip %s is an address of this host (on %s): the forward would '
+                          'publish the host\'s own services' % (fwd.label, fwd.guest_ip, local[fwd.guest_ip]))
+            continue
+        for iface, dev in host_interfaces:
+            problem = target_problem(fwd.guest_ip, iface.network, ' (on %s)' % dev)
+            if problem:
+                errors.append('forward %s: %s' % (fwd.label, problem))
+            public = fwd.public_ip
+            if public is not None and public not in local and public.version == iface.version and \
+                    iface.network.num_addresses > 2 and \
+                    public in (iface.network.network_address, iface.network.broadcast_address):
+                errors.append('forward %s: public_ip %s is the network or broadcast address of %s (on %s)'
+                              % (fwd.label, public, iface.network, dev))
+    refused = {e.split('public_ip ', 1)[1].split(' ', 1)[0] for e in errors if ': public_ip ' in e}
+    for public in sorted({f.public_ip for f in forwards if f.public_ip is not None and f.public_ip not in local
+                          and str(f.public_ip) not in refused}, key=str):
+        warnings.append('public_ip %s is not an address of this host: its forwards take traffic routed through '
+                        'this host to %s (as for a failover address routed here); check it if that is not '
+                        'what you meant' % (public, public))
+    return list(dict.fromkeys(errors)), warnings
 
 
 def parse_ports(value):
-    """``8080``, ``"8080"`` or ``"10000-10009"`` (``:`` accepted too) -> PortRange."""
+    """``8080``, ``"8080"`` or ``"10000-10009"`` (``:`` accepted too) -> PortRange. ASCII digits only."""
     if isinstance(value, bool):
         raise ValueError('port %r is not a number' % (value,))
+    if isinstance(value, float):
+        raise ValueError('port %r is a fraction, not a port' % (value,))
     if isinstance(value, int):
         first = last = value
     else:
-        m = _PORT_RE.match(str(value))
+        m = _PORT_RE.fullmatch(value) if isinstance(value, str) else None
         if not m:
             raise ValueError('port %r is not a port or a range like 10000-10009' % (value,))
         first = int(m.group(1))
@@ -140,19 +285,107 @@ def parse_ports(value):
     return PortRange(first, last)
 
 
-def _parse_network(value, what):
-    try:
-        net = ipaddress.ip_network(str(value).strip(), strict=True)
-    except ValueError as exc:
-        loose = None
+class _Problems(list):
+    """The problems of one forward; ``take`` runs a parser and keeps its ValueError as a problem."""
+
+    def take(self, parse, *args, prefix=''):
         try:
-            loose = ipaddress.ip_network(str(value).strip(), strict=False)
-        except ValueError:
-            pass
-        if loose is not None:
-            raise ValueError('%s %s has host bits set (did you mean %s?)' % (what, value, loose))
-        raise ValueError('%s %r is not an IP address or CIDR: %s' % (what, value, exc))
-    return net
+            return parse(*args)
+        except ValueError as exc:
+            self.append(prefix + str(exc))
+            return None
+
+
+def _parse_defaults(public_ip, public_ip6, in_interface, errors):
+    """The module-level public address of each family; problems go to ``errors``."""
+    defaults = {}
+    for key, value, want in (('public_ip', public_ip, 4), ('public_ip6', public_ip6, 6)):
+        if value in (None, ''):
+            continue
+        try:
+            addr = parse_address(value, key)
+        except ValueError as exc:
+            errors.append(str(exc))
+            continue
+        if addr.version != want:
+            errors.append('%s %s is not an IPv%d address' % (key, value, want))
+        elif unusable(addr):
+            errors.append('%s %s is %s; give an address of this host' % (key, addr, unusable(addr)))
+        else:
+            defaults[want] = addr
+    if in_interface not in (None, '') and not valid_interface(in_interface):
+        errors.append('in_interface %r is not an interface name' % (in_interface,))
+    return defaults
+
+
+def _optional(raw, key, parse, problems):
+    return problems.take(parse, raw[key], key) if raw.get(key) not in (None, '') else None
+
+
+def _parse_fields(raw, problems):
+    """Each field of one raw forward on its own; None where it is missing or wrong."""
+    guest = raw.get('guest')
+    if not (isinstance(guest, str) and _GUEST_NAME_RE.fullmatch(guest)):
+        problems.append('guest name %r must be 1-64 characters of letters, digits and ._+:@-' % (guest,))
+    proto = raw.get('proto') or 'tcp'
+    if proto not in PROTOCOLS:
+        problems.append('unknown proto %r (use one of %s)' % (raw.get('proto'), ', '.join(PROTOCOLS)))
+    masquerade = raw.get('masquerade') or 'auto'
+    if masquerade not in MASQUERADE_MODES:
+        problems.append('masquerade %r must be one of %s' % (masquerade, ', '.join(MASQUERADE_MODES)))
+    iface = raw.get('in_interface')
+    if iface not in (None, '') and not valid_interface(iface):
+        problems.append('in_interface %r is not an interface name' % (iface,))
+    host_ports = problems.take(parse_ports, raw.get('host_port'), prefix='host_port: ')
+    guest_ports = host_ports if raw.get('guest_port') in (None, '') else \
+        problems.take(parse_ports, raw.get('guest_port'), prefix='guest_port: ')
+    sources = raw.get('sources') or []
+    if not isinstance(sources, (list, tuple)):
+        problems.append('sources %r must be a list of addresses or networks' % (sources,))
+        sources = []
+    return dict(
+        guest=guest, proto=proto, masquerade=masquerade, in_interface=iface or None,
+        host_ports=host_ports, guest_ports=guest_ports,
+        guest_ip=problems.take(parse_address, raw.get('guest_ip'), 'guest_ip'),
+        sources=[problems.take(parse_network, src, 'source') for src in sources],
+        guest_network=_optional(raw, 'guest_network', parse_network, problems),
+        public_ip=_optional(raw, 'public_ip', parse_address, problems),
+        public_given=raw.get('public_ip') not in (None, ''),
+    )
+
+
+def _check_forward(f, defaults, in_interface, problems):
+    """Checks across the fields of one forward; fills in the module-level defaults."""
+    if f['host_ports'] and f['guest_ports'] and f['host_ports'].size != f['guest_ports'].size:
+        problems.append('host range %s has %d ports but guest range %s has %d'
+                        % (f['host_ports'], f['host_ports'].size, f['guest_ports'], f['guest_ports'].size))
+    guest_ip = f['guest_ip']
+    if guest_ip is None:
+        return
+    family = guest_ip.version
+    if f['public_ip'] is not None and unusable(f['public_ip']):
+        problems.append('public_ip %s is %s; give an address of this host' % (f['public_ip'], unusable(f['public_ip'])))
+    if not f['public_given']:
+        f['public_ip'] = defaults.get(family)
+    f['in_interface'] = f['in_interface'] or in_interface
+    pub = f['public_ip']
+    if pub is not None and pub.version != family:
+        problems.append('public_ip %s and guest_ip %s are of different IP versions' % (pub, guest_ip))
+    if pub is None and not f['in_interface'] and not f['public_given']:
+        problems.append('no public_ip%s and no in_interface: an unscoped DNAT would also catch '
+                        'traffic to the host\'s own services' % ('6' if family == 6 else ''))
+    if pub is not None and pub == guest_ip:
+        problems.append('guest_ip %s is the public ip' % guest_ip)
+    for src in f['sources']:
+        if src is not None and src.version != family:
+            problems.append('source %s is not IPv%d like guest_ip %s' % (src, family, guest_ip))
+    net = f['guest_network']
+    if net is not None and (net.version != family or guest_ip not in net):
+        problems.append('guest_network %s does not contain guest_ip %s' % (net, guest_ip))
+        net = None
+    problem = target_problem(guest_ip, net)
+    if problem:
+        problems.append(problem)
 
 
 def parse_forwards(raw_forwards, public_ip=None, public_ip6=None, in_interface=None):
@@ -162,106 +395,26 @@ def parse_forwards(raw_forwards, public_ip=None, public_ip6=None, in_interface=N
     nothing is applied unless the whole set is valid.
     """
     errors = []
-    defaults = {}
-    for key, value in (('public_ip', public_ip), ('public_ip6', public_ip6)):
-        if value in (None, ''):
-            continue
-        try:
-            addr = _parse_ip(value)
-        except ValueError:
-            errors.append('%s %r is not an IP address' % (key, value))
-            continue
-        want = 4 if key == 'public_ip' else 6
-        if addr.version != want:
-            errors.append('%s %s is not an IPv%d address' % (key, value, want))
-            continue
-        defaults[want] = addr
-    if in_interface not in (None, '') and not _IFACE_RE.match(in_interface):
-        errors.append('in_interface %r is not an interface name' % (in_interface,))
-
+    defaults = _parse_defaults(public_ip, public_ip6, in_interface, errors)
+    default_iface = in_interface if valid_interface(in_interface) else None
     forwards = []
     for index, raw in enumerate(raw_forwards or []):
-        label = _label(raw, index)
-        problems = []
-        guest = raw.get('guest')
-        if not guest or not _GUEST_NAME_RE.match(str(guest)):
-            problems.append('guest name %r must be 1-64 characters of letters, digits and ._+:@-'
-                            % (guest,))
-        proto = str(raw.get('proto') or 'tcp').lower()
-        if proto not in PROTOCOLS:
-            problems.append('unknown proto %r (use one of %s)' % (raw.get('proto'), ', '.join(PROTOCOLS)))
-        try:
-            guest_ip = _parse_ip(raw.get('guest_ip'))
-        except ValueError:
-            guest_ip = None
-            problems.append('guest_ip %r is not an IP address' % (raw.get('guest_ip'),))
-        host_ports = guest_ports = None
-        try:
-            host_ports = parse_ports(raw.get('host_port'))
-        except ValueError as exc:
-            problems.append('host_port: %s' % exc)
-        guest_raw = raw.get('guest_port')
-        try:
-            guest_ports = parse_ports(raw.get('host_port') if guest_raw in (None, '') else guest_raw)
-        except ValueError as exc:
-            if guest_raw not in (None, ''):
-                problems.append('guest_port: %s' % exc)
-        if host_ports and guest_ports and host_ports.size != guest_ports.size:
-            problems.append('host range %s has %d ports but guest range %s has %d'
-                            % (host_ports, host_ports.size, guest_ports, guest_ports.size))
-        masquerade = str(raw.get('masquerade') or 'auto')
-        if masquerade not in MASQUERADE_MODES:
-            problems.append('masquerade %r must be one of %s' % (masquerade, ', '.join(MASQUERADE_MODES)))
-        iface = raw.get('in_interface') or in_interface or None
-        if raw.get('in_interface') and not _IFACE_RE.match(raw['in_interface']):
-            problems.append('in_interface %r is not an interface name' % (raw['in_interface'],))
-        sources = []
-        for src in raw.get('sources') or []:
-            try:
-                sources.append(_parse_network(src, 'source'))
-            except ValueError as exc:
-                problems.append(str(exc))
-        guest_network = None
-        if raw.get('guest_network'):
-            try:
-                guest_network = _parse_network(raw['guest_network'], 'guest_network')
-            except ValueError as exc:
-                problems.append(str(exc))
-        pub = None
-        if raw.get('public_ip'):
-            try:
-                pub = _parse_ip(raw['public_ip'])
-            except ValueError:
-                problems.append('public_ip %r is not an IP address' % (raw['public_ip'],))
-        if guest_ip is not None:
-            family = guest_ip.version
-            if pub is None and not raw.get('public_ip'):
-                pub = defaults.get(family)
-            if pub is not None and pub.version != family:
-                problems.append('public_ip %s and guest_ip %s are of different IP versions' % (pub, guest_ip))
-            if pub is None and not iface and not raw.get('public_ip'):
-                problems.append('no public_ip%s and no in_interface: an unscoped DNAT would also catch '
-                                'traffic to the host\'s own services' % ('6' if family == 6 else ''))
-            if pub is not None and pub == guest_ip:
-                problems.append('guest_ip %s is the public ip' % guest_ip)
-            for src in sources:
-                if src.version != family:
-                    problems.append('source %s is not IPv%d like guest_ip %s' % (src, family, guest_ip))
-            if guest_network is not None:
-                if guest_network.version != family or guest_ip not in guest_network:
-                    problems.append('guest_network %s does not contain guest_ip %s' % (guest_network, guest_ip))
-            if guest_ip.is_unspecified or guest_ip.is_multicast or guest_ip.is_loopback:
-                problems.append('guest_ip %s cannot be a forward target' % guest_ip)
+        if not isinstance(raw, dict):
+            errors.append('forward #%d: %r is not a dict' % (index + 1, raw))
+            continue
+        problems = _Problems()
+        fields = _parse_fields(raw, problems)
+        _check_forward(fields, defaults, default_iface, problems)
         if problems:
-            errors.extend('forward %s: %s' % (label, p) for p in problems)
+            errors.extend('forward %s: %s' % (_label(raw, index), p) for p in problems)
             continue
         forwards.append(Forward(
-            guest=str(guest), guest_ip=guest_ip, proto=proto, host_ports=host_ports,
-            guest_ports=guest_ports, public_ip=pub, in_interface=iface,
-            sources=tuple(sorted(set(sources), key=str)), masquerade=masquerade,
-            guest_network=guest_network, allow_in_use=bool(raw.get('allow_in_use')),
+            guest=fields['guest'], guest_ip=fields['guest_ip'], proto=fields['proto'],
+            host_ports=fields['host_ports'], guest_ports=fields['guest_ports'], public_ip=fields['public_ip'],
+            in_interface=fields['in_interface'], sources=tuple(sorted(set(fields['sources']), key=str)),
+            masquerade=fields['masquerade'], guest_network=fields['guest_network'],
+            allow_in_use=raw.get('allow_in_use') is True,
         ))
-
     errors.extend(_overlaps(forwards))
     if errors:
         raise ForwardError(errors)
@@ -307,18 +460,19 @@ def _overlaps(forwards):
 
 def _addr(ip):
     """An address as iptables-save prints a -s/-d match."""
-    return '%s/%d' % (ip, 32 if ip.version == 4 else 128)
+    return '%s/%d' % (address_text(ip), 32 if ip.version == 4 else 128)
 
 
 def _net(net):
-    return '%s/%d' % (net.network_address, net.prefixlen)
+    return '%s/%d' % (address_text(net.network_address), net.prefixlen)
 
 
 def _to_destination(fwd):
-    host = str(fwd.guest_ip) if fwd.family == 4 else '[%s]' % fwd.guest_ip
+    text = address_text(fwd.guest_ip)
+    host = text if fwd.family == 4 else '[%s]' % text
     gp, hp = fwd.guest_ports, fwd.host_ports
     if gp.size > 1 and gp == hp:
-        return str(fwd.guest_ip)  # ports kept as they are
+        return text  # ports kept as they are
     if gp.size == 1:
         return '%s:%d' % (host, gp.first)
     return '%s:%d-%d/%d' % (host, gp.first, gp.last, hp.first)
@@ -332,7 +486,7 @@ def _origin_match(fwd):
     """conntrack match: the connection was DNATed by this very forward."""
     parts = ['-m conntrack --ctstate DNAT']
     if fwd.public_ip is not None:
-        parts.append('--ctorigdst %s' % fwd.public_ip)
+        parts.append('--ctorigdst %s' % address_text(fwd.public_ip))
     parts.append('--ctorigdstport %s' % fwd.host_ports.match)
     return ' '.join(parts)
 
@@ -372,7 +526,7 @@ def render_established(name, guest_side, public_ip):
     the rest of it may pass too, both directions, before any per-forward rule is walked.
     """
     if public_ip is not None:
-        origin = '--ctorigdst %s' % public_ip
+        origin = '--ctorigdst %s' % address_text(public_ip)
     else:
         origin = '! --ctorigdst %s' % _ct_addr(guest_side)
     return ' '.join([
@@ -387,8 +541,8 @@ def render_established(name, guest_side, public_ip):
 def _ct_addr(value):
     """An address or network as iptables-save prints a conntrack address match (no /32 or /128)."""
     if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return str(value.network_address) if value.prefixlen == value.max_prefixlen else _net(value)
-    return str(value)
+        return address_text(value.network_address) if value.prefixlen == value.max_prefixlen else _net(value)
+    return address_text(value)
 
 
 def established_scopes(forwards):
@@ -476,6 +630,11 @@ class _Dispatch:
     can match its port, so the first match is the one the flat chain would find. With ``-g``, a
     packet no rule takes returns straight to the built-in chain, and a node's second rule needs
     no match of its own (only the top node tests both halves: any packet can arrive there).
+
+    A tree that other rules follow in the same chain (``final=False``) is entered with ``-j``
+    instead: a packet none of its rules takes then comes back and meets those rules. (With
+    ``-g`` it would return to the built-in chain and skip them: the hairpin MASQUERADE of an
+    ``auto`` forward behind a tree of ``always`` forwards was lost that way.)
     """
 
     def __init__(self, chains, table, chain, node_match):
@@ -483,15 +642,15 @@ class _Dispatch:
         self.node_match = node_match   # (proto, PortRange, top) -> match text of a dispatch rule
         self.count = 0
 
-    def rules(self, items):
+    def rules(self, items, final=True):
         """items: [(proto, PortRange, spec)] in chain order -> the rules of the top chain."""
         out = []
         for proto in PROTOCOLS:
             group = [(ports, spec) for p, ports, spec in items if p == proto]
-            out.extend(self._node(proto, group, top=True))
+            out.extend(self._node(proto, group, top=True, enter='-g' if final else '-j'))
         return out
 
-    def _node(self, proto, group, top=False):
+    def _node(self, proto, group, top=False, enter='-g'):
         if len(group) <= LEAF_RULES:
             return [spec for _ports, spec in group]
         firsts = sorted(ports.first for ports, _spec in group)
@@ -502,12 +661,12 @@ class _Dispatch:
             return [spec for _ports, spec in group]     # one port claimed in many scopes: no split helps
         low_ports = PortRange(firsts[0], split)
         high_ports = PortRange(split + 1, max(p.last for p, _s in high))
-        low_rule = '%s %s -g %s' % (self.node_match(proto, low_ports, top), _comment('%s/%s' % (proto, low_ports)),
-                                    self.chain(self._node(proto, low)))
+        low_rule = '%s %s %s %s' % (self.node_match(proto, low_ports, top), _comment('%s/%s' % (proto, low_ports)),
+                                    enter, self.chain(self._node(proto, low)))
         # below the top, a packet that gets here has a port of this node and not of the lower half
         high_match = self.node_match(proto, high_ports, top) + ' ' if top else ''
-        high_rule = '%s%s -g %s' % (high_match, _comment('%s/%s' % (proto, high_ports)),
-                                    self.chain(self._node(proto, high)))
+        high_rule = '%s%s %s %s' % (high_match, _comment('%s/%s' % (proto, high_ports)),
+                                    enter, self.chain(self._node(proto, high)))
         return [low_rule, high_rule]
 
     def chain(self, rules):
@@ -536,18 +695,18 @@ def _snat_rules(dispatch, items):
     for network, item in items:
         groups.setdefault(network, []).append(item)
     out = []
-    for network, group in groups.items():
+    for index, (network, group) in enumerate(groups.items()):
         if network is None or len(group) <= LEAF_RULES:
-            out.extend(dispatch.rules(group))
+            out.extend(dispatch.rules(group, final=index == len(groups) - 1))
         else:
             out.append('-s %s %s -j %s' % (_net(network), _comment('hairpin from %s' % _net(network)),
                                            dispatch.chain(dispatch.rules(group))))
     return out
 
 
-def desired_state(forwards, family, prefix=DEFAULT_PREFIX, present=True):
+def desired_state(forwards, family, prefix=DEFAULT_PREFIX):
     """What the managed chains of one family must hold. No forwards -> nothing at all."""
-    mine = [f for f in forwards if f.family == family] if present else []
+    mine = [f for f in forwards if f.family == family]
     state = Desired(family=family, prefix=prefix)
     if not mine:
         return state
@@ -624,13 +783,170 @@ def _is_ours(spec):
     return ('--comment "%s: ' % OWNER_TAG) in spec or ('--comment %s:' % OWNER_TAG) in spec
 
 
-def owned(chain, prefix):
-    return chain.startswith(prefix + '_')
+def owned(chain, prefix, table):
+    """Our chains: exactly <prefix>_DNAT and _SNAT in nat, <prefix>_FWD in filter, and their
+    numbered sub-chains. A chain of another name, or of our name in another table, is not ours."""
+    m = re.fullmatch(r'%s_(DNAT|SNAT|FWD)(?:_[1-9][0-9]{0,5})?' % re.escape(prefix), chain, re.ASCII)
+    return bool(m) and table == ('filter' if m.group(1) == 'FWD' else 'nat')
 
 
-def jumps_into_ours(spec, prefix):
+def jumps_into_ours(spec, prefix, table):
     """True if the rule jumps (or goes) to one of our chains."""
-    return owned(_targets(spec) or '', prefix)
+    return owned(_targets(spec) or '', prefix, table)
+
+
+def our_jumps(prefix):
+    """{(table, built-in chain): the one jump spec kvmnet.nat puts there} (from render_jumps)."""
+    return {(table, chain): spec for table, chain, spec in render_jumps(prefix)}
+
+
+# ---------------------------------------------------------------- the grammar of what we write
+
+class PayloadError(RulesetError):
+    """A payload line that the renderer does not write: never handed to iptables-restore."""
+
+
+_COMMENT_RE = re.compile(r'-m comment --comment "%s: ([A-Za-z0-9._+:@/ >-]{1,160})"' % re.escape(OWNER_TAG), re.ASCII)
+_DEST6_RE = re.compile(r'\[([0-9a-f:.]+)\]:([0-9]{1,5})(?:-([0-9]{1,5})/([0-9]{1,5}))?', re.ASCII)
+_DEST4_RE = re.compile(r'([0-9.]+)(?::([0-9]{1,5})(?:-([0-9]{1,5})/([0-9]{1,5}))?)?', re.ASCII)
+
+
+def _canonical(text, parse):
+    try:
+        return parse(text) == text
+    except ValueError:
+        return False
+
+
+def _is_net(text):
+    """A -s/-d value as we render it: an address or network with its length."""
+    return _canonical(text, lambda t: _net(parse_network(t, 'match')) if '/' in t else None)
+
+
+def _is_ct_addr(text):
+    """A conntrack address as we render it: a bare address, or a network shorter than a host."""
+    def render(t):
+        return _ct_addr(parse_network(t, 'match') if '/' in t else parse_address(t, 'match'))
+    return _canonical(text, render)
+
+
+def _is_ports(text):
+    return _canonical(text, lambda t: parse_ports(t).match)
+
+
+def _is_destination(text):
+    """A --to-destination as we render it: ``A``, ``A:port``, ``A:first-last/base``; IPv6 in brackets
+    when a port follows, bare when not."""
+    if text.startswith('['):
+        m, family = _DEST6_RE.fullmatch(text), 6
+    elif text.count(':') > 1:
+        m, family = None, 6
+        if not _canonical(text, lambda t: address_text(parse_address(t, 'match'))):
+            return False
+        return ipaddress.ip_address(text).version == 6
+    else:
+        m, family = _DEST4_RE.fullmatch(text), 4
+    if not m:
+        return False
+    address, ports = m.group(1), [int(p) for p in m.groups()[1:] if p is not None]
+    if not _canonical(address, lambda t: address_text(parse_address(t, 'match'))):
+        return False
+    if ipaddress.ip_address(address).version != family:
+        return False
+    return all(1 <= p <= 65535 for p in ports) and (len(ports) < 2 or ports[0] <= ports[1])
+
+
+def _rule_problem(spec, prefix, table):
+    """Why ``spec`` is not a rule the renderer writes into ``table``, or None."""
+    comments = _COMMENT_RE.findall(spec)
+    if len(comments) != 1:
+        return 'no kvmnet.nat comment, or more than one'
+    words = _COMMENT_RE.sub('-m comment --comment X', spec).split(' ')
+
+    def own(chain):
+        return owned(chain, prefix, table)
+
+    terminal = ('ACCEPT',) if table == 'filter' else ('DNAT', 'MASQUERADE')
+    values = {
+        '-s': _is_net, '-d': _is_net, '-i': valid_interface, '-p': lambda v: v in PROTOCOLS,
+        '-m': lambda v: v in PROTOCOLS + ('conntrack', 'comment', 'addrtype'), '--comment': lambda v: v == 'X',
+        '--dport': _is_ports, '--ctorigdstport': _is_ports, '--ctstate': lambda v: v in ('DNAT', 'RELATED,ESTABLISHED'),
+        '--ctorigdst': _is_ct_addr, '--ctreplsrc': _is_ct_addr, '--dst-type': lambda v: v == 'LOCAL',
+        '--to-destination': _is_destination, '-g': own,
+        '-j': lambda v: v in terminal or own(v),
+    }
+    seen = []
+    i = 0
+    while i < len(words):
+        option = words[i]
+        if option == '!' and words[i + 1:i + 2] == ['--ctorigdst']:
+            i += 1
+            continue
+        check = values.get(option)
+        if check is None or i + 1 >= len(words):
+            return 'option %r is not one kvmnet.nat writes' % option
+        if not check(words[i + 1]):
+            return 'value %r of %s is not one kvmnet.nat writes' % (words[i + 1], option)
+        if option != '-m' and option in seen:
+            return 'option %s twice' % option
+        seen.append(option)
+        i += 2
+    targets = [o for o in seen if o in ('-j', '-g')]
+    if len(targets) != 1 or seen[-1] not in ('-j', '-g', '--to-destination'):
+        return 'not exactly one target at the end'
+    if ('--to-destination' in seen) != ('-j' in seen and words[words.index('-j') + 1] == 'DNAT'):
+        return 'a DNAT target goes with --to-destination, and only it'
+    return None
+
+
+def check_payload(text, prefix, comments=False):
+    """Raise PayloadError unless every line of a restore payload is one the engine writes.
+
+    The lines: ``*nat``/``*filter`` ... ``COMMIT``; ``:<our chain> - [0:0]``; ``-A <our chain> <rule>``
+    with every option and value of a rule the renderer writes (addresses and ports re-parsed and
+    rendered again to the same text); ``-X <our chain>``; ``-D``/``-I <built-in> 1`` with exactly
+    our jump for that chain. One rule per line, printable ASCII only. ``comments``: the header
+    lines of a persisted file (``# ...``) are allowed too.
+    """
+    jumps = our_jumps(prefix)
+    table = None
+    lines = text.split('\n')
+    if lines and lines[-1] == '':
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        problem = None
+        words = line.split(' ', 2)
+        chain = words[1] if len(words) > 1 else ''
+        if not line.isascii() or not line.isprintable():
+            problem = 'it is not printable ASCII'
+        elif line.startswith('#'):
+            problem = None if comments and table is None else 'a comment'
+        elif table is None:
+            table = line[1:] if line in ('*nat', '*filter') else None
+            problem = None if table else 'expected *nat or *filter'
+        elif line == 'COMMIT':
+            table = None
+        elif words[0] in (':', '-A', '-X') or line.startswith(':'):
+            name = line[1:].split(' ')[0] if line.startswith(':') else chain
+            if not owned(name, prefix, table):
+                problem = 'chain %r is not one of ours in table %s' % (name, table)
+            elif line.startswith(':'):
+                problem = None if line == ':%s - [0:0]' % name else 'a chain declaration we do not write'
+            elif words[0] == '-X':
+                problem = None if len(words) == 2 else 'trailing words'
+            else:
+                problem = _rule_problem(words[2] if len(words) == 3 else '', prefix, table)
+        elif words[0] in ('-D', '-I'):
+            spec = line.split(' ', 3)[3] if words[0] == '-I' and words[2].startswith('1 ') else \
+                (words[2] if words[0] == '-D' and len(words) == 3 else None)
+            if spec is None or jumps.get((table, chain)) != spec:
+                problem = 'not kvmnet.nat\'s own jump for %s %s' % (table, chain)
+        else:
+            problem = 'not a line kvmnet.nat writes'
+        if problem:
+            raise PayloadError('refusing payload line %d (%s): %s' % (number, problem, line[:300]))
+    if table is not None:
+        raise PayloadError('refusing payload: table %s has no COMMIT' % table)
 
 
 # ---------------------------------------------------------------- planning
@@ -662,12 +978,12 @@ def managed_view(tables, prefix):
     jumps, chains = [], {}
     for tname, table in tables.items():
         for chain, rules in table.rules.items():
-            if owned(chain, prefix):
+            if owned(chain, prefix, tname):
                 continue
             jumps.extend((tname, chain, pos, spec) for pos, spec in enumerate(rules, 1)
-                         if jumps_into_ours(spec, prefix))
+                         if jumps_into_ours(spec, prefix, tname))
         for chain in table.chains:
-            if owned(chain, prefix):
+            if owned(chain, prefix, tname):
                 chains[(tname, chain)] = table.rules.get(chain, [])
     return _view(jumps, chains)
 
@@ -678,12 +994,13 @@ def desired_view(desired):
 
 
 def check_ownership(tables, prefix):
-    """Refuse chains named like ours that hold rules we did not write, or references from outside."""
+    """Refuse our chains holding rules we did not write, and any rule jumping into our chains that is
+    not exactly one of our own jumps (render_jumps): an admin's jump is named, never deleted."""
     problems = []
-    expected_sources = {('nat', 'PREROUTING'), ('nat', 'OUTPUT'), ('nat', 'POSTROUTING'), ('filter', 'FORWARD')}
+    jumps = our_jumps(prefix)
     for tname, table in tables.items():
         for chain in table.chains:
-            if not owned(chain, prefix):
+            if not owned(chain, prefix, tname):
                 continue
             foreign = [spec for spec in table.rules.get(chain, []) if not _is_ours(spec)]
             if foreign:
@@ -691,118 +1008,121 @@ def check_ownership(tables, prefix):
                                 '(first: %s); choose another chain_prefix or remove that chain'
                                 % (chain, tname, foreign[0]))
         for chain, rules in table.rules.items():
-            if owned(chain, prefix) or (tname, chain) in expected_sources:
+            if owned(chain, prefix, tname):
                 continue
             for spec in rules:
-                if jumps_into_ours(spec, prefix):
-                    problems.append('rule "-A %s %s" in table %s jumps into a kvmnet.nat chain; '
-                                    'kvmnet.nat will not manage a chain that others jump to'
+                if jumps_into_ours(spec, prefix, tname) and jumps.get((tname, chain)) != spec:
+                    problems.append('rule "-A %s %s" in table %s jumps into a kvmnet.nat chain but is not '
+                                    'kvmnet.nat\'s own jump; kvmnet.nat will not manage chains that others '
+                                    'jump to: remove that rule, or choose another chain_prefix'
                                     % (chain, spec, tname))
     if problems:
         raise RulesetError('; '.join(problems))
 
 
+_BLOCK_ORDER = ('declare', 'delete_jumps', 'append', 'delete_chains', 'insert')
+
+
+class _Payload:
+    """The restore payload being planned: per table, its lines in the order iptables-restore needs."""
+
+    def __init__(self):
+        self.blocks = {}
+        self.reasons = []
+
+    def add(self, table, part, lines, reason=None):
+        block = self.blocks.setdefault(table, {key: [] for key in _BLOCK_ORDER})
+        block[part].extend(lines)
+        if reason:
+            self.reasons.append('%s %s' % (table, reason))
+
+    def text(self):
+        out = []
+        for tname in sorted(self.blocks):
+            out.append('*%s' % tname)
+            for key in _BLOCK_ORDER:
+                out.extend(self.blocks[tname][key])
+            out.append('COMMIT')
+        return '\n'.join(out) + '\n' if out else ''
+
+
+def _plan_jumps(tables, desired, payload):
+    """Each built-in chain ends with our jump exactly once, at position 1 (or none when absent).
+
+    After check_ownership, every rule jumping into our chains is exactly our jump: copies and a
+    misplaced one are deleted by that spec, and it goes back to 1, in the same transaction.
+    """
+    prefix = desired.prefix
+    jumps = our_jumps(prefix)
+    wanted = {(t, c) for t, c, _spec in desired.jumps}
+    for (tname, chain), spec in jumps.items():
+        rules = tables[tname].rules.get(chain, []) if tname in tables else []
+        positions = [pos for pos, rule in enumerate(rules, 1) if jumps_into_ours(rule, prefix, tname)]
+        want = (tname, chain) in wanted
+        if positions == ([1] if want else []):
+            continue
+        deletes = ['-D %s %s' % (chain, spec)] * len(positions)
+        if not want:
+            payload.add(tname, 'delete_jumps', deletes, '%s: jump removed' % chain)
+        elif not positions:
+            payload.add(tname, 'insert', ['-I %s 1 %s' % (chain, spec)], '%s: jump added' % chain)
+        else:
+            reason = '%s: %d jumps to kvmnet.nat chains, keeping one' % (chain, len(positions)) \
+                if len(positions) > 1 else '%s: jump was at position %d, moved back to 1' % (chain, positions[0])
+            payload.add(tname, 'delete_jumps', deletes, reason)
+            payload.add(tname, 'insert', ['-I %s 1 %s' % (chain, spec)])
+
+
+def _plan_chains(tables, desired, payload):
+    """Chains whose rules differ are declared (which flushes them) and refilled; others are left
+    alone. Our chains that are not wanted any more are flushed and deleted."""
+    for (tname, chain), rules in desired.chains.items():
+        table = tables.get(tname)
+        existed = table is not None and chain in table.chains
+        if existed and table.rules.get(chain, []) == rules:
+            continue
+        payload.add(tname, 'declare', [':%s - [0:0]' % chain],
+                    '%s: %s' % (chain, 'rules changed' if existed else 'chain created'))
+        payload.add(tname, 'append', ['-A %s %s' % (chain, spec) for spec in rules])
+    for tname, table in sorted(tables.items()):
+        for chain in table.chains:
+            if owned(chain, desired.prefix, tname) and (tname, chain) not in desired.chains:
+                payload.add(tname, 'declare', [':%s - [0:0]' % chain], '%s: chain removed' % chain)
+                payload.add(tname, 'delete_chains', ['-X %s' % chain])
+
+
 def plan(tables, desired):
     """Compare the live tables with the desired state and build one restore payload.
 
-    Only tables where something differs appear in the payload. In each:
-    misplaced or duplicate jumps are deleted by their exact saved spec, changed
-    chains are declared (which flushes them) and refilled, unwanted chains are
-    flushed and deleted, and the jumps go back to position 1.
+    Only tables where something differs appear in the payload. In each: changed chains are
+    declared (which flushes them), misplaced or duplicate jumps deleted by their exact spec, the
+    chains refilled, unwanted chains deleted, and the jumps inserted at position 1. The payload is
+    checked against the grammar of what the engine writes before it is returned.
     """
-    prefix = desired.prefix
-    check_ownership(tables, prefix)
-    reasons = []
-    blocks = {}
-
-    def block(tname):
-        return blocks.setdefault(tname, {'declare': [], 'delete_jumps': [], 'append': [],
-                                         'delete_chains': [], 'insert': []})
-
-    want_jumps = {}
-    for table, builtin, spec in desired.jumps:
-        want_jumps[(table, builtin)] = spec
-
-    # jumps in built-in chains
-    for tname, table in tables.items():
-        for chain, rules in table.rules.items():
-            if owned(chain, prefix):
-                continue
-            ours = [(pos, spec) for pos, spec in enumerate(rules, 1) if jumps_into_ours(spec, prefix)]
-            want = want_jumps.get((tname, chain))
-            if want is not None and ours == [(1, want)]:
-                continue
-            if not ours:
-                continue
-            b = block(tname)
-            for pos, spec in ours:
-                b['delete_jumps'].append('-D %s %s' % (chain, spec))
-            if want is not None:
-                if len(ours) > 1:
-                    reasons.append('%s %s: %d jumps to kvmnet.nat chains, keeping one' % (tname, chain, len(ours)))
-                elif ours[0][0] != 1:
-                    reasons.append('%s %s: jump was at position %d, moved back to 1' % (tname, chain, ours[0][0]))
-                else:
-                    reasons.append('%s %s: jump changed' % (tname, chain))
-                b['insert'].append('-I %s 1 %s' % (chain, want))
-            else:
-                reasons.append('%s %s: jump removed' % (tname, chain))
-    for (tname, chain), spec in want_jumps.items():
-        table = tables.get(tname)
-        present = table is not None and any(
-            jumps_into_ours(s, prefix) for s in table.rules.get(chain, []))
-        if not present:
-            block(tname)['insert'].append('-I %s 1 %s' % (chain, spec))
-            reasons.append('%s %s: jump added' % (tname, chain))
-
-    # owned chains
-    for (tname, chain), rules in desired.chains.items():
-        table = tables.get(tname)
-        if table is not None and chain in table.chains and table.rules.get(chain, []) == rules:
-            continue
-        b = block(tname)
-        b['declare'].append(':%s - [0:0]' % chain)
-        b['append'].extend('-A %s %s' % (chain, spec) for spec in rules)
-        existed = table is not None and chain in table.chains
-        reasons.append('%s %s: %s' % (tname, chain, 'rules changed' if existed else 'chain created'))
-    for tname, table in tables.items():
-        for chain in table.chains:
-            if owned(chain, prefix) and (tname, chain) not in desired.chains:
-                b = block(tname)
-                b['declare'].append(':%s - [0:0]' % chain)
-                b['delete_chains'].append('-X %s' % chain)
-                reasons.append('%s %s: chain removed' % (tname, chain))
-
-    out = []
-    for tname in sorted(blocks):
-        b = blocks[tname]
-        out.append('*%s' % tname)
-        for key in ('declare', 'delete_jumps', 'append', 'delete_chains', 'insert'):
-            out.extend(b[key])
-        out.append('COMMIT')
-    payload = '\n'.join(out) + '\n' if out else ''
-    return Plan(family=desired.family, changed=bool(out), payload=payload,
-                before=managed_view(tables, prefix), after=desired_view(desired), reasons=reasons)
+    check_ownership(tables, desired.prefix)
+    payload = _Payload()
+    _plan_jumps(tables, desired, payload)
+    _plan_chains(tables, desired, payload)
+    text = payload.text()
+    check_payload(text, desired.prefix)
+    return Plan(family=desired.family, changed=bool(text), payload=text,
+                before=managed_view(tables, desired.prefix), after=desired_view(desired), reasons=payload.reasons)
 
 
-def persist_text(desired):
-    """A restore file holding only the managed chains and jumps (for ``--noflush`` at boot)."""
-    header = ['# Managed by kvmnet.nat: only its own chains (%s_*) and their jumps.' % desired.prefix,
-              '# Restore with iptables-restore --noflush after removing old jumps; do not edit.']
-    if desired.empty:
-        return '\n'.join(header) + '\n'
-    tables = sorted(set([t for t, _c in desired.chains] + [j[0] for j in desired.jumps]))
-    out = list(header)
-    for tname in tables:
-        out.append('*%s' % tname)
-        for (t, chain) in sorted(desired.chains):
-            if t == tname:
-                out.append(':%s - [0:0]' % chain)
-        for (t, chain), rules in sorted(desired.chains.items()):
-            if t == tname:
-                out.extend('-A %s %s' % (chain, spec) for spec in rules)
-        for t, builtin, spec in desired.jumps:
-            if t == tname:
-                out.append('-I %s 1 %s' % (builtin, spec))
-        out.append('COMMIT')
-    return '\n'.join(out) + '\n'
+PERSIST_FORMAT = 2
+
+
+def persist_text(desired, flavour):
+    """The persisted copy: a header kvmnet-nat-restore checks, then the payload that builds the
+    managed chains and jumps from nothing (``plan({}, desired)``), and nothing else.
+
+    The header names the iptables flavour the rules were applied with (the restore script uses
+    the same) and the SHA-256 of the rest, so a file cut short or edited is refused as a whole.
+    """
+    body = plan({}, desired).payload
+    header = '# Managed by kvmnet.nat: only its own chains (%s_*) and their jumps. Do not edit.\n' % desired.prefix
+    meta = '# kvmnet-nat-restore format=%d family=%d flavour=%s prefix=%s sha256=%s\n' % (
+        PERSIST_FORMAT, desired.family, flavour, desired.prefix, hashlib.sha256(body.encode('ascii')).hexdigest())
+    text = header + meta + body
+    check_payload(text, desired.prefix, comments=True)
+    return text

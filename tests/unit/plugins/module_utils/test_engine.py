@@ -78,7 +78,7 @@ BAD_INPUT = [
     ([fwd(guest_ip='2001:db8:1::10')], {}, 'forward web01 tcp/8080: no public_ip6 and no in_interface'),
     ([fwd(public_ip='2001:db8::1')], {}, 'public_ip 2001:db8::1 and guest_ip 192.168.122.10 are of different IP versions'),
     ([fwd(masquerade='sometimes')], {}, "forward web01 tcp/8080: masquerade 'sometimes' must be one of auto, always, never"),
-    ([fwd(guest='bad name')], {}, "forward bad name tcp/8080: guest name 'bad name'"),
+    ([fwd(guest='bad name')], {}, "forward #1 (guest 'bad name') tcp/8080: guest name 'bad name'"),
     ([fwd(guest_network='10.0.0.0/24')], {}, 'guest_network 10.0.0.0/24 does not contain guest_ip 192.168.122.10'),
     ([fwd(in_interface='eth0;rm')], {}, "in_interface 'eth0;rm' is not an interface name"),
     ([fwd()], {'public_ip': '203.0.113.999'}, "public_ip '203.0.113.999' is not an IP address"),
@@ -307,14 +307,16 @@ def test_rule_inserted_above_our_jump_moves_it_back():
 
 def test_duplicate_jumps_are_reduced_to_one():
     tables, desired = live_with_ours()
-    tables['nat'].rules['PREROUTING'].append('-j KVMNAT_DNAT')  # e.g. restored twice at boot
+    ours = '-m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT'
+    tables['nat'].rules['PREROUTING'].append(ours)  # e.g. restored twice at boot by an old script
     result = E.plan(tables, desired)
     assert result.payload == (
         '*nat\n'
-        '-D PREROUTING -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT\n'
-        '-D PREROUTING -j KVMNAT_DNAT\n'
-        '-I PREROUTING 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT\n'
-        'COMMIT\n')
+        '-D PREROUTING %s\n'
+        '-D PREROUTING %s\n'
+        '-I PREROUTING 1 %s\n'
+        'COMMIT\n' % (ours, ours, ours))
+    assert result.reasons == ['nat PREROUTING: 2 jumps to kvmnet.nat chains, keeping one']
 
 
 def test_removing_a_forward_rewrites_only_that_chain_set():
@@ -376,13 +378,19 @@ def test_other_prefix_leaves_default_chains_alone():
     assert ':LAB_DNAT - [0:0]' in result.payload
 
 
-def test_persist_text_holds_only_our_chains_and_jumps():
-    text = E.persist_text(E.desired_state(example_forwards(), 4))
-    lines = [line for line in text.splitlines() if not line.startswith('#')]
+def test_persist_text_is_a_header_and_the_payload_that_builds_everything():
+    desired = E.desired_state(example_forwards(), 4)
+    text = E.persist_text(desired, 'nft')
+    header, meta, body = text.split('\n', 2)
+    assert header.startswith('# Managed by kvmnet.nat')
+    assert meta == '# kvmnet-nat-restore format=2 family=4 flavour=nft prefix=KVMNAT sha256=%s' % (
+        E.hashlib.sha256(body.encode()).hexdigest())
+    assert body == E.plan({}, desired).payload
+    lines = body.splitlines()
     assert lines[0] == '*filter' and lines.count('COMMIT') == 2
-    body = [line for line in lines if line.startswith(('-A', '-I'))]
-    assert all(line.startswith(('-A KVMNAT_', '-I ')) for line in body)
-    assert [line for line in body if line.startswith('-I')] == [
+    rules = [line for line in lines if line.startswith(('-A', '-I'))]
+    assert all(line.startswith(('-A KVMNAT_', '-I ')) for line in rules)
+    assert [line for line in rules if line.startswith('-I')] == [
         '-I FORWARD 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD',
         '-I PREROUTING 1 -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT',
         '-I OUTPUT 1 -m addrtype --dst-type LOCAL -m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT',
@@ -516,8 +524,8 @@ def test_many_forwards_go_into_short_owned_sub_chains():
                 guest_network='192.168.122.0/24', proto='udp' if i % 4 == 0 else 'tcp') for i in range(1000)]
     desired = E.desired_state(E.parse_forwards(raws, public_ip=PUB, public_ip6='2001:db8::10'), 4,
                               prefix='ABCDEFGHIJKLMNOP')
-    names = [chain for _table, chain in desired.chains]
-    assert len(names) > 3 and all(len(name) <= 28 and E.owned(name, 'ABCDEFGHIJKLMNOP') for name in names)
+    names = list(desired.chains)
+    assert len(names) > 3 and all(len(name) <= 28 and E.owned(name, 'ABCDEFGHIJKLMNOP', table) for table, name in names)
     for rules in desired.chains.values():
         assert rules and all(E._is_ours(spec) for spec in rules)
         assert len(rules) <= E.LEAF_RULES
