@@ -13,8 +13,6 @@ Every command is an argument list run through ``module.run_command`` with
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 from dataclasses import dataclass
 
@@ -131,37 +129,3 @@ def restore(module, backend, payload, lock_timeout, test=False):
         if line:
             context += ', at rule "%s"' % line
         raise CommandError(cmd, rc, err or out, context)
-
-
-def connected_network(module, ip):
-    """The directly connected network holding ``ip`` (e.g. libvirt's 192.168.122.0/24), or None."""
-    ip_cmd = module.get_bin_path('ip')
-    if not ip_cmd:
-        return None
-    fam = '-%d' % ip.version
-    rc, out, err = module.run_command([ip_cmd, '-j', fam, 'route', 'get', str(ip)], environ_update=ENVIRON)
-    if rc != 0:
-        return None
-    try:
-        routes = json.loads(out or '[]')
-    except ValueError:
-        return None
-    if not routes or routes[0].get('gateway') or not routes[0].get('dev'):
-        return None
-    dev = routes[0]['dev']
-    rc, out, err = module.run_command([ip_cmd, '-j', fam, 'addr', 'show', 'dev', dev], environ_update=ENVIRON)
-    if rc != 0:
-        return None
-    try:
-        links = json.loads(out or '[]')
-    except ValueError:
-        return None
-    for link in links:
-        for info in link.get('addr_info', []):
-            try:
-                net = ipaddress.ip_network('%s/%s' % (info['local'], info['prefixlen']), strict=False)
-            except (KeyError, ValueError):
-                continue
-            if ip in net and net.prefixlen < net.max_prefixlen:
-                return net
-    return None

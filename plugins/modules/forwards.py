@@ -159,14 +159,27 @@ options:
   persist_path:
     description:
       - Also write the managed rules, and nothing else, as restore files C(<persist_path>.v4) and
-        C(<persist_path>.v6) (for a boot-time C(iptables-restore --noflush)).
+        C(<persist_path>.v6) for C(kvmnet-nat-restore) (role M(kvmnet.nat.expose)) to apply at boot.
+      - Must be an absolute file name in an existing directory; C(<persist_path>.v4) and C(.v6) must
+        be regular files or not exist. This is checked before anything changes.
+      - Each file is written through a new temporary file with a random name in the same directory
+        and renamed into place, with mode C(0640). Its header names the iptables flavour the rules were
+        applied with and the SHA-256 of the rest, so a file cut short or edited is refused as a whole.
       - The files are removed with O(state=absent).
     type: path
   lock_timeout:
     description:
-      - Seconds C(iptables-restore) waits for the xtables lock.
+      - Seconds to wait for the host-wide lock (see O(lock_path)) and for the xtables lock of
+        C(iptables-restore); 1 to 600.
     type: int
     default: 10
+  lock_path:
+    description:
+      - The host-wide lock every kvmnet.nat writer takes for reading, planning and applying (this
+        module, and C(kvmnet-nat-restore) from the libvirt hook and at boot), so two runs never
+        interleave. When it is not free within O(lock_timeout), the module fails and changes nothing.
+    type: path
+    default: /run/kvmnet-nat.lock
 notes:
   - Packets of an established connection DNATed into a guest network are accepted by one rule
     per guest network (per guest when its network is not known) at the top of C(<prefix>_FWD), so
@@ -177,6 +190,15 @@ notes:
     owned like the others, and created, rewritten and removed in the same transaction.
   - C(iptables-restore) commits table by table. The payload is therefore tested with C(--test) first,
     and the result is read back and compared after applying.
+  - Every address and port in a payload is re-rendered from its parsed value (zone ids C(%...),
+    IPv4-mapped IPv6 addresses and non-ASCII digits are refused), and before any payload reaches
+    C(iptables-restore) each of its lines is checked against the grammar of the rules the module writes.
+  - A forward whose O(forwards[].guest_ip) is an address of this host, or the network or broadcast
+    address of a connected network, is refused, as are public addresses that are loopback, unspecified,
+    multicast, broadcast or link-local. A public address that is not one of this host's is accepted
+    with a warning (a failover address routed to the host works that way).
+  - A rule in a built-in chain that jumps into the module's chains but is not the module's own jump
+    is refused, naming the rule; it is never deleted.
 seealso:
   - name: iptables-restore(8)
     description: The restore format the module writes.
@@ -236,12 +258,18 @@ forwards:
 
 import dataclasses
 import os
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
+from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
 from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
+from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
+
+PERSIST_MODE = 0o640
+MAX_LOCK_TIMEOUT = 600
 
 
 def argument_spec():
@@ -267,6 +295,7 @@ def argument_spec():
         chain_prefix=dict(type='str', default=_engine.DEFAULT_PREFIX),
         persist_path=dict(type='path'),
         lock_timeout=dict(type='int', default=10),
+        lock_path=dict(type='path', default=_lock.DEFAULT_PATH),
     )
 
 
@@ -279,14 +308,61 @@ def _forward_result(fwd):
                 guest_network=str(fwd.guest_network) if fwd.guest_network else None)
 
 
-def _with_hairpin_networks(module, forwards):
+def _persist_paths(path):
+    """``<path>.v4`` and ``<path>.v6``, after checking the path can hold them; None when not asked."""
+    if not path:
+        return None
+    if not os.path.isabs(path) or path.endswith('/'):
+        raise ValueError('persist_path %r must be an absolute file name (the module writes <persist_path>.v4 '
+                         'and .v6)' % (path,))
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise ValueError('persist_path %s: directory %s does not exist' % (path, parent))
+    paths = {family: '%s.v%d' % (path, family) for family in _engine.FAMILIES}
+    for target in paths.values():
+        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isfile(target)):
+            raise ValueError('persist_path: %s exists and is not a regular file; remove it first' % target)
+    return paths
+
+
+def _check_params(module):
+    """Parameters checked before anything is read or changed."""
+    params = module.params
+    problems = []
+    if not _engine.valid_prefix(params['chain_prefix']):
+        problems.append('chain_prefix %r must be 1-16 upper-case letters or digits, starting with a letter'
+                        % (params['chain_prefix'],))
+    if not 1 <= params['lock_timeout'] <= MAX_LOCK_TIMEOUT:
+        problems.append('lock_timeout %s must be between 1 and %d seconds' % (params['lock_timeout'], MAX_LOCK_TIMEOUT))
+    if not os.path.isabs(params['lock_path']):
+        problems.append('lock_path %r must be an absolute path' % (params['lock_path'],))
+    try:
+        paths = _persist_paths(params['persist_path'])
+    except ValueError as exc:
+        problems.append(str(exc))
+        paths = None
+    if problems:
+        module.fail_json(msg='invalid parameters, nothing was changed: %s' % '; '.join(problems), errors=problems)
+    return paths
+
+
+def _parse(module):
+    params = module.params
+    try:
+        return _engine.parse_forwards(params['forwards'] if params['state'] == 'present' else [],
+                                      params['public_ip'], params['public_ip6'], params['in_interface'])
+    except _engine.ForwardError as exc:
+        module.fail_json(msg='invalid forwards, nothing was changed: %s' % exc, errors=exc.errors)
+
+
+def _with_hairpin_networks(module, forwards, interfaces):
     """Fill in guest_network for masquerade=auto forwards from the host's connected routes."""
     networks = {}    # one route lookup per guest address, not per forward
     result = []
     for fwd in forwards:
         if fwd.masquerade == 'auto' and fwd.guest_network is None:
             if fwd.guest_ip not in networks:
-                networks[fwd.guest_ip] = _netfilter.connected_network(module, fwd.guest_ip)
+                networks[fwd.guest_ip] = _routes.connected_network(module, fwd.guest_ip, interfaces)
             net = networks[fwd.guest_ip]
             if net is None:
                 module.warn('forward %s: %s is not on a network connected to this host, so no hairpin '
@@ -297,110 +373,167 @@ def _with_hairpin_networks(module, forwards):
     return result
 
 
-def _persist(module, path, text):
-    """Write (or with text=None remove) one persisted file; True if it changed."""
-    if text is None:
-        if not os.path.exists(path):
-            return False
-        if not module.check_mode:
-            os.remove(path)
-        return True
+def _check_host(module, forwards):
+    """What the host says about the forwards, before anything changes: guest addresses that are the
+    host's own (or a network's network/broadcast address), and ports a host process listens on."""
+    if not forwards:
+        return forwards
     try:
-        with open(path) as handle:
-            if handle.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    if not module.check_mode:
-        directory = os.path.dirname(path) or '.'
-        tmp = os.path.join(directory, '.%s.kvmnet-tmp' % os.path.basename(path))
-        with open(tmp, 'w') as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o640)
-        module.atomic_move(tmp, path)
-    return True
-
-
-def run(module):
-    params = module.params
-    prefix = params['chain_prefix']
-    if not _engine.valid_prefix(prefix):
-        module.fail_json(msg='chain_prefix %r must be 1-16 upper-case letters or digits, starting with a letter'
-                         % (prefix,))
-    present = params['state'] == 'present'
-    try:
-        forwards = _engine.parse_forwards(
-            params['forwards'] if present else [], params['public_ip'], params['public_ip6'],
-            params['in_interface'])
-    except _engine.ForwardError as exc:
-        module.fail_json(msg='invalid forwards, nothing was changed: %s' % exc, errors=exc.errors)
-    if present and params['check_listeners']:
+        interfaces = _routes.host_interfaces(module)
+    except _routes.RouteError as exc:
+        module.fail_json(msg='%s; nothing was changed' % exc)
+    forwards = _with_hairpin_networks(module, forwards, interfaces)
+    errors, warnings = _engine.host_address_problems(forwards, interfaces)
+    for fwd in forwards:
+        problem = _engine.target_problem(fwd.guest_ip, fwd.guest_network)
+        if problem:
+            errors.append('forward %s: %s' % (fwd.label, problem))
+    if errors:
+        module.fail_json(msg='forwards to this host itself, nothing was changed: %s' % '; '.join(errors), errors=errors)
+    for warning in warnings:
+        module.warn(warning)
+    if module.params['check_listeners']:
         taken = _listeners.conflicts(forwards, _listeners.read_listeners())
         if taken:
             module.fail_json(msg='host ports in use, nothing was changed: %s' % '; '.join(taken), errors=taken)
-    forwards = _with_hairpin_networks(module, forwards) if present else forwards
+    return forwards
 
-    # Read and plan every family before changing any, so a refusal leaves all untouched.
+
+def _plan_families(module, forwards):
+    """Read and plan every family, and test every payload, before changing any: a refusal leaves all untouched."""
+    params = module.params
     work = []
     for family in _engine.FAMILIES:
         backend = _netfilter.detect(module, family)
-        desired = _engine.desired_state(forwards, family, prefix, present)
+        desired = _engine.desired_state(forwards, family, params['chain_prefix'])
         if backend is None:
             if not desired.empty:
-                module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore'
+                module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore, nothing was changed'
                                  % (family, _netfilter.TOOL[family]))
             continue
         plan = _engine.plan(_engine.parse_save(backend.saved), desired)
         if plan.changed:
             _netfilter.restore(module, backend, plan.payload, params['lock_timeout'], test=True)
         work.append((backend, desired, plan))
+    return work
 
+
+def _apply(module, work, result):
+    """Apply each family's payload and read it back; True if anything changed."""
     changed = False
-    result = dict(rules={}, reasons=[], flavour={}, forwards=[_forward_result(f) for f in forwards])
-    before_lines, after_lines = [], []
     for backend, desired, plan in work:
         key = 'ipv%d' % backend.family
         result['flavour'][key] = backend.flavour
         result['reasons'].extend('%s %s' % (key, r) for r in plan.reasons)
-        before_lines.extend('%s %s' % (key, line) for line in plan.before)
-        after_lines.extend('%s %s' % (key, line) for line in plan.after)
         result['rules'][key] = plan.after
         if not plan.changed:
             continue
         changed = True
         if module.check_mode:
             continue
-        _netfilter.restore(module, backend, plan.payload, params['lock_timeout'])
+        _netfilter.restore(module, backend, plan.payload, module.params['lock_timeout'])
         recheck = _engine.plan(_engine.parse_save(_netfilter.save(module, backend)), desired)
         if recheck.changed:
             module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
                              'one (%s); this is a bug in kvmnet.nat, please report it with this output'
                              % (backend.family, '; '.join(recheck.reasons)),
                              payload=plan.payload, **result)
-    if params['persist_path']:
-        for backend, desired, plan in work:
-            path = '%s.v%d' % (params['persist_path'], backend.family)
-            text = _engine.persist_text(desired) if present else None
-            if _persist(module, path, text):
-                changed = True
-                result['reasons'].append('ipv%d persisted rules in %s %s'
-                                         % (backend.family, path, 'updated' if text else 'removed'))
+    return changed
+
+
+def _write_file(module, path, text):
+    """Write ``text`` to ``path`` through a new temporary file (O_EXCL, random name) in the same directory."""
+    fd, tmp = tempfile.mkstemp(prefix='.kvmnet-nat.', dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, PERSIST_MODE)
+        module.atomic_move(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    os.chmod(path, PERSIST_MODE)
+
+
+def _persist_one(module, path, text):
+    """Write (or with text=None remove) one persisted file; True if it changed."""
+    if text is None:
+        if not os.path.lexists(path):
+            return False
+        if not module.check_mode:
+            os.remove(path)
+        return True
+    try:
+        with open(path) as handle:
+            same = handle.read() == text
+    except FileNotFoundError:
+        same = False
+    if same and (os.stat(path).st_mode & 0o7777) == PERSIST_MODE:
+        return False
+    if not module.check_mode:
+        _write_file(module, path, text)
+    return True
+
+
+def _persist(module, work, paths, result):
+    changed = False
+    for backend, desired, _plan in work:
+        path = paths[backend.family]
+        text = _engine.persist_text(desired, backend.flavour) if not desired.empty else None
+        try:
+            written = _persist_one(module, path, text)
+        except OSError as exc:
+            module.fail_json(msg='the rules are applied, but writing %s failed: %s; the next run writes it again'
+                             % (path, exc), **result)
+        if written:
+            changed = True
+            result['reasons'].append('ipv%d persisted rules in %s %s'
+                                     % (backend.family, path, 'updated' if text else 'removed'))
+    return changed
+
+
+def _diff(work):
+    before, after = [], []
+    for backend, _desired, plan in work:
+        key = 'ipv%d' % backend.family
+        before.extend('%s %s' % (key, line) for line in plan.before)
+        after.extend('%s %s' % (key, line) for line in plan.after)
+    return dict(before='\n'.join(before) + '\n' if before else '', after='\n'.join(after) + '\n' if after else '',
+                before_header='managed iptables rules', after_header='managed iptables rules')
+
+
+def _run(module):
+    params = module.params
+    paths = _check_params(module)
+    forwards = _check_host(module, _parse(module))
+    result = dict(rules={}, reasons=[], flavour={}, forwards=[_forward_result(f) for f in forwards])
+    with _lock.host_lock(params['lock_path'], params['lock_timeout'], 'kvmnet.nat.forwards'):
+        work = _plan_families(module, forwards)
+        changed = _apply(module, work, result)
+        if paths:
+            changed = _persist(module, work, paths, result) or changed
     result['changed'] = changed
     if module._diff:
-        result['diff'] = dict(before='\n'.join(before_lines) + '\n' if before_lines else '',
-                              after='\n'.join(after_lines) + '\n' if after_lines else '',
-                              before_header='managed iptables rules', after_header='managed iptables rules')
+        result['diff'] = _diff(work)
     module.exit_json(**result)
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def run(module):
+    """Everything the module does, with its refusals turned into failures that say nothing changed."""
     try:
-        run(module)
+        _run(module)
     except _engine.RulesetError as exc:
         module.fail_json(msg='refusing to change the ruleset, nothing was changed: %s' % exc)
+    except _lock.LockError as exc:
+        module.fail_json(msg=str(exc))
     except _netfilter.CommandError as exc:
         module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+
+
+def main():
+    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
@@ -97,20 +95,3 @@ def test_restore_error_names_the_rule_the_command_and_stderr():
     assert 'kvmnet.nat: web01 tcp/8080->80' in text
     assert '/usr/sbin/iptables-nft-restore --noflush --wait 10 --test failed (rc=2)' in text
     assert 'unknown option "--dport"' in text
-
-
-ROUTE_CONNECTED = '[{"dst":"192.168.122.10","dev":"virbr0","prefsrc":"192.168.122.1","flags":[],"uid":0,"cache":[]}]'
-ROUTE_VIA = '[{"dst":"10.9.0.5","gateway":"203.0.113.1","dev":"eth0","prefsrc":"203.0.113.10"}]'
-ADDR = ('[{"ifname":"virbr0","addr_info":[{"family":"inet","local":"192.168.122.1","prefixlen":24},'
-        '{"family":"inet","local":"192.168.50.1","prefixlen":24}]}]')
-
-
-@pytest.mark.parametrize('ip, answers, expected', [
-    ('192.168.122.10', {'ip -j -4 route get': (0, ROUTE_CONNECTED, ''), 'ip -j -4 addr show dev virbr0': (0, ADDR, '')},
-     '192.168.122.0/24'),
-    ('10.9.0.5', {'ip -j -4 route get': (0, ROUTE_VIA, '')}, None),          # behind a gateway: no hairpin scope
-    ('192.168.122.10', {'ip -j -4 route get': (2, '', 'RTNETLINK answers: Network is unreachable')}, None),
-])
-def test_connected_network(ip, answers, expected):
-    result = N.connected_network(FakeModule(answers), ipaddress.ip_address(ip))
-    assert (str(result) if result else None) == expected

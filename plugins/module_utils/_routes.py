@@ -1,0 +1,75 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The host's own addresses and connected networks, read with ``ip -j``: PRIVATE to this collection.
+
+The parsers are pure (unit-tested on recorded ``ip -j`` output); the readers run ``ip`` through
+``module.run_command`` with ``LANG=C``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
+
+
+class RouteError(Exception):
+    pass
+
+
+def parse_addresses(text):
+    """``ip -j addr show`` -> [(ipaddress.ip_interface, device)], every address of every device."""
+    try:
+        links = json.loads(text or '[]')
+    except ValueError as exc:
+        raise RouteError('ip -j addr show printed no JSON: %s' % exc)
+    result = []
+    for link in links if isinstance(links, list) else []:
+        for info in link.get('addr_info') or []:
+            try:
+                iface = ipaddress.ip_interface('%s/%s' % (info['local'], info['prefixlen']))
+            except (KeyError, TypeError, ValueError):
+                continue
+            result.append((iface, str(link.get('ifname', '?'))))
+    return result
+
+
+def host_interfaces(module):
+    """Every address of this host with its prefix and device; an error when ``ip`` cannot tell."""
+    ip_cmd = module.get_bin_path('ip')
+    if not ip_cmd:
+        raise RouteError('cannot read this host\'s addresses: the ip command (iproute2) is missing')
+    rc, out, err = module.run_command([ip_cmd, '-j', 'addr', 'show'], environ_update=ENVIRON)
+    if rc != 0:
+        raise RouteError('ip -j addr show failed (rc=%s): %s' % (rc, (err or out).strip()))
+    return parse_addresses(out)
+
+
+def connected_network(module, ip, interfaces):
+    """The directly connected network holding ``ip`` (e.g. libvirt's 192.168.122.0/24), or None.
+
+    ``ip route get`` names the device the kernel would use; the network is that device's address
+    whose prefix contains ``ip`` (``interfaces`` as host_interfaces returns them).
+    """
+    ip_cmd = module.get_bin_path('ip')
+    if not ip_cmd:
+        return None
+    rc, out, err = module.run_command([ip_cmd, '-j', '-%d' % ip.version, 'route', 'get', str(ip)],
+                                      environ_update=ENVIRON)
+    if rc != 0:
+        return None
+    try:
+        routes = json.loads(out or '[]')
+    except ValueError:
+        return None
+    if not routes or not isinstance(routes[0], dict) or routes[0].get('gateway') or not routes[0].get('dev'):
+        return None
+    for iface, dev in interfaces:
+        if dev == routes[0]['dev'] and iface.version == ip.version and ip in iface.network and \
+                iface.network.prefixlen < iface.network.max_prefixlen:
+            return iface.network
+    return None
