@@ -14,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import xml.etree.ElementTree as ET
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+
 ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
 ADDRESS_SOURCES = ('lease', 'agent')
 
@@ -70,6 +72,66 @@ def parse_domifaddr(text):
     return rows
 
 
+def parse_network_xml(text):
+    """Name, bridge, the host's addresses on the network (``ip_interface``, e.g. 192.168.122.1/24),
+    whether it serves DHCP, and its DHCP host reservations, from ``virsh net-dumpxml``."""
+    root = ET.fromstring(text)
+    bridge = root.find('bridge')
+    result = {'name': root.findtext('name'), 'bridge': bridge.get('name') if bridge is not None else None,
+              'ips': [], 'dhcp': False, 'reservations': []}
+    for ip in root.findall('ip'):
+        address, prefix, netmask = ip.get('address'), ip.get('prefix'), ip.get('netmask')
+        try:
+            iface = ipaddress.ip_interface('%s/%s' % (address, prefix or netmask or ('24' if ':' not in address else '64')))
+        except (TypeError, ValueError):
+            continue
+        result['ips'].append(iface)
+        dhcp = ip.find('dhcp')
+        if dhcp is None:
+            continue
+        result['dhcp'] = result['dhcp'] or dhcp.find('range') is not None or dhcp.find('host') is not None
+        for host in dhcp.findall('host'):
+            result['reservations'].append({'mac': (host.get('mac') or '').lower() or None, 'name': host.get('name'),
+                                           'ip': host.get('ip'), 'family': 'ipv%d' % iface.version})
+    return result
+
+
+def parse_leases(text):
+    """Rows of ``virsh net-dhcp-leases NETWORK``: mac, address, hostname (None for ``-``)."""
+    rows = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 6 or words[0] == 'Expiry' or set(line.strip()) == {'-'}:
+            continue
+        mac, cidr, hostname = words[2].lower(), words[4], words[5]
+        try:
+            ip = ipaddress.ip_interface(cidr).ip
+        except ValueError:
+            continue
+        rows.append({'mac': mac, 'address': str(ip), 'hostname': None if hostname == '-' else hostname})
+    return rows
+
+
+def agent_address_problem(interface, address, networks, host_ips):
+    """Why an address the guest agent reports (the guest controls it) is not to be believed, or None.
+
+    Believed only inside the libvirt network of the interface it is reported on, and never when it
+    is the host's own address there, another address of the host, or the network's network or
+    broadcast address.
+    """
+    ip = ipaddress.ip_address(address)
+    network = networks.get(interface.get('network')) if interface and interface.get('network') else None
+    if network is None:
+        return 'not on a libvirt network of this host, so nothing can vouch for it'
+    if ip in host_ips:
+        return 'an address of this host'
+    for iface in network['ips']:
+        if iface.version == ip.version and ip in iface.network:
+            problem = _engine.target_problem(ip, iface.network)
+            return problem if problem else None
+    return 'outside network %s (%s)' % (network['name'], ', '.join(str(i.network) for i in network['ips']) or 'no addresses')
+
+
 def merge(domain, state, addresses):
     """One guest record: interfaces with their addresses, and the usable addresses per family."""
     guest = dict(domain, state=state, ipv4=[], ipv6=[])
@@ -77,7 +139,7 @@ def merge(domain, state, addresses):
         iface['addresses'] = [a for a in addresses if a['mac'] == iface['mac']]
         for addr in iface['addresses']:
             ip = ipaddress.ip_address(addr['address'])
-            if ip.is_link_local or ip.is_loopback:
+            if ip.is_link_local or ip.is_loopback or addr.get('rejected'):
                 continue
             key = 'ipv4' if ip.version == 4 else 'ipv6'
             if addr['address'] not in guest[key]:
@@ -98,19 +160,46 @@ def list_domains(module, virsh, uri):
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def describe(module, virsh, uri, name, sources):
-    """Everything guest_info returns about one domain; address lookups that fail become warnings."""
+def read_network(module, virsh, uri, name):
+    """parse_network_xml of one libvirt network, or None when libvirt does not know it."""
+    try:
+        return parse_network_xml(_virsh(module, virsh, uri, 'net-dumpxml', name))
+    except VirshError:
+        return None
+    except ET.ParseError:
+        return None
+
+
+def describe(module, virsh, uri, name, sources, networks, host_ips):
+    """Everything guest_info returns about one domain; address lookups that fail become warnings.
+
+    Sources are tried in order until one gives an address. libvirt's lease comes from its own DHCP
+    server; an address from the guest agent is the guest's word, so each one is kept only when
+    agent_address_problem finds nothing (it is then marked, and rejected ones are reported).
+    ``networks``: a cache of read_network results by network name, filled here as needed.
+    """
     domain = parse_domain_xml(_virsh(module, virsh, uri, 'dumpxml', name))
     state = _virsh(module, virsh, uri, 'domstate', name).strip()
     addresses, warnings = [], []
     if state == 'running':
         for source in sources:
             try:
-                addresses = parse_domifaddr(_virsh(module, virsh, uri, 'domifaddr', name, '--full',
-                                                   '--source', source))
+                rows = parse_domifaddr(_virsh(module, virsh, uri, 'domifaddr', name, '--full', '--source', source))
             except VirshError as exc:
                 warnings.append('guest %s: no addresses from source %s: %s' % (name, source, exc))
                 continue
-            if addresses:
+            for row in rows:
+                row['source'] = source
+                if source == 'agent':
+                    interface = next((i for i in domain['interfaces'] if i['mac'] == row['mac']), None)
+                    if interface and interface.get('network') and interface['network'] not in networks:
+                        networks[interface['network']] = read_network(module, virsh, uri, interface['network'])
+                    problem = agent_address_problem(interface, row['address'], networks, host_ips)
+                    if problem:
+                        row['rejected'] = problem
+                        warnings.append('guest %s: ignored %s reported by the guest agent on %s: %s'
+                                        % (name, row['address'], row['target'], problem))
+            addresses = rows
+            if any(not row.get('rejected') for row in rows):
                 break
     return merge(domain, state, addresses), warnings

@@ -43,12 +43,19 @@ options:
   address_sources:
     description:
       - Where addresses come from, tried in this order until one gives an address.
-      - V(lease) reads the DHCP leases of libvirt's network; V(agent) asks the QEMU guest agent.
+      - V(lease) reads the DHCP leases of libvirt's network (libvirt's own DHCP server handed them out);
+        V(agent) asks the QEMU guest agent, which the guest controls.
+      - An address from the agent is used only when it lies inside the libvirt network of the interface it
+        is reported on and is neither an address of this host (such as the bridge's own) nor that
+        network's network or broadcast address; others are returned with RV(guests[].interfaces[].addresses[].rejected)
+        set, left out of RV(guests[].ipv4) and RV(guests[].ipv6), and reported in a warning.
     type: list
     elements: str
     choices: [lease, agent]
     default: [lease, agent]
 notes:
+  - Guests on a host bridge rather than a libvirt network have no lease, and an agent address cannot be
+    checked against a network there, so they get no address from this module; declare their address.
   - Only running guests have addresses. libvirt may keep stale leases after a restart; an address
     from a lease is what libvirt's DHCP server handed out, not proof that the guest still uses it.
 """
@@ -79,7 +86,32 @@ guests:
       interfaces:
         - {type: network, mac: "52:54:00:00:00:10", network: default, bridge: null, target: vnet0,
            model: virtio, addresses: [{target: vnet0, mac: "52:54:00:00:00:10", family: ipv4,
-           address: 192.168.122.10, prefix: 24}]}
+           address: 192.168.122.10, prefix: 24, source: lease}]}
+  contains:
+    ipv4:
+      description: The usable IPv4 addresses, lease before agent; agent addresses only when believed.
+      type: list
+      elements: str
+    ipv6:
+      description: The usable IPv6 addresses (link-local ones left out).
+      type: list
+      elements: str
+    interfaces:
+      description: The domain's interfaces with their addresses.
+      type: list
+      elements: dict
+      contains:
+        addresses:
+          description: What the address source reported for this interface.
+          type: list
+          elements: dict
+          contains:
+            source:
+              description: V(lease) or V(agent).
+              type: str
+            rejected:
+              description: Why an agent address was not believed (absent when it was).
+              type: str
 missing:
   description: Names asked for that libvirt does not know.
   returned: always
@@ -91,6 +123,7 @@ missing:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
+from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
 
 
 def main():
@@ -105,6 +138,14 @@ def main():
     )
     virsh = module.get_bin_path('virsh', required=True)
     uri = module.params['uri']
+    sources = module.params['address_sources']
+    host_ips = set()
+    if 'agent' in sources:
+        try:
+            host_ips = {iface.ip for iface, _dev in _routes.host_interfaces(module)}
+        except _routes.RouteError as exc:
+            module.fail_json(msg='%s (needed to check guest agent addresses)' % exc)
+    networks = {}
     try:
         known = _libvirt.list_domains(module, virsh, uri)
         wanted = module.params['names'] or known
@@ -112,7 +153,7 @@ def main():
         for name in wanted:
             if name not in known:
                 continue
-            guest, warnings = _libvirt.describe(module, virsh, uri, name, module.params['address_sources'])
+            guest, warnings = _libvirt.describe(module, virsh, uri, name, sources, networks, host_ips)
             for warning in warnings:
                 module.warn(warning)
             guests.append(guest)

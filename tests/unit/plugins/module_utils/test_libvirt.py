@@ -94,6 +94,94 @@ class FakeModule:
         return self.answers[' '.join(cmd[3:])]
 
 
+NETWORK_XML = """<network>
+  <name>default</name>
+  <uuid>0f0d3c4e-8b53-4a7f-9a57-2d2c8f1a2b10</uuid>
+  <forward mode='nat'/>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.168.122.2' end='192.168.122.254'/>
+      <host mac='52:54:00:4B:01:10' name='web01' ip='192.168.122.10'/>
+    </dhcp>
+  </ip>
+  <ip family='ipv6' address='2001:db8:122::1' prefix='64'/>
+</network>
+"""
+HOST_IPS = {L.ipaddress.ip_address(a) for a in ('127.0.0.1', '192.168.122.1', '203.0.113.10', '2001:db8:122::1')}
+
+
+def test_parse_network_xml():
+    net = L.parse_network_xml(NETWORK_XML)
+    assert (net['name'], net['bridge'], net['dhcp']) == ('default', 'virbr0', True)
+    assert [str(i) for i in net['ips']] == ['192.168.122.1/24', '2001:db8:122::1/64']
+    assert net['reservations'] == [{'mac': '52:54:00:4b:01:10', 'name': 'web01', 'ip': '192.168.122.10',
+                                    'family': 'ipv4'}]
+
+
+def test_parse_leases():
+    text = (' Expiry Time           MAC address         Protocol   IP address           Hostname   Client ID or DUID\n'
+            '-----------------------------------------------------------------------------------------------------\n'
+            ' 2026-11-29 11:30:12   52:54:00:4B:01:10   ipv4       192.168.122.10/24    web01      01:52:54\n'
+            ' 2026-11-29 11:31:00   52:54:00:aa:bb:cc   ipv4       192.168.122.77/24    -          -\n')
+    assert L.parse_leases(text) == [
+        {'mac': '52:54:00:4b:01:10', 'address': '192.168.122.10', 'hostname': 'web01'},
+        {'mac': '52:54:00:aa:bb:cc', 'address': '192.168.122.77', 'hostname': None}]
+
+
+@pytest.mark.parametrize('target, address, problem', [
+    ('vnet0', '192.168.122.10', None),
+    ('vnet0', '2001:db8:122::10', None),
+    ('vnet0', '192.168.122.1', 'an address of this host'),             # the bridge: the host itself
+    ('vnet0', '203.0.113.10', 'an address of this host'),
+    ('vnet0', '127.0.0.1', 'an address of this host'),
+    ('vnet0', '10.0.0.5', 'outside network default (192.168.122.0/24, 2001:db8:122::/64)'),
+    ('vnet0', '192.168.122.255', 'guest_ip 192.168.122.255 is the broadcast address of 192.168.122.0/24'),
+    ('vnet0', '192.168.122.0', 'guest_ip 192.168.122.0 is the network address of 192.168.122.0/24'),
+    ('vnet1', '198.51.100.20', 'not on a libvirt network of this host'),  # a host bridge: nothing vouches
+])
+def test_agent_addresses_are_believed_only_inside_their_network(target, address, problem):
+    domain = L.parse_domain_xml(DOMAIN_XML)
+    interface = next(i for i in domain['interfaces'] if i['target'] == target)
+    networks = {'default': L.parse_network_xml(NETWORK_XML)}
+    found = L.agent_address_problem(interface, address, networks, HOST_IPS)
+    if problem is None:
+        assert found is None, found
+    else:
+        assert problem in (found or ''), found
+
+
+AGENT_LIES = """ Name       MAC address          Protocol     Address
+-------------------------------------------------------------------------------
+ vnet0      52:54:00:aa:00:10    ipv4         192.168.122.1/24
+ vnet0      52:54:00:aa:00:10    ipv4         192.168.122.10/24
+"""
+
+
+def test_describe_keeps_only_believable_agent_addresses_and_says_why():
+    module = FakeModule({
+        'dumpxml web01': (0, DOMAIN_XML, ''), 'domstate web01': (0, 'running\n', ''),
+        'domifaddr web01 --full --source lease': (0, '', ''),
+        'domifaddr web01 --full --source agent': (0, AGENT_LIES, ''),
+        'net-dumpxml default': (0, NETWORK_XML, ''),
+    })
+    guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease', 'agent'], {}, HOST_IPS)
+    assert guest['ipv4'] == ['192.168.122.10']
+    assert warnings == ['guest web01: ignored 192.168.122.1 reported by the guest agent on vnet0: an address of this host']
+    assert [a.get('rejected') for a in guest['interfaces'][0]['addresses']] == ['an address of this host', None]
+
+
+def test_describe_prefers_the_lease_and_never_asks_the_agent_then():
+    module = FakeModule({
+        'dumpxml web01': (0, DOMAIN_XML, ''), 'domstate web01': (0, 'running\n', ''),
+        'domifaddr web01 --full --source lease': (0, DOMIFADDR_FULL, ''),
+    })
+    guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease', 'agent'], {}, HOST_IPS)
+    assert (guest['ipv4'], warnings) == (['192.168.122.10'], [])
+    assert [a['source'] for a in guest['interfaces'][0]['addresses']] == ['lease', 'lease']
+    assert len(module.calls) == 3
+
+
 def test_describe_falls_back_to_the_agent_and_never_writes():
     module = FakeModule({
         'dumpxml web01': (0, DOMAIN_XML, ''),
@@ -101,9 +189,10 @@ def test_describe_falls_back_to_the_agent_and_never_writes():
         'domifaddr web01 --full --source lease': (0, '', ''),
         'domifaddr web01 --full --source agent': (0, DOMIFADDR_FULL, ''),
     })
-    guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease', 'agent'])
+    module.answers['net-dumpxml default'] = (0, NETWORK_XML, '')
+    guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease', 'agent'], {}, HOST_IPS)
     assert (guest['state'], guest['ipv4'], warnings) == ('running', ['192.168.122.10'], [])
-    assert [c[0] for c in module.calls] == ['dumpxml', 'domstate', 'domifaddr', 'domifaddr']
+    assert [c[0] for c in module.calls] == ['dumpxml', 'domstate', 'domifaddr', 'domifaddr', 'net-dumpxml']
 
 
 def test_describe_reports_a_failing_source_as_a_warning():
@@ -112,7 +201,7 @@ def test_describe_reports_a_failing_source_as_a_warning():
         'domstate web01': (0, 'running\n', ''),
         'domifaddr web01 --full --source agent': (1, '', 'error: Guest agent is not responding'),
     })
-    guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['agent'])
+    guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['agent'], {}, HOST_IPS)
     assert guest['ipv4'] == []
     assert warnings == ['guest web01: no addresses from source agent: virsh --connect qemu:///system domifaddr '
                         'web01 --full --source agent failed (rc=1): error: Guest agent is not responding']
@@ -120,6 +209,6 @@ def test_describe_reports_a_failing_source_as_a_warning():
 
 def test_shut_off_guest_has_no_addresses_and_is_not_queried():
     module = FakeModule({'dumpxml web01': (0, DOMAIN_XML, ''), 'domstate web01': (0, 'shut off\n', '')})
-    guest, _warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease'])
+    guest, _warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease'], {}, HOST_IPS)
     assert (guest['state'], guest['ipv4']) == ('shut off', [])
     assert len(module.calls) == 2
