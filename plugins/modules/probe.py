@@ -54,9 +54,24 @@ options:
         answer cannot be judged without it (silence is normal for UDP), so RV(reachable) is then V(null).
     type: str
   timeout:
-    description: Seconds to wait for the connection and for the first answer.
+    description: Seconds to wait for the connection and for the first answer, per attempt; more than 0, at most 300.
     type: float
     default: 3.0
+  retry_for:
+    description:
+      - Try again (once a second at most) while the port does not answer, until this many seconds have
+        passed since the first attempt; V(0) tries once. At most 600.
+      - A port that answers is reported at once; only failures wait.
+    type: float
+    default: 0
+  sources:
+    description:
+      - The forward's allow-list of source networks, if it has one. When the address this host would
+        send from is outside every one of them, nothing is sent and RV(reachable) is V(null) with
+        RV(error) saying the port is restricted and was not probed from here.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -96,8 +111,19 @@ elapsed:
   returned: always
   type: float
   sample: 0.012
+vantage:
+  description: The source address this host uses towards O(host) (what a server sees, unless NAT lies between).
+  returned: always
+  type: str
+  sample: 203.0.113.50
+attempts:
+  description: How many attempts were made (0 when the port was restricted and not probed).
+  returned: always
+  type: int
+  sample: 1
 """
 
+import ipaddress
 import re
 import socket
 import time
@@ -133,6 +159,40 @@ def probe(host, port, proto, send, timeout):
     return data.decode(errors='replace').strip().split('\n')[0], ''
 
 
+def vantage(host, port):
+    """The source address the kernel picks towards host (a UDP socket's connect sends nothing)."""
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return ''
+        return sock.getsockname()[0]
+
+
+def outside(address, sources):
+    """The allow-list ``sources`` names networks and ``address`` is in none of them."""
+    if not sources:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    return not any(ip.version == net.version and ip in net for net in sources)
+
+
+def attempt_until(deadline, once):
+    """Call once() until it answers or deadline (monotonic) passes, at most once a second."""
+    attempts = 0
+    while True:
+        started = time.monotonic()
+        attempts += 1
+        answer, error = once()
+        if not error or time.monotonic() >= deadline:
+            return answer, error, attempts
+        time.sleep(max(0.0, min(1.0 - (time.monotonic() - started), deadline - time.monotonic())))
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(
         host=dict(type='str', required=True),
@@ -141,28 +201,54 @@ def main():
         send=dict(type='str', default=''),
         expect=dict(type='str'),
         timeout=dict(type='float', default=3.0),
+        retry_for=dict(type='float', default=0.0),
+        sources=dict(type='list', elements='str', default=[]),
     ), supports_check_mode=True)
     params = module.params
+    problems = []
     if not 0 < params['port'] < 65536:
-        module.fail_json(msg='port %s is not between 1 and 65535' % params['port'])
+        problems.append('port %s is not between 1 and 65535' % params['port'])
+    if not 0 < params['timeout'] <= 300:
+        problems.append('timeout %s must be more than 0 and at most 300 seconds' % params['timeout'])
+    if not 0 <= params['retry_for'] <= 600:
+        problems.append('retry_for %s must be between 0 and 600 seconds' % params['retry_for'])
+    try:
+        ipaddress.ip_address(params['host'])
+    except ValueError:
+        problems.append('host %r is not an IP address' % (params['host'],))
+    sources = []
+    for text in params['sources']:
+        try:
+            sources.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            problems.append('source %r is not an address or network' % (text,))
     try:
         expect = re.compile(params['expect']) if params['expect'] else None
     except re.error as exc:
-        module.fail_json(msg='expect %r is not a regular expression: %s' % (params['expect'], exc))
+        problems.append('expect %r is not a regular expression: %s' % (params['expect'], exc))
+    if problems:
+        module.fail_json(msg='; '.join(problems))
+    source = vantage(params['host'], params['port'])
+    if outside(source, sources):
+        module.exit_json(changed=False, reachable=None, answer='', elapsed=0.0, vantage=source, attempts=0,
+                         error='restricted to %s; not probed from here (%s)'
+                               % (', '.join(params['sources']), source or 'no route'))
     start = time.monotonic()
-    answer, error = probe(params['host'], params['port'], params['proto'], params['send'], params['timeout'])
+
+    def once():
+        answer, error = probe(params['host'], params['port'], params['proto'], params['send'], params['timeout'])
+        if not error and expect is not None and not expect.search(answer):
+            error = 'answer does not match %r' % params['expect']
+        return answer, error
+
+    answer, error, attempts = attempt_until(start + params['retry_for'], once)
     elapsed = round(time.monotonic() - start, 3)
     if error == 'timeout' and params['proto'] == 'udp' and expect is None:
         reachable, error = None, 'no answer (normal for some UDP services; give expect to judge)'
-    elif error:
-        reachable = False
-    elif expect is not None:
-        reachable = bool(expect.search(answer))
-        if not reachable:
-            error = 'answer does not match %r' % params['expect']
     else:
-        reachable = True
-    module.exit_json(changed=False, reachable=reachable, answer=answer, error=error, elapsed=elapsed)
+        reachable = not error
+    module.exit_json(changed=False, reachable=reachable, answer=answer, error=error, elapsed=elapsed,
+                     vantage=source, attempts=attempts)
 
 
 if __name__ == '__main__':

@@ -6,10 +6,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
+import time
 
-from ansible_collections.kvmnet.nat.plugins.modules.probe import probe
+import pytest
+
+from ansible_collections.kvmnet.nat.plugins.modules.probe import attempt_until, outside, probe, vantage
 
 
 def _tcp_server(banner):
@@ -58,3 +62,35 @@ def test_udp_answer():
 
     threading.Thread(target=serve, daemon=True).start()
     assert probe('127.0.0.1', server.getsockname()[1], 'udp', 'hello', 2.0) == ('web01 hello', '')
+
+
+@pytest.mark.parametrize('address, sources, expected', [
+    ('203.0.113.50', [], False),                                   # no allow-list: probe
+    ('203.0.113.50', ['203.0.113.50/32'], False),
+    ('203.0.113.51', ['203.0.113.50/32'], True),                   # restricted, not from here
+    ('203.0.113.51', ['198.51.100.0/24', '203.0.113.0/24'], False),
+    ('2001:db8::50', ['203.0.113.0/24'], True),                    # other family: outside
+    ('', ['203.0.113.0/24'], True),                                # no route: cannot tell, not probed
+])
+def test_outside_the_allow_list(address, sources, expected):
+    assert outside(address, [ipaddress.ip_network(s) for s in sources]) is expected
+
+
+def test_vantage_of_loopback_is_loopback():
+    assert vantage('127.0.0.1', 9) == '127.0.0.1'
+
+
+def test_attempts_stop_at_the_first_answer():
+    answers = iter([('', 'refused'), ('', 'timeout'), ('web01 x', '')])
+    assert attempt_until(time.monotonic() + 10, lambda: next(answers)) == ('web01 x', '', 3)
+
+
+def test_attempts_are_bounded_in_time():
+    start = time.monotonic()
+    answer, error, attempts = attempt_until(start + 1.5, lambda: ('', 'refused'))
+    assert (answer, error) == ('', 'refused') and 2 <= attempts <= 3
+    assert time.monotonic() - start < 2.5
+
+
+def test_no_retry_when_asked_for_one_attempt():
+    assert attempt_until(time.monotonic(), lambda: ('', 'refused')) == ('', 'refused', 1)
