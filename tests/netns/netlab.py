@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
+import jinja2
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+TEMPLATES = os.path.join(REPO, 'roles', 'expose', 'templates')
 PUBLIC_IP = '203.0.113.10'
 HOST_OWN_IP = '203.0.113.11'
 PUBLIC_IP6 = '2001:db8::10'
@@ -104,6 +108,8 @@ class Lab:
         self.procs = []
         self.collections_path = collections_path or os.environ.get('ANSIBLE_COLLECTIONS_PATH', '')
         self.created = []
+        self.tmp = None
+        self.lock_path = None
 
     # ------------------------------------------------------------ plumbing
     def x(self, role, *cmd, **kw):
@@ -121,6 +127,8 @@ class Lab:
     def up(self):
         if os.geteuid() != 0:
             raise LabError('the namespace lab needs root (it creates network namespaces)')
+        self.tmp = tempfile.mkdtemp(prefix='%s-' % self.tag)
+        self.lock_path = os.path.join(self.tmp, 'kvmnet-nat.lock')
         for name in self.ns.values():
             sh('ip', 'netns', 'add', name)
             self.created.append(name)
@@ -156,6 +164,10 @@ class Lab:
             self.x(guest, 'ip', '-6', 'route', 'add', 'default', 'via', '2001:db8:122::1')
         for key in ('net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'):
             self.x('hv', 'sysctl', '-q', '-w', key)
+        # libvirt's default: bridged packets skip iptables (br_netfilter, when loaded, is per namespace)
+        if self.x('hv', 'test', '-e', '/proc/sys/net/bridge/bridge-nf-call-iptables', check=False).returncode == 0:
+            self.x('hv', 'sysctl', '-q', '-w', 'net.bridge.bridge-nf-call-iptables=0',
+                   'net.bridge.bridge-nf-call-ip6tables=0')
         # libvirt's rules (and an admin's INPUT rule) in the flavour under test
         self.x('hv', self.ipt(4) + '-restore', '--noflush', data=LIBVIRT_RULES)
         self.x('hv', self.ipt(6) + '-restore', '--noflush', data=LIBVIRT_RULES6)
@@ -194,6 +206,9 @@ class Lab:
             if res.returncode != 0:
                 errors.append('%s: %s' % (name, res.stderr.strip()))
         self.created = []
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
         if errors:
             raise LabError('lab teardown incomplete: ' + '; '.join(errors))
 
@@ -205,29 +220,48 @@ class Lab:
             cmd += ['--source', source]
         return self.x(role, *cmd, timeout=timeout + 10).stdout.strip()
 
+    def module_cmd(self, params, check=False, diff=False):
+        """The command that runs kvmnet.nat.forwards once in the hypervisor namespace, and its argument file.
+
+        The module runs as Ansible runs it on a host (AnsibleModule reads its arguments from the file),
+        without a playbook around it. Unless given, lock_path is this lab's own (never /run on this machine).
+        """
+        args = dict(params)
+        args.setdefault('lock_path', self.lock_path)
+        args.update(_ansible_check_mode=check, _ansible_diff=diff)
+        handle, path = tempfile.mkstemp(prefix='args-', suffix='.json', dir=self.tmp)
+        with os.fdopen(handle, 'w') as out:
+            json.dump({'ANSIBLE_MODULE_ARGS': args}, out)
+        code = 'from ansible_collections.kvmnet.nat.plugins.modules.forwards import main; main()'
+        return ['ip', 'netns', 'exec', self.ns['hv'], 'env', 'PYTHONPATH=' + self.collections_path,
+                sys.executable, '-c', code, path]
+
     def module(self, params, check=False, diff=False):
-        """Run kvmnet.nat.forwards inside the hypervisor namespace; returns the task result."""
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections_path, ANSIBLE_NOCOLOR='1',
-                   ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
-                   ANSIBLE_PYTHON_INTERPRETER=sys.executable)
-        playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-        with tempfile.TemporaryDirectory(prefix='kvmnat-run-') as tmp:
-            result_file = os.path.join(tmp, 'result.json')
-            with open(os.path.join(tmp, 'vars.json'), 'w') as handle:
-                json.dump({'params': params, 'result_file': result_file}, handle)
-            cmd = ['ip', 'netns', 'exec', self.ns['hv'], playbook, '-i', 'localhost,', '-c', 'local',
-                   '-e', '@' + os.path.join(tmp, 'vars.json'), os.path.join(HERE, 'run_forwards.yml')]
-            if check:
-                cmd.append('--check')
-            if diff:
-                cmd.append('--diff')
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
-            try:
-                with open(result_file) as handle:
-                    return json.load(handle)
-            except (OSError, ValueError):
-                raise LabError('ansible-playbook did not return a result: rc=%d\n%s\n%s'
-                               % (proc.returncode, proc.stdout, proc.stderr))
+        """Run kvmnet.nat.forwards inside the hypervisor namespace; returns its result (failed or not)."""
+        proc = subprocess.run(self.module_cmd(params, check, diff), capture_output=True, text=True, timeout=120,
+                              check=False)
+        return self.result(proc.returncode, proc.stdout, proc.stderr)
+
+    @staticmethod
+    def result(rc, stdout, stderr):
+        try:
+            return json.loads(stdout)
+        except ValueError:
+            raise LabError('the module printed no result: rc=%d\n%s\n%s' % (rc, stdout, stderr)) from None
+
+    def script(self, template, **variables):
+        """A shell helper of the role, rendered with the role's variables (or the ones given), in this lab's tmp."""
+        defaults = {'__expose_rules_base': '/etc/iptables/kvmnet-nat', '__expose_lock_path': self.lock_path,
+                    '__expose_restore_script': '/usr/local/sbin/kvmnet-nat-restore',
+                    'expose_libvirt_uri': 'qemu:///system', '__expose_libvirt_units': ['libvirtd.service']}
+        defaults.update(variables)
+        with open(os.path.join(TEMPLATES, template)) as handle:
+            text = jinja2.Template(handle.read(), keep_trailing_newline=True).render(**defaults)
+        path = os.path.join(self.tmp, template.replace('.sh.j2', ''))
+        with open(path, 'w') as handle:
+            handle.write(text)
+        os.chmod(path, 0o755)
+        return path
 
     def settle(self):
         """Give conntrack a moment; used between rule changes and probes."""

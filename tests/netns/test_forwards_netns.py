@@ -4,17 +4,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """kvmnet.nat.forwards against real netfilter and real packets, in throwaway namespaces.
 
-Needs root. Runs the module through ansible inside the hypervisor namespace, probes from the client.
+Needs root. Runs the module inside the hypervisor namespace, probes from the client.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-from netlab import BRIDGE_IP, CLIENT_IP, CLIENT_IP_2, HOST_OWN_IP, PUBLIC_IP, PUBLIC_IP6, Lab
+from conftest import chain_rules, others, semantic
+from netlab import BRIDGE_IP, CLIENT_IP, CLIENT_IP_2, HOST_OWN_IP, PUBLIC_IP, PUBLIC_IP6
 
 FORWARDS = [
     {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'guest_port': 80},
@@ -27,41 +25,6 @@ FORWARDS = [
     {'guest': 'dns01', 'guest_ip': '192.168.122.11', 'host_port': 8081, 'guest_port': 80, 'masquerade': 'always'},
 ]
 PARAMS = {'public_ip': PUBLIC_IP, 'public_ip6': PUBLIC_IP6, 'forwards': FORWARDS}
-
-
-BUILTIN = ('PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING')
-
-
-def semantic(save_text):
-    """Rules, user chains and non-default policies, per table, in order.
-
-    An empty built-in chain with policy ACCEPT is no rule: iptables-nft creates the table's base
-    chains when the first rule goes into it (e.g. the ip6 nat table) and they stay when it is emptied.
-    """
-    table, result = None, []
-    for line in save_text.splitlines():
-        if line.startswith('*'):
-            table = line[1:]
-        elif line.startswith('-A') or (line.startswith(':') and not (
-                line[1:].split()[0] in BUILTIN and line.split()[1] == 'ACCEPT')):
-            result.append('%s %s' % (table, line))
-    return result
-
-
-def others(save_text):
-    """The rules that are not ours, in order (what must stay identical)."""
-    return [line for line in semantic(save_text) if 'KVMNAT' not in line]
-
-
-@pytest.fixture(scope='module', params=['nft', 'legacy'])
-def lab(request):
-    lab = Lab(request.param)
-    try:
-        lab.up()
-        lab.baseline = {4: lab.save(4), 6: lab.save(6)}
-        yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture
@@ -78,10 +41,6 @@ def test_first_run_changes_and_uses_the_flavour_in_use(lab):
     assert result['flavour'] == {'ipv4': lab.flavour, 'ipv6': lab.flavour}
     for family in (4, 6):
         assert others(lab.save(family)) == others(lab.baseline[family])  # libvirt's and the admin's untouched
-
-
-def chain_rules(save_text, table, chain):
-    return [line.split(' ', 1)[1] for line in semantic(save_text) if line.startswith('%s -A %s ' % (table, chain))]
 
 
 def test_jumps_are_first_in_every_builtin_chain(lab, applied):
@@ -319,25 +278,16 @@ def test_many_forwards_dispatch_by_port_and_still_reach_exactly_their_guests(lab
     assert semantic(lab.save(4)) == semantic(few)  # every sub-chain gone, the flat chains as they were
 
 
-RESTORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'roles', 'expose', 'files',
-                              'kvmnet-nat-restore')
-
-
 def test_role_restore_script_flushes_and_restores_every_sub_chain(lab, applied, tmp_path):
     """What netfilter-persistent (flush, then start at boot) does with the role's script."""
     base = str(tmp_path / 'kvmnet-nat')
     lab.module(dict(PARAMS, forwards=MANY, persist_path=base))
     full = {4: lab.save(4), 6: lab.save(6)}
-    bindir = tmp_path / 'bin'   # the script calls iptables/ip6tables: make them this lab's flavour
-    bindir.mkdir()
-    for tool in ('iptables', 'ip6tables'):
-        for suffix in ('', '-restore'):
-            (bindir / (tool + suffix)).symlink_to(shutil.which('%s-%s%s' % (tool, lab.flavour, suffix)))
-    env = ['env', 'PATH=%s:%s' % (bindir, os.environ['PATH']), 'KVMNET_NAT_BASE=' + base, 'sh', RESTORE_SCRIPT]
-    lab.x('hv', *env, 'flush')
+    script = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=base)
+    lab.x('hv', 'sh', script, 'flush')
     for family in (4, 6):
         assert semantic(lab.save(family)) == semantic(lab.baseline[family])
-    lab.x('hv', *env, 'start')
+    lab.x('hv', 'sh', script, 'start')
     for family in (4, 6):
         assert semantic(lab.save(family)) == semantic(full[family])
     again = lab.module(dict(PARAMS, forwards=MANY, persist_path=base))
