@@ -8,33 +8,92 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _inventory
+
 try:
     import jmespath
 except ImportError:  # reported when the filter is used, not at import time
     jmespath = None
 
-# The guest-side variables a guest host may set, and what they become in an exposure.
-GUEST_VARS = ('expose_hypervisor', 'expose_ports', 'expose_guest_name', 'expose_guest_ip', 'expose_masquerade')
-QUERY = ('[?expose_hypervisor == wanted_hypervisor].{name: expose_guest_name || inventory_hostname, '
-         'ip: expose_guest_ip, masquerade: expose_masquerade, ports: expose_ports || `[]`}')
+# Guest hosts naming the wanted hypervisor; the name travels as data in every record, so nothing
+# from the inventory is ever pasted into the query.
+QUERY = '[?expose_hypervisor == wanted_hypervisor]'
+GUEST_VARS = ('expose_hypervisor',) + tuple(_inventory.GUEST_VARS)
+
+
+def _raise(exc):
+    raise AnsibleFilterError('%d problem(s) in the inventory, nothing was changed:\n- %s'
+                             % (len(exc.errors), '\n- '.join(exc.errors)))
+
+
+def _guest_hosts(hostvars, hypervisor):
+    if jmespath is None:
+        raise AnsibleFilterError('kvmnet.nat.guest_exposures needs the Python package jmespath on the controller '
+                                 '(pip install jmespath, or see meta/execution-environment.yml)')
+    records = []
+    for name in hostvars:
+        variables = hostvars[name]
+        records.append(dict({key: variables.get(key) for key in GUEST_VARS}, inventory_hostname=name,
+                            wanted_hypervisor=str(hypervisor)))
+    return jmespath.search(QUERY, records) or []
 
 
 def guest_exposures(hostvars, hypervisor):
-    """Exposures declared on guest hosts whose ``expose_hypervisor`` is ``hypervisor``.
+    """Exposures declared on guest hosts whose ``expose_hypervisor`` is ``hypervisor``, validated.
 
-    Returns ``[{name, ip, masquerade, ports}]`` in the shape of the role's ``expose_guests``;
+    Returns ``[{name, ip, masquerade, guest_network, ports, declared_by}]`` (unset keys left out);
     ``name`` is ``expose_guest_name`` or the inventory name.
     """
-    if jmespath is None:
-        raise AnsibleFilterError('kvmnet.nat.guest_exposures needs the Python package jmespath on the controller')
-    # the wanted name travels as data in every record: nothing from the inventory is pasted into the query
-    hosts = []
-    for name in hostvars:
-        variables = hostvars[name]
-        hosts.append(dict({key: variables.get(key) for key in GUEST_VARS}, inventory_hostname=name,
-                          wanted_hypervisor=str(hypervisor)))
-    result = jmespath.search(QUERY, hosts) or []
-    return [{key: value for key, value in item.items() if value is not None} for item in result]
+    guests, errors = [], []
+    for record in _guest_hosts(hostvars, hypervisor):
+        guest, problems = _inventory.guest_side(record['inventory_hostname'], record)
+        guests.append(guest)
+        errors.extend(problems)
+    if errors:
+        _raise(_inventory.DeclarationError(errors))
+    return [_compact(guest) for guest in guests]
+
+
+def _compact(guest):
+    return {key: value for key, value in guest.items() if value is not None}
+
+
+def declared_exposures(hostvars, host, hypervisor_name=None, guests=None):
+    """Every exposure of hypervisor ``host``: its ``expose_guests`` and every guest host naming it
+    (``hypervisor_name``, default ``host``), validated against one schema; all problems at once.
+
+    ``guests`` is the hypervisor's ``expose_guests`` as the caller sees it (role parameters and play
+    variables are not in ``hostvars``); when None, ``hostvars[host].expose_guests`` is used.
+    """
+    name = hypervisor_name or host
+    if guests is None:
+        guests = (hostvars[host] if host in hostvars else {}).get('expose_guests')
+    guests, errors = _inventory.hypervisor_guests(host, guests)
+    for other in hostvars:
+        _wanted, problems = _inventory.hypervisor_of(other, hostvars[other])
+        errors.extend(problems)
+    for record in _guest_hosts(hostvars, name):
+        guest, problems = _inventory.guest_side(record['inventory_hostname'], record)
+        guests.append(guest)
+        errors.extend(problems)
+    errors.extend(_inventory.overlaps(guests))      # ports that failed their own check are left out
+    if errors:
+        _raise(_inventory.DeclarationError(errors))
+    return [_compact(guest) for guest in guests]
+
+
+def hypervisor_names(hostvars, hosts):
+    """The names guest hosts use for these hypervisors: each one's expose_hypervisor_name, or its inventory name."""
+    return [(hostvars[host].get('expose_hypervisor_name') if host in hostvars else None) or host for host in hosts or []]
+
+
+def orphan_guests(hostvars, hypervisors):
+    """Guest hosts whose ``expose_hypervisor`` names none of the hypervisors ``hypervisors`` (inventory
+    names, e.g. ``ansible_play_hosts_all``): ``[{host, expose_hypervisor}]``."""
+    return _inventory.orphans(hostvars, set(hypervisor_names(hostvars, hypervisors)))
+
+
+PORT_OPTIONS = ('public_ip', 'in_interface', 'allow_in_use')
 
 
 def exposure_forwards(exposures):
@@ -44,53 +103,45 @@ def exposure_forwards(exposures):
         if 'name' not in guest:
             raise AnsibleFilterError('an exposure without a name: %r' % (guest,))
         if not guest.get('ip'):
-            raise AnsibleFilterError('guest %s has no ip; resolve it (kvmnet.nat.guest_info) first' % guest['name'])
+            raise AnsibleFilterError('guest %s has no ip; resolve it (kvmnet.nat.guest_addresses) first' % guest['name'])
         for port in guest.get('ports') or []:
-            if 'host' not in port:
+            if not isinstance(port, dict) or 'host' not in port:
                 raise AnsibleFilterError('guest %s: a port without "host": %r' % (guest['name'], port))
             forward = {'guest': guest['name'], 'guest_ip': guest['ip'], 'host_port': port['host'],
-                       'guest_port': port.get('guest', port['host']), 'proto': port.get('proto', 'tcp'),
-                       'sources': port.get('sources', []), 'masquerade': guest.get('masquerade', 'auto')}
-            for optional in ('public_ip', 'in_interface', 'allow_in_use'):
+                       'guest_port': port['guest'] if port.get('guest') is not None else port['host'],
+                       'proto': port.get('proto') or 'tcp', 'sources': port.get('sources') or [],
+                       'masquerade': port.get('masquerade') or guest.get('masquerade') or 'auto'}
+            if guest.get('guest_network'):
+                forward['guest_network'] = guest['guest_network']
+            for optional in PORT_OPTIONS:
                 if port.get(optional):
                     forward[optional] = port[optional]
             forwards.append(forward)
     return forwards
 
 
-def resolve_exposures(exposures, guests):
-    """Fill in ``ip`` from kvmnet.nat.guest_info's ``guests`` for exposures that lack one.
+def resolve_exposures(exposures, addresses):
+    """Give exposures the addresses ``kvmnet.nat.guest_addresses`` resolved (``addresses``: its result).
 
-    Returns ``{exposures: [...], unresolved: [{name, reason}]}``: ``exposures`` holds only the
-    exposures with an address, ``unresolved`` says why each other one has none.
+    Returns ``{exposures, unresolved}``: exposures with an address, and ``{name, reason}`` for the others.
     """
-    known = {guest['name']: guest for guest in guests or []}
+    found = {guest['name']: guest for guest in (addresses or {}).get('guests') or []}
+    reasons = {item['name']: item['reason'] for item in (addresses or {}).get('unresolved') or []}
     resolved, unresolved = [], []
     for exposure in exposures or []:
+        guest = found.get(exposure.get('name'))
         if exposure.get('ip'):
             resolved.append(exposure)
-            continue
-        guest = known.get(exposure.get('name'))
-        if guest is None:
-            unresolved.append({'name': exposure.get('name'), 'reason': 'no libvirt domain of that name on this host'})
-        elif not guest.get('ipv4'):
-            unresolved.append({'name': exposure['name'],
-                               'reason': 'the domain is %s and has no IPv4 address (no DHCP lease, no guest agent '
-                                         'answer); give its ip in the inventory or start it' % guest.get('state')})
+        elif guest is not None and guest.get('ip'):
+            resolved.append(dict(exposure, ip=guest['ip']))
         else:
-            resolved.append(dict(exposure, ip=guest['ipv4'][0], **_first_network_interface(guest)))
+            unresolved.append({'name': exposure.get('name'),
+                               'reason': reasons.get(exposure.get('name'), 'no address known')})
     return {'exposures': resolved, 'unresolved': unresolved}
-
-
-def _first_network_interface(guest):
-    """mac and network of the guest's first interface on a libvirt network (for DHCP pinning)."""
-    for interface in guest.get('interfaces') or []:
-        if interface.get('mac') and interface.get('network'):
-            return {'mac': interface['mac'], 'network': interface['network']}
-    return {}
 
 
 class FilterModule:
     def filters(self):
-        return {'guest_exposures': guest_exposures, 'exposure_forwards': exposure_forwards,
+        return {'guest_exposures': guest_exposures, 'declared_exposures': declared_exposures,
+                'orphan_guests': orphan_guests, 'exposure_forwards': exposure_forwards,
                 'resolve_exposures': resolve_exposures}

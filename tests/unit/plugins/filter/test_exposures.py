@@ -2,19 +2,21 @@
 # Copyright (c) kvmnet.nat contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The inventory filters, on plain hostvars dicts."""
+"""The inventory filters and the one schema of a port declaration, on plain hostvars dicts."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kvmnet.nat.plugins.filter import exposures as F
-from ansible_collections.kvmnet.nat.plugins.filter.exposures import exposure_forwards, guest_exposures
 
 HOSTVARS = {
-    'hv1': {'expose_public_ip': '203.0.113.10'},
+    'hv1': {'expose_public_ip': '203.0.113.10',
+            'expose_guests': [{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'host': 8080, 'guest': 80}]}]},
     'hv2': {},
     'app01': {'expose_hypervisor': 'hv1', 'expose_ports': [{'host': 8443, 'guest': 443}]},
     'app02': {'expose_hypervisor': 'hv1', 'expose_guest_name': 'app02-vm', 'expose_guest_ip': '192.168.122.13',
@@ -25,63 +27,203 @@ HOSTVARS = {
 
 
 @pytest.mark.parametrize('hypervisor, expected', [
-    ('hv1', [{'name': 'app01', 'ports': [{'host': 8443, 'guest': 443}]},
-             {'name': 'app02-vm', 'ip': '192.168.122.13', 'masquerade': 'always', 'ports': [{'host': 9000}]}]),
-    ('hv2', [{'name': 'db01', 'ports': [{'host': 5432}]}]),
+    ('hv1', [{'name': 'app01', 'declared_by': 'app01', 'ports': [{'host': 8443, 'guest': 443}]},
+             {'name': 'app02-vm', 'declared_by': 'app02', 'ip': '192.168.122.13', 'masquerade': 'always',
+              'ports': [{'host': 9000}]}]),
+    ('hv2', [{'name': 'db01', 'declared_by': 'db01', 'ports': [{'host': 5432}]}]),
     ('hv3', []),
-    ('hv1"]||`x`', [{'name': 'quoted', 'ports': [{'host': 1}]}]),  # names are data, not query text
+    ('hv1"]||`x`', [{'name': 'quoted', 'declared_by': 'quoted', 'ports': [{'host': 1}]}]),  # names are data
 ])
 def test_guest_exposures(hypervisor, expected):
-    assert guest_exposures(HOSTVARS, hypervisor) == expected
+    assert F.guest_exposures(HOSTVARS, hypervisor) == expected
+
+
+def test_declared_exposures_merges_both_styles():
+    names = [g['name'] for g in F.declared_exposures(HOSTVARS, 'hv1')]
+    assert names == ['web01', 'app01', 'app02-vm']
+
+
+def _with(host, **variables):
+    hostvars = copy.deepcopy(HOSTVARS)
+    hostvars.pop('quoted')
+    hostvars[host].update(variables)
+    return hostvars
+
+
+def _port(host, port):
+    """A hostvars where ``host`` declares one port, in its style."""
+    if host == 'hv1':
+        return _with('hv1', expose_guests=[{'name': 'web01', 'ip': '192.168.122.10', 'ports': [port]}])
+    hostvars = _with(host, expose_ports=[port])
+    hostvars['hv1']['expose_guests'] = []            # nothing else claims the table's ports
+    return hostvars
+
+
+BAD_PORTS = [
+    ({'host': 5353, 'guest': 53, 'protocol': 'udp'}, "unknown key 'protocol' (did you mean 'proto'?)"),
+    ({'host': 5353, 'guest': 53, 'source': ['198.51.100.0/24']}, "unknown key 'source' (did you mean 'sources'?)"),
+    ({'host': 5353, 'gest': 53}, "unknown key 'gest' (did you mean 'guest'?)"),
+    ({'host': 5353, 'proto': 'TCP'}, "proto 'TCP' must be one of tcp, udp, sctp (did you mean 'tcp'?)"),
+    ({'host': 5353, 'proto': 'icmp'}, "proto 'icmp' must be one of tcp, udp, sctp"),
+    ({'host': 5353, 'sources': '198.51.100.0/24'}, 'sources must be a list of addresses or networks'),
+    ({'host': 5353, 'sources': ['198.51.100.7/24']}, 'sources[0]: network 198.51.100.7/24 has host bits set'),
+    ({'host': 8080.0}, "host: port 8080.0 is a fraction, not a port"),
+    ({'host': True}, 'host: port True is not a number'),
+    ({'host': 8080, 'guest': False}, 'guest: port False is not a number'),
+    ({'host': '10000:10009', 'guest': '20000-20004'}, None),      # sizes differ: the module says so, not the schema
+    ({'guest': 80}, 'no "host"'),
+    ({'host': 8080, 'allow_in_use': 'yes'}, "allow_in_use must be true or false, not 'yes'"),
+    ({'host': 8080, 'public_ip': '203.0.113.10%1\n-F'}, 'has a zone id'),
+    ({'host': 8080, 'in_interface': 'eth0\n'}, "in_interface 'eth0\\n' is not an interface name"),
+    ({'host': 8080, 'expect': '(unclosed'}, "expect '(unclosed' is not a regular expression"),
+    ({'host': 8080, 'masquerade': 'sometimes'}, "masquerade 'sometimes' must be one of auto, always, never"),
+    ('8080', "a port declaration is a mapping like {host: 8080, guest: 80}, not '8080' (write {host: 8080})"),
+]
+
+
+@pytest.mark.parametrize('host, where', [('hv1', 'hv1: expose_guests[0] (web01) ports[0]'),
+                                         ('app01', 'app01: expose_ports[0]')])
+@pytest.mark.parametrize('port, expected', BAD_PORTS, ids=[str(i) for i in range(len(BAD_PORTS))])
+def test_a_bad_port_declaration_is_refused_naming_host_guest_and_key(host, where, port, expected):
+    hostvars = _port(host, port)
+    if expected is None:
+        F.declared_exposures(hostvars, 'hv1')
+        return
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.declared_exposures(hostvars, 'hv1')
+    text = str(exc.value)
+    assert '%s: ' % where in text and expected in text, text
+    assert text.startswith('1 problem(s) in the inventory, nothing was changed')
+
+
+@pytest.mark.parametrize('variables, expected', [
+    ({'expose_ports': '8080'}, "app01: expose_ports must be a list of port declarations like [{host: 8080, guest: 80}], "
+                               "not '8080'"),
+    ({'expose_guest_ip': '192.168.122.300'}, "app01: expose_guest_ip: address '192.168.122.300' is not an IP address"),
+    ({'expose_masquerade': 'Auto'}, "app01: expose_masquerade 'Auto' must be one of auto, always, never (did you "
+                                    "mean 'auto'?)"),
+    ({'expose_guest_name': 'bad name'}, "app01: expose_guest_name 'bad name' must be a libvirt domain name"),
+    ({'expose_guest_network': '0.0.0.0/0'}, 'app01: expose_guest_network: network 0.0.0.0/0 is every address'),
+])
+def test_bad_guest_side_variables(variables, expected):
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.declared_exposures(_with('app01', **variables), 'hv1')
+    assert expected in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize('guest, expected', [
+    ({'name': 'web01', 'ports': [], 'protocol': 'tcp'}, "hv1: expose_guests[0]: unknown key 'protocol'"),
+    ({'name': 'web01', 'adress': '192.168.122.10', 'ports': []}, "unknown key 'adress' (did you mean 'ip'?)"),
+    ({'name': 'web01'}, 'hv1: expose_guests[0] (web01): ports must be a list of port declarations'),
+    ('web01', "hv1: expose_guests[0]: a guest is a mapping like {name: web01, ports: [...]}, not 'web01'"),
+])
+def test_bad_hypervisor_side_guests(guest, expected):
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.declared_exposures(_with('hv1', expose_guests=[guest]), 'hv1')
+    assert expected in str(exc.value), str(exc.value)
+
+
+def test_every_problem_at_once_across_both_styles():
+    hostvars = _with('hv1', expose_guests=[{'name': 'web01', 'ports': [{'host': 1, 'protocol': 'udp'}]}])
+    hostvars['app01']['expose_ports'] = [{'host': 2, 'source': []}]
+    hostvars['app02']['expose_hypervisor'] = 1
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.declared_exposures(hostvars, 'hv1')
+    text = str(exc.value)
+    assert text.startswith('3 problem(s)')
+    assert "hv1: expose_guests[0] (web01) ports[0]: unknown key 'protocol'" in text
+    assert "app01: expose_ports[0]: unknown key 'source'" in text
+    assert 'app02: expose_hypervisor must be the inventory name of a hypervisor (text), not 1' in text
+
+
+def test_a_port_claimed_by_two_guest_hosts_is_refused_naming_both():
+    hostvars = _with('app02', expose_ports=[{'host': 8443}])
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.declared_exposures(hostvars, 'hv1')
+    assert 'app02-vm tcp/8443 (declared by app02) and app01 tcp/8443 (declared by app01) claim the same port ' \
+           'on the public address' in str(exc.value)
+
+
+def test_ports_on_different_public_addresses_or_protocols_are_fine():
+    hostvars = _with('app02', expose_ports=[{'host': 8443, 'public_ip': '203.0.113.11'}, {'host': 8443, 'proto': 'udp'}])
+    assert len(F.declared_exposures(hostvars, 'hv1')) == 3
+
+
+def test_everything_the_module_supports_per_port_is_accepted_on_both_sides():
+    port = {'host': '10000:10009', 'guest': '20000-20009', 'proto': 'sctp', 'sources': ['198.51.100.0/24'],
+            'allow_in_use': True, 'public_ip': '203.0.113.11', 'in_interface': 'eth0', 'masquerade': 'never',
+            'send': 'ping', 'expect': '^web'}
+    for host in ('hv1', 'app01'):
+        exposures = F.declared_exposures(_port(host, port), 'hv1')
+        declared = [g for g in exposures if g['declared_by'] == host][0]
+        assert declared['ports'] == [dict(port, host='10000-10009')]
+
+
+@pytest.mark.parametrize('play, expected', [
+    (['hv1', 'hv2'], [{'host': 'lost', 'expose_hypervisor': 'hv9'}]),
+    (['hv1'], [{'host': 'db01', 'expose_hypervisor': 'hv2'}, {'host': 'lost', 'expose_hypervisor': 'hv9'}]),
+])
+def test_orphan_guests(play, expected):
+    hostvars = _with('hv2')
+    hostvars['lost'] = {'expose_hypervisor': 'hv9', 'expose_ports': []}
+    assert F.orphan_guests(hostvars, play) == expected
+
+
+def test_orphans_know_a_hypervisor_by_its_expose_hypervisor_name():
+    hostvars = {'hv1': {'expose_hypervisor_name': 'rack1-a'}, 'app': {'expose_hypervisor': 'rack1-a'}}
+    assert F.orphan_guests(hostvars, ['hv1']) == []
 
 
 def test_exposure_forwards():
-    exposures = [{'name': 'web01', 'ip': '192.168.122.10', 'ports': [
+    exposures = [{'name': 'web01', 'ip': '192.168.122.10', 'guest_network': '192.168.122.0/24', 'ports': [
         {'host': 8080, 'guest': 80},
-        {'host': 5353, 'guest': 53, 'proto': 'udp', 'sources': ['198.51.100.0/24']},
+        {'host': 5353, 'guest': 53, 'proto': 'udp', 'sources': ['198.51.100.0/24'], 'masquerade': 'never',
+         'public_ip': '203.0.113.11', 'in_interface': 'eth0', 'allow_in_use': True},
     ]}, {'name': 'app02', 'ip': '192.168.122.13', 'masquerade': 'always', 'ports': [{'host': '10000-10009'}]}]
-    assert exposure_forwards(exposures) == [
+    assert F.exposure_forwards(exposures) == [
         {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'guest_port': 80, 'proto': 'tcp',
-         'sources': [], 'masquerade': 'auto'},
+         'sources': [], 'masquerade': 'auto', 'guest_network': '192.168.122.0/24'},
         {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 5353, 'guest_port': 53, 'proto': 'udp',
-         'sources': ['198.51.100.0/24'], 'masquerade': 'auto'},
+         'sources': ['198.51.100.0/24'], 'masquerade': 'never', 'guest_network': '192.168.122.0/24',
+         'public_ip': '203.0.113.11', 'in_interface': 'eth0', 'allow_in_use': True},
         {'guest': 'app02', 'guest_ip': '192.168.122.13', 'host_port': '10000-10009', 'guest_port': '10000-10009',
          'proto': 'tcp', 'sources': [], 'masquerade': 'always'},
     ]
 
 
 @pytest.mark.parametrize('exposures, message', [
-    ([{'name': 'web01', 'ports': [{'host': 80}]}], 'guest web01 has no ip'),
-    ([{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'guest': 80}]}], 'guest web01: a port without "host"'),
-    ([{'ip': '192.168.122.10'}], 'an exposure without a name'),
+    ([{'ip': '192.168.122.10', 'ports': []}], 'an exposure without a name'),
+    ([{'name': 'web01', 'ports': [{'host': 1}]}], 'guest web01 has no ip'),
+    ([{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'guest': 1}]}], 'guest web01: a port without "host"'),
 ])
-def test_exposure_forwards_errors(exposures, message):
+def test_exposure_forwards_refuses(exposures, message):
     with pytest.raises(AnsibleFilterError) as exc:
-        exposure_forwards(exposures)
+        F.exposure_forwards(exposures)
     assert message in str(exc.value)
 
 
-GUESTS = [
-    {'name': 'web01', 'state': 'running', 'ipv4': ['192.168.122.10'],
-     'interfaces': [{'mac': '52:54:00:4b:01:10', 'network': 'default'}]},
-    {'name': 'db01', 'state': 'shut off', 'ipv4': [], 'interfaces': [{'mac': '52:54:00:00:00:20'}]},
-]
+def test_resolve_exposures_takes_the_module_result():
+    exposures = [{'name': 'web01', 'ip': '192.168.122.10', 'ports': []}, {'name': 'app01', 'ports': []},
+                 {'name': 'ghost', 'ports': []}]
+    addresses = {'guests': [{'name': 'web01', 'ip': '192.168.122.10'}, {'name': 'app01', 'ip': '192.168.122.77'}],
+                 'unresolved': [{'name': 'ghost', 'reason': 'no libvirt domain of that name on this host'}]}
+    result = F.resolve_exposures(exposures, addresses)
+    assert [e['ip'] for e in result['exposures']] == ['192.168.122.10', '192.168.122.77']
+    assert result['unresolved'] == [{'name': 'ghost', 'reason': 'no libvirt domain of that name on this host'}]
 
 
-def test_resolve_exposures_fills_in_addresses_and_explains_the_rest():
-    exposures = [{'name': 'web01', 'ports': [{'host': 8080}]}, {'name': 'db01', 'ports': []},
-                 {'name': 'ghost', 'ports': []}, {'name': 'app01', 'ip': '192.168.122.30', 'ports': []}]
-    result = F.resolve_exposures(exposures, GUESTS)
-    assert result['exposures'] == [
-        {'name': 'web01', 'ports': [{'host': 8080}], 'ip': '192.168.122.10', 'mac': '52:54:00:4b:01:10',
-         'network': 'default'},
-        {'name': 'app01', 'ip': '192.168.122.30', 'ports': []}]
-    assert [(u['name'], u['reason'].split(' (')[0]) for u in result['unresolved']] == [
-        ('db01', 'the domain is shut off and has no IPv4 address'),
-        ('ghost', 'no libvirt domain of that name on this host')]
+def test_missing_jmespath_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(F, 'jmespath', None)
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.guest_exposures(HOSTVARS, 'hv1')
+    assert 'needs the Python package jmespath on the controller' in str(exc.value)
 
 
-def test_allow_in_use_travels_to_the_forward():
-    forwards = F.exposure_forwards([{'name': 'web01', 'ip': '192.168.122.10',
-                                     'ports': [{'host': 80, 'guest': 80, 'allow_in_use': True}]}])
-    assert forwards[0]['allow_in_use'] is True
+def test_the_roles_own_expose_guests_win_over_hostvars():
+    """Role parameters and play variables are not in hostvars: the role passes expose_guests itself."""
+    guests = [{'name': 'ghost01', 'ports': [{'host': 8081, 'guest': 80}]}]
+    names = [g['name'] for g in F.declared_exposures(HOSTVARS, 'hv1', 'hv1', guests)]
+    assert names == ['ghost01', 'app01', 'app02-vm']
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.declared_exposures(HOSTVARS, 'hv1', 'hv1', [{'name': 'web01', 'ports': [{'host': 1, 'protocol': 'udp'}]}])
+    assert "hv1: expose_guests[0] (web01) ports[0]: unknown key 'protocol'" in str(exc.value)

@@ -1,0 +1,270 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The inventory's port declarations, one schema for every place a port is declared: PRIVATE.
+
+A hypervisor lists its guests (``expose_guests: [{name, ip, ..., ports: [...]}]``), or a guest host
+names its hypervisor (``expose_hypervisor``) and lists its ports (``expose_ports: [...]``). Both
+use the same port schema, the verify playbook reads the same declarations, and every check runs on
+the controller before anything on any host changes. Errors name the inventory host, the guest and
+the key, and suggest the key that was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+
+# per port: what the module supports per forward, plus what the verify playbook sends and expects
+PORT_KEYS = ('host', 'guest', 'proto', 'sources', 'allow_in_use', 'public_ip', 'in_interface', 'masquerade',
+             'send', 'expect')
+# per guest, hypervisor side; the guest-side variables carry the same meaning
+GUEST_KEYS = ('name', 'ip', 'masquerade', 'guest_network', 'ports')
+GUEST_VARS = {'expose_guest_name': 'name', 'expose_guest_ip': 'ip', 'expose_masquerade': 'masquerade',
+              'expose_guest_network': 'guest_network', 'expose_ports': 'ports'}
+# what people write instead (checked before the closest-spelling guess)
+ALIASES = {
+    'protocol': 'proto', 'source': 'sources', 'src': 'sources', 'allow': 'sources', 'allowed': 'sources',
+    'port': 'host', 'host_port': 'host', 'public_port': 'host', 'from': 'host', 'guest_port': 'guest',
+    'to': 'guest', 'dport': 'guest', 'interface': 'in_interface', 'iface': 'in_interface',
+    'public': 'public_ip', 'address': 'ip', 'addr': 'ip', 'guest_ip': 'ip', 'domain': 'name',
+    'masq': 'masquerade', 'snat': 'masquerade', 'network': 'guest_network', 'forwards': 'ports',
+}
+
+
+class DeclarationError(Exception):
+    """Every problem found in the declarations, one line each."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__('; '.join(self.errors))
+
+
+def _suggest(key, known):
+    """" (did you mean 'x'?)" for a key close to a known key, or to a word people write for one."""
+    if not isinstance(key, str):
+        return ''
+    words = dict({name: name for name in known}, **{alias: target for alias, target in ALIASES.items()
+                                                    if target in known})
+    close = difflib.get_close_matches(key.lower(), list(words), n=1, cutoff=0.75)
+    return " (did you mean '%s'?)" % words[close[0]] if close else ''
+
+
+def _unknown_keys(item, known, where):
+    return ['%s: unknown key %r%s; known keys: %s' % (where, key, _suggest(key, known), ', '.join(known))
+            for key in item if key not in known]
+
+
+def _is_text(value):
+    return isinstance(value, str)
+
+
+def _check(value, parse, where, key, errors):
+    try:
+        return parse(value)
+    except ValueError as exc:
+        errors.append('%s: %s: %s' % (where, key, exc))
+        return None
+
+
+def _choice(value, choices, where, key, errors):
+    if value in choices:
+        return value
+    hint = ''
+    if isinstance(value, str) and value.strip().lower() in choices:
+        hint = " (did you mean '%s'?)" % value.strip().lower()
+    errors.append('%s: %s %r must be one of %s%s' % (where, key, value, ', '.join(choices), hint))
+    return None
+
+
+def _address(value):
+    return str(_engine.parse_address(value, 'address'))
+
+
+def _network(value):
+    return str(_engine.parse_network(value, 'network'))
+
+
+def _ports(value):
+    ports = _engine.parse_ports(value)
+    return ports.first if ports.size == 1 else str(ports)
+
+
+def check_port(port, where):
+    """One port declaration -> (normalised port, errors). ``where`` names host, guest and index."""
+    if not isinstance(port, dict):
+        hint = ' (write {host: %s})' % port if isinstance(port, (int, str)) and not isinstance(port, bool) else ''
+        return None, ['%s: a port declaration is a mapping like {host: 8080, guest: 80}, not %r%s'
+                      % (where, port, hint)]
+    errors = _unknown_keys(port, PORT_KEYS, where)
+    result = {}
+    if 'host' not in port:
+        errors.append('%s: no "host" (the public port or range, like 8080 or 10000-10009)' % where)
+    else:
+        result['host'] = _check(port['host'], _ports, where, 'host', errors)
+    if port.get('guest') is not None:
+        result['guest'] = _check(port['guest'], _ports, where, 'guest', errors)
+    if port.get('proto') is not None:
+        result['proto'] = _choice(port['proto'], _engine.PROTOCOLS, where, 'proto', errors)
+    if port.get('masquerade') is not None:
+        result['masquerade'] = _choice(port['masquerade'], _engine.MASQUERADE_MODES, where, 'masquerade', errors)
+    if 'sources' in port and port['sources'] is not None:
+        sources = port['sources']
+        if not isinstance(sources, list):
+            errors.append('%s: sources must be a list of addresses or networks, like [198.51.100.0/24], not %r'
+                          % (where, sources))
+        else:
+            result['sources'] = [_check(s, _network, where, 'sources[%d]' % i, errors) for i, s in enumerate(sources)]
+    if 'allow_in_use' in port:
+        if not isinstance(port['allow_in_use'], bool):
+            errors.append('%s: allow_in_use must be true or false, not %r' % (where, port['allow_in_use']))
+        result['allow_in_use'] = port['allow_in_use'] is True
+    if port.get('public_ip') not in (None, ''):
+        result['public_ip'] = _check(port['public_ip'], _address, where, 'public_ip', errors)
+    if port.get('in_interface') not in (None, ''):
+        if not _engine.valid_interface(port['in_interface']):
+            errors.append('%s: in_interface %r is not an interface name' % (where, port['in_interface']))
+        result['in_interface'] = port['in_interface']
+    for key in ('send', 'expect'):
+        if port.get(key) is not None:
+            if not _is_text(port[key]):
+                errors.append('%s: %s must be text, not %r' % (where, key, port[key]))
+            result[key] = port[key]
+    if _is_text(port.get('expect')):
+        try:
+            re.compile(port['expect'])
+        except re.error as exc:
+            errors.append('%s: expect %r is not a regular expression: %s' % (where, port['expect'], exc))
+    return result, errors
+
+
+def check_guest(guest, where, host, names=None, port_where=None):
+    """One guest (name, ip, masquerade, guest_network, ports) -> (normalised guest, errors).
+
+    ``names`` maps a key to what the admin wrote (a guest-side variable name) for messages;
+    ``port_where`` formats the place of port N.
+    """
+    names = names or {}
+    errors = []
+    name = guest.get('name')
+    label = where
+    if not (_is_text(name) and _engine._GUEST_NAME_RE.fullmatch(name)):
+        errors.append('%s: %s %r must be a libvirt domain name: 1-64 characters of letters, digits and ._+:@-'
+                      % (where, names.get('name', 'name'), name))
+        name = None
+    elif not names:
+        label = '%s (%s)' % (where, name)
+    result = {'name': name, 'declared_by': host}
+    if guest.get('ip') not in (None, ''):
+        result['ip'] = _check(guest['ip'], _address, label, names.get('ip', 'ip'), errors)
+    if guest.get('masquerade') is not None:
+        result['masquerade'] = _choice(guest['masquerade'], _engine.MASQUERADE_MODES, label,
+                                       names.get('masquerade', 'masquerade'), errors)
+    if guest.get('guest_network') not in (None, ''):
+        result['guest_network'] = _check(guest['guest_network'], _network, label,
+                                         names.get('guest_network', 'guest_network'), errors)
+    ports = guest.get('ports')
+    if not isinstance(ports, list):
+        errors.append('%s: %s must be a list of port declarations like [{host: 8080, guest: 80}], not %r'
+                      % (label, names.get('ports', 'ports'), ports))
+        ports = []
+    result['ports'] = []
+    for index, port in enumerate(ports):
+        checked, problems = check_port(port, (port_where or label + ' ports[%d]') % index)
+        errors.extend(problems)
+        result['ports'].append(checked)
+    return result, errors
+
+
+def hypervisor_guests(host, guests):
+    """The hypervisor side: ``expose_guests`` of inventory host ``host``."""
+    if guests in (None, ''):
+        return [], []
+    if not isinstance(guests, list):
+        return [], ['%s: expose_guests must be a list of guests, not %r' % (host, guests)]
+    result, errors = [], []
+    for index, guest in enumerate(guests):
+        where = '%s: expose_guests[%d]' % (host, index)
+        if not isinstance(guest, dict):
+            errors.append('%s: a guest is a mapping like {name: web01, ports: [...]}, not %r' % (where, guest))
+            continue
+        errors.extend(_unknown_keys(guest, GUEST_KEYS, where))
+        checked, problems = check_guest(guest, where, host)
+        result.append(checked)
+        errors.extend(problems)
+    return result, errors
+
+
+def guest_side(host, variables):
+    """The guest side: inventory host ``host`` with ``expose_hypervisor`` and ``expose_ports``."""
+    guest = {'name': variables.get('expose_guest_name') or host, 'ports': variables.get('expose_ports') or []}
+    for var, key in GUEST_VARS.items():
+        if var not in ('expose_guest_name', 'expose_ports') and variables.get(var) is not None:
+            guest[key] = variables[var]
+    names = {key: var for var, key in GUEST_VARS.items()}
+    return check_guest(guest, host, host, names=names, port_where=host + ': expose_ports[%d]')
+
+
+def hypervisor_of(host, variables):
+    """The ``expose_hypervisor`` a guest host names, or None; an error when it is not a name."""
+    value = variables.get('expose_hypervisor')
+    if value in (None, ''):
+        return None, []
+    if not _is_text(value):
+        return None, ['%s: expose_hypervisor must be the inventory name of a hypervisor (text), not %r'
+                      % (host, value)]
+    return value, []
+
+
+def overlaps(guests):
+    """Two declarations claiming a host port on the same public address (or both on the default one)."""
+    errors = []
+    claims = {}
+    for guest in guests:
+        for port in guest['ports']:
+            if not port or port.get('host') is None or guest.get('name') is None:
+                continue
+            ports = _engine.parse_ports(port['host'])
+            key = (port.get('proto') or 'tcp', port.get('public_ip') or 'the public address')
+            for other, other_ports in claims.get(key, []):
+                if ports.overlaps(other_ports):
+                    errors.append('%s %s/%s (declared by %s) and %s %s/%s (declared by %s) claim the same port on %s'
+                                  % (guest['name'], key[0], ports, guest['declared_by'], other['name'], key[0],
+                                     other_ports, other['declared_by'], key[1]))
+            claims.setdefault(key, []).append((guest, ports))
+    return errors
+
+
+def declared(hostvars, host, hypervisor_name):
+    """Every exposure declared for the hypervisor ``host`` (known to guests as ``hypervisor_name``),
+    validated: its own ``expose_guests`` and every guest host naming it. DeclarationError lists all
+    problems at once."""
+    own = hostvars[host] if host in hostvars else {}
+    guests, errors = hypervisor_guests(host, own.get('expose_guests'))
+    for name in sorted(hostvars):
+        variables = hostvars[name]
+        wanted, problems = hypervisor_of(name, variables)
+        errors.extend(problems)
+        if wanted is None or wanted != hypervisor_name:
+            continue
+        guest, problems = guest_side(name, variables)
+        guests.append(guest)
+        errors.extend(problems)
+    errors.extend(overlaps(guests))
+    if errors:
+        raise DeclarationError(errors)
+    return guests
+
+
+def orphans(hostvars, hypervisor_names):
+    """Guest hosts whose ``expose_hypervisor`` names no hypervisor in ``hypervisor_names``."""
+    result = []
+    for name in sorted(hostvars):
+        wanted, _problems = hypervisor_of(name, hostvars[name])
+        if wanted is not None and wanted not in hypervisor_names:
+            result.append({'host': name, 'expose_hypervisor': wanted})
+    return result
