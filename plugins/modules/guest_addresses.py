@@ -1,0 +1,316 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: guest_addresses
+short_description: Resolve, check and pin the addresses of exposed libvirt guests
+version_added: 1.0.0
+description:
+  - For each guest, takes its declared address or finds it in libvirt (the network's DHCP lease
+    first; the guest agent only as M(kvmnet.nat.guest_info) allows it), so forwards can point at it.
+  - Refuses, naming both guests, an address that a libvirt network reserves or has leased to another
+    MAC, a declared address whose guest's MAC libvirt reserves for another address (unless the
+    reservation is one this module made), and one address given to two guests. A forward to such an
+    address would reach the wrong machine when the other one gets it.
+  - With O(pin), makes sure every guest on a libvirt network with DHCP keeps its address, with a DHCP
+    host reservation (live and persistent) for its MAC and address. The reservations it made are recorded
+    in O(record_path); only those are ever moved (when the address changes) or removed (when the guest
+    is not listed any more, or with O(state=absent)). Reservations it did not make are never touched.
+author:
+  - kvmnet.nat maintainers (@kvmnet)
+attributes:
+  check_mode:
+    support: full
+    description: Resolves and checks everything, reports the pins it would change, changes nothing.
+  diff_mode:
+    support: full
+    description: Returns the recorded pins before and after.
+  idempotent:
+    support: full
+    description: Guests already pinned to their addresses report C(changed=false).
+  platform:
+    platforms: posix
+    support: full
+    description: Hosts with libvirt and C(virsh).
+options:
+  names:
+    description: The libvirt domain names of the exposed guests.
+    type: list
+    elements: str
+    default: []
+  declared:
+    description:
+      - Addresses given in the inventory, by guest name. Guests not in here are looked up in libvirt.
+    type: dict
+    default: {}
+  pin:
+    description:
+      - Reserve each guest's address in its libvirt network's DHCP (IPv4 only).
+      - With V(false), pins made earlier are removed (nothing else changes).
+    type: bool
+    default: true
+  state:
+    description: V(absent) removes every pin this module made and its record.
+    type: str
+    choices: [present, absent]
+    default: present
+  record_path:
+    description: Where the pins this module made are recorded (JSON, mode 0600).
+    type: path
+    default: /var/lib/kvmnet-nat/pins.json
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+  address_sources:
+    description: Where looked-up addresses come from, in this order (see M(kvmnet.nat.guest_info)).
+    type: list
+    elements: str
+    choices: [lease, agent]
+    default: [lease, agent]
+notes:
+  - A guest whose address changes because of a new pin gets it from libvirt's DHCP at its next lease
+    renewal; until then its forwards point at the new address.
+seealso:
+  - module: kvmnet.nat.guest_info
+"""
+
+EXAMPLES = r"""
+- name: Resolve, check and pin the exposed guests' addresses
+  kvmnet.nat.guest_addresses:
+    names: [web01, app01]
+    declared: {web01: 192.168.122.10}
+  register: addresses
+
+- name: Remove every pin kvmnet.nat made
+  kvmnet.nat.guest_addresses:
+    state: absent
+"""
+
+RETURN = r"""
+guests:
+  description: The guests that have an address.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: app01, ip: 192.168.122.77, source: lease, mac: "52:54:00:12:34:56", network: default, pinned: true}
+unresolved:
+  description: The guests without an address, each with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: ghost01, reason: no libvirt domain of that name on this host}]
+pins:
+  description: The pins this module made, after the run.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{network: default, mac: "52:54:00:12:34:56", ip: 192.168.122.77, guest: app01}]
+changes:
+  description: What changed (or would change in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["app01: pinned 192.168.122.77 for 52:54:00:12:34:56 in network default"]
+"""
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
+from ansible_collections.kvmnet.nat.plugins.module_utils import _pins
+from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
+
+
+class _Virsh:
+    def __init__(self, module):
+        self.module = module
+        self.path = module.get_bin_path('virsh', required=True)
+        self.uri = module.params['uri']
+
+    def __call__(self, *args):
+        return _libvirt._virsh(self.module, self.path, self.uri, *args)
+
+
+def _read_networks(virsh):
+    """{name: parsed net-dumpxml, with 'active'} and {name: leases} of every libvirt network."""
+    networks, leases = {}, {}
+    active = set(line.strip() for line in virsh('net-list', '--name').splitlines() if line.strip())
+    for name in (line.strip() for line in virsh('net-list', '--all', '--name').splitlines()):
+        if not name:
+            continue
+        parsed = _libvirt.read_network(virsh.module, virsh.path, virsh.uri, name)
+        if parsed is None:
+            continue
+        parsed['active'] = name in active
+        networks[name] = parsed
+        leases[name] = _libvirt.parse_leases(virsh('net-dhcp-leases', name)) if name in active else []
+    return networks, leases
+
+
+def _interface_in(domain, ip, networks):
+    """(mac, network) of the domain's interface on the libvirt network holding ``ip``."""
+    holding = set(_pins.network_of(ip, networks))
+    for iface in domain['interfaces']:
+        if iface.get('network') in holding and iface.get('mac'):
+            return iface['mac'], iface['network']
+    return None, None
+
+
+def _resolve(module, virsh, networks, host_ips):
+    """Each named guest's address, MAC and network: (guests, unresolved, warnings)."""
+    params = module.params
+    known = set(_libvirt.list_domains(module, virsh.path, virsh.uri))
+    guests, unresolved, warnings = [], [], []
+    for name in dict.fromkeys(params['names']):
+        declared = params['declared'].get(name)
+        if declared not in (None, ''):
+            try:
+                ip = str(_engine.parse_address(declared, 'address of %s' % name))
+            except ValueError as exc:
+                module.fail_json(msg='guest %s: %s; nothing was changed' % (name, exc))
+            guest = {'name': name, 'ip': ip, 'source': 'declared', 'mac': None, 'network': None, 'pinned': False}
+            if name in known:
+                domain = _libvirt.parse_domain_xml(virsh('dumpxml', name))
+                guest['mac'], guest['network'] = _interface_in(domain, ip, networks)
+            guests.append(guest)
+            continue
+        if name not in known:
+            unresolved.append({'name': name, 'reason': 'no libvirt domain of that name on this host'})
+            continue
+        found, problems = _libvirt.describe(module, virsh.path, virsh.uri, name, params['address_sources'],
+                                            networks, host_ips)
+        warnings.extend(problems)
+        if not found['ipv4']:
+            unresolved.append({'name': name, 'reason': 'the domain is %s and has no IPv4 address (no DHCP lease, no '
+                                                       'believable guest agent answer); give its ip in the inventory '
+                                                       'or start it' % found['state']})
+            continue
+        ip = found['ipv4'][0]
+        source = next((a.get('source') for i in found['interfaces'] for a in i.get('addresses', [])
+                       if a['address'] == ip), 'lease')
+        mac, network = _interface_in(found, ip, networks)
+        guests.append({'name': name, 'ip': ip, 'source': source, 'mac': mac, 'network': network, 'pinned': False})
+    return guests, unresolved, warnings
+
+
+def _owners(virsh):
+    """{mac: domain name} of every libvirt domain, to name the other guest in a conflict."""
+    owners = {}
+    for name in _libvirt.list_domains(virsh.module, virsh.path, virsh.uri):
+        for iface in _libvirt.parse_domain_xml(virsh('dumpxml', name))['interfaces']:
+            if iface.get('mac'):
+                owners[iface['mac']] = name
+    return owners
+
+
+def _apply(virsh, networks, actions):
+    for action, pin in actions:
+        flags = ['--live', '--config'] if networks[pin.network]['active'] else ['--config']
+        command = {'add': 'add-last', 'modify': 'modify', 'delete': 'delete'}[action]
+        virsh('net-update', pin.network, command, 'ip-dhcp-host', _pins.host_xml(pin), *flags)
+
+
+def _write_record(path, pins):
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    handle, tmp = tempfile.mkstemp(prefix='.pins.', dir=directory)
+    try:
+        with os.fdopen(handle, 'w') as out:
+            out.write(_pins.dump_record(pins))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+_DESCRIBE = {'add': '%s: pinned %s for %s in network %s', 'modify': '%s: pin moved to %s for %s in network %s',
+             'delete': '%s: pin of %s for %s in network %s removed'}
+
+
+def _describe(action, pin):
+    return _DESCRIBE[action] % (pin.guest or 'a guest', pin.ip, pin.mac, pin.network)
+
+
+def run(module):
+    params = module.params
+    path = params['record_path']
+    try:
+        with open(path) as handle:
+            record = _pins.load_record(handle.read())
+    except FileNotFoundError:
+        record = []
+    except ValueError as exc:
+        module.fail_json(msg='the record of pins %s is not readable JSON (%s); nothing was changed' % (path, exc))
+    virsh = _Virsh(module)
+    networks, leases = _read_networks(virsh)
+    present = params['state'] == 'present'
+    guests, unresolved, warnings = [], [], []
+    if present:
+        host_ips = set()
+        if 'agent' in params['address_sources']:
+            host_ips = {iface.ip for iface, _dev in _routes.host_interfaces(module)}
+        guests, unresolved, warnings = _resolve(module, virsh, networks, host_ips)
+        conflicts = _pins.check(guests, networks, leases, {}, record)
+        if conflicts:
+            conflicts = _pins.check(guests, networks, leases, _owners(virsh), record)
+            module.fail_json(msg='addresses that would reach the wrong guest, nothing was changed: %s'
+                             % '; '.join(conflicts), errors=conflicts, guests=guests)
+    actions, pins, notes = _pins.plan(guests, networks, record, present and params['pin'])
+    pinned = {(p.network, p.mac) for p in pins}
+    for guest in guests:
+        reservations = networks.get(guest['network'] or '', {}).get('reservations', [])
+        guest['pinned'] = (guest['network'], guest['mac']) in pinned or any(
+            r['mac'] == guest['mac'] and r['ip'] == guest['ip'] for r in reservations)
+    changed = bool(actions) or sorted(pins) != sorted(record)
+    if changed and not module.check_mode:
+        _apply(virsh, networks, actions)
+        if pins:
+            _write_record(path, pins)
+        elif os.path.exists(path):
+            os.remove(path)
+    for warning in warnings + notes:
+        module.warn(warning)
+    result = dict(changed=changed, guests=guests, unresolved=unresolved, pins=[p.as_dict() for p in pins],
+                  changes=[_describe(action, pin) for action, pin in actions])
+    if module._diff:
+        result['diff'] = dict(before=_pins.dump_record(record), after=_pins.dump_record(pins),
+                              before_header=path, after_header=path)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            names=dict(type='list', elements='str', default=[]),
+            declared=dict(type='dict', default={}),
+            pin=dict(type='bool', default=True),
+            state=dict(type='str', choices=['present', 'absent'], default='present'),
+            record_path=dict(type='path', default='/var/lib/kvmnet-nat/pins.json'),
+            uri=dict(type='str', default='qemu:///system'),
+            address_sources=dict(type='list', elements='str', choices=list(_libvirt.ADDRESS_SOURCES),
+                                 default=list(_libvirt.ADDRESS_SOURCES)),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        run(module)
+    except _libvirt.VirshError as exc:
+        module.fail_json(msg='libvirt: %s' % exc, cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+    except _routes.RouteError as exc:
+        module.fail_json(msg='%s (needed to check guest agent addresses); nothing was changed' % exc)
+
+
+if __name__ == '__main__':
+    main()
