@@ -1,0 +1,110 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host_info
+short_description: What else manages the firewall of a hypervisor
+version_added: 1.0.0
+description:
+  - Read-only. Reports what the role M(kvmnet.nat.expose) must know before it changes anything,
+    namely whether ufw is installed and enabled, whether firewalld is installed and running, whether
+    netfilter-persistent (iptables-persistent) is installed, whether libvirt filters with its
+    nftables backend (a C(libvirt_network) table that rejects), and which packages apt would remove
+    to install the packages in O(simulate_install) (C(apt-get -s), nothing is installed).
+author:
+  - kvmnet.nat maintainers (@kvmnet)
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+    description: Nothing changes.
+  platform:
+    platforms: posix
+    support: full
+    description: Debian-family hosts (C(dpkg-query), C(apt-get), C(systemctl), C(nft) where installed).
+options:
+  simulate_install:
+    description:
+      - Packages whose installation apt simulates (only those not installed), to report what it would remove.
+    type: list
+    elements: str
+    default: []
+  paths:
+    description: Files to look for, by a name of the caller's choosing; RV(files) says which exist.
+    type: dict
+    default: {}
+notes:
+  - "Debian's ufw declares C(Breaks: iptables-persistent, netfilter-persistent): installing
+    iptables-persistent on a host with ufw removes ufw. The simulation shows that before it happens."
+"""
+
+EXAMPLES = r"""
+- name: Read the host's firewall managers
+  kvmnet.nat.host_info:
+    simulate_install: [iptables-persistent]
+  register: host
+
+- name: Never remove a package
+  ansible.builtin.assert:
+    that: host.install.would_remove | length == 0
+"""
+
+RETURN = r"""
+packages:
+  description: Whether each watched package is installed.
+  returned: always
+  type: dict
+  sample: {ufw: true, firewalld: false, iptables-persistent: false, netfilter-persistent: false, nftables: true}
+ufw:
+  description: ufw installed, and enabled in C(/etc/ufw/ufw.conf).
+  returned: always
+  type: dict
+  sample: {installed: true, enabled: true}
+firewalld:
+  description: firewalld installed, and active.
+  returned: always
+  type: dict
+  sample: {installed: false, active: false}
+netfilter_persistent:
+  description: netfilter-persistent installed.
+  returned: always
+  type: dict
+  sample: {installed: false}
+libvirt_nftables:
+  description: Per family, whether libvirt's nftables table C(libvirt_network) exists and rejects.
+  returned: always
+  type: dict
+  sample: {ipv4: false, ipv6: false}
+files:
+  description: For each name in O(paths), whether its file exists.
+  returned: always
+  type: dict
+  sample: {plugin: true, unit: false}
+install:
+  description: The simulated installation of O(simulate_install).
+  returned: always
+  type: dict
+  sample: {packages: [iptables-persistent], would_remove: [ufw], error: ""}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _host
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(simulate_install=dict(type='list', elements='str', default=[]),
+                                              paths=dict(type='dict', default={})),
+                           supports_check_mode=True)
+    module.exit_json(changed=False, **_host.read(module, module.params['simulate_install'], module.params['paths']))
+
+
+if __name__ == '__main__':
+    main()
