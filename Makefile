@@ -104,9 +104,12 @@ netns-quick: deps collection
 lab-images: deps
 	$(LAB) images
 
-# the lab is removed also when a scenario fails or make is interrupted
+# the lab is removed also when a scenario fails or make is interrupted; so is the copy of this
+# collection that Molecule installs under ~/.ansible/collections (it would shadow the build copy)
+MOLECULE_COPY := $(HOME)/.ansible/collections/ansible_collections/kvmnet/nat
 molecule: collection lab-images
-	trap '$(LAB) --name kvmmol down >/dev/null 2>&1 || true; $(LAB) --name kvmref down >/dev/null 2>&1 || true' EXIT; \
+	trap '$(LAB) --name kvmmol down >/dev/null 2>&1 || true; $(LAB) --name kvmref down >/dev/null 2>&1 || true; \
+	      rm -rf $(MOLECULE_COPY)' EXIT; \
 	molecule test -s default && molecule test -s refusals
 
 lab-up: deps lab-images

@@ -69,13 +69,13 @@ def saved_rules(host):
     return tables
 
 
-def run_verify_playbook(tmp_path):
+def run_verify_playbook(tmp_path, *extra):
     """ansible-playbook kvmnet.nat.verify from the client namespace, with Molecule's inventory."""
     inventory = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'inventory')
     report = tmp_path / 'report.json'
     proc = subprocess.run(
         ['ip', 'netns', 'exec', CLIENT_NS, 'ansible-playbook', '-i', inventory, 'kvmnet.nat.verify',
-         '-e', f'verify_report={report}'],
+         '-e', f'verify_report={report}', *extra],
         capture_output=True, text=True, check=False, timeout=300,
         env=dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0'))
     rows = json.loads(report.read_text()) if report.exists() else []

@@ -1,4 +1,4 @@
-"""After check mode and every refusal: nothing of kvmnet.nat on the hypervisor."""
+"""After check mode and every refusal: nothing of kvmnet.nat on the hypervisor, and firewalld left running."""
 testinfra_hosts = ['hv1']
 
 
@@ -13,3 +13,12 @@ def test_iptables_persistent_not_installed_by_check_mode(host):
 def test_admin_rules_file_untouched(host):
     assert '-A INPUT -p tcp -m tcp --dport 22 -m comment --comment "admin: ssh" -j ACCEPT' in \
         host.file('/etc/iptables/rules.v4').content_string
+
+
+def test_firewalld_is_left_running(host):
+    assert host.service('firewalld').is_running
+
+
+def test_no_pin_was_made(host):
+    assert not host.file('/var/lib/kvmnet-nat/pins.json').exists
+    assert host.check_output('virsh -q net-dumpxml default').count('<host ') == 1

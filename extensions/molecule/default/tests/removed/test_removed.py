@@ -16,6 +16,12 @@ def test_other_forwards_untouched(hv, proto, port, guest, seen):
     assert probe_until(f'{guest} {seen}', proto, HV[hv], port) == f'{guest} {seen}'
 
 
+def test_exactly_app01s_pin_is_gone(host):
+    xml = host.check_output('virsh -q net-dumpxml default')
+    assert host.file('/var/lib/kvmnet-nat/pins.json').exists is False      # app01's was the only pin of ours
+    assert xml.count('<host ') == 1 and "ip='192.168.122.10'" in xml, xml  # the lab's web01 reservation stays
+
+
 def test_no_rule_mentions_app01(host):
     text = '\n'.join('\n'.join(rules) for rules in saved_rules(host).values())
     assert 'kvmnet.nat: app01' not in text

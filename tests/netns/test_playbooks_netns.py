@@ -1,0 +1,119 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The playbooks against a namespace hypervisor (issue 10).
+
+kvmnet.nat.verify, run from the lab's client, reads the same declarations as the role and must report
+each row truthfully. kvmnet.nat.expose must stop, before anything changes, when no hypervisor matches
+or the inventory is wrong. The hypervisor is reached with connection local inside its namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from netlab import CLIENT_IP, CLIENT_IP_2, PUBLIC_IP, PUBLIC_IP6, Lab
+
+
+@pytest.fixture(scope='module')
+def lab():
+    """One lab: the verify playbook does not depend on the iptables flavour."""
+    lab = Lab('nft')
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+
+
+GUESTS = [
+    {'name': 'web01', 'ip': '192.168.122.10', 'ports': [
+        {'host': 2222, 'guest': 22, 'sources': [CLIENT_IP + '/32']},      # the client is inside: probed
+        {'host': 2223, 'guest': 22, 'sources': [CLIENT_IP_2 + '/32']},    # the client is outside: restricted
+        {'host': '10000:10009', 'guest': '20000-20009'},
+    ]},
+    {'name': 'web01v6', 'ip': '2001:db8:122::10', 'ports': [{'host': 8080, 'guest': 80}]},
+]
+
+
+def playbook(lab, role, inventory, name, *extra):
+    """ansible-playbook NAME in the namespace of ``role``, with this lab's collection."""
+    command = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=lab.collections_path, ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
+    return subprocess.run(['ip', 'netns', 'exec', lab.ns[role], command, '-i', str(inventory), name, *extra],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def local(**variables):
+    return dict(ansible_connection='local', ansible_python_interpreter=sys.executable, **variables)
+
+
+def test_verify_reports_allow_lists_ipv6_and_ranges_truthfully(lab, tmp_path):
+    forwards = [{'guest': 'web01', 'guest_ip': g['ip'], 'host_port': p['host'], 'guest_port': p['guest'],
+                 'sources': p.get('sources', [])} for g in GUESTS for p in g['ports']]
+    result = lab.module({'public_ip': PUBLIC_IP, 'public_ip6': PUBLIC_IP6, 'forwards': forwards})
+    assert not result.get('failed'), result.get('msg')
+    inventory = tmp_path / 'inventory.json'
+    inventory.write_text(json.dumps({'hypervisors': {'hosts': {'hv1': local(
+        expose_public_ip=PUBLIC_IP, expose_public_ip6=PUBLIC_IP6, expose_guests=GUESTS)}},
+        'all': {'hosts': {'localhost': local()}}}))
+    report = tmp_path / 'report.json'
+    proc = playbook(lab, 'client', inventory, 'kvmnet.nat.verify', '-e', 'verify_report=%s' % report,
+                    '-e', 'verify_retry_for=3')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = {(r['public_ip'], r['port']): r for r in json.loads(report.read_text())}
+    assert sorted(rows) == [(PUBLIC_IP6, 8080), (PUBLIC_IP, 2222), (PUBLIC_IP, 2223), (PUBLIC_IP, 10000),
+                            (PUBLIC_IP, 10009)]
+    inside = rows[(PUBLIC_IP, 2222)]
+    assert (inside['reachable'], inside['restricted'], inside['vantage']) == (True, False, CLIENT_IP)
+    assert inside['answer'] == 'web01 %s 22' % CLIENT_IP
+    outside = rows[(PUBLIC_IP, 2223)]
+    assert (outside['reachable'], outside['restricted'], outside['attempts']) == (None, True, 0)
+    assert 'not probed from here' in outside['error']
+    assert rows[(PUBLIC_IP, 10009)]['answer'] == 'web01 %s 20009' % CLIENT_IP
+    assert (rows[(PUBLIC_IP6, 8080)]['family'], rows[(PUBLIC_IP6, 8080)]['answer']) == (6, 'web01 2001:db8::50 80')
+    assert 'restricted' in proc.stdout and '[2001:db8::10]:8080' in proc.stdout
+    lab.module({'state': 'absent'})
+
+
+@pytest.mark.parametrize('name', ['kvmnet.nat.expose', 'kvmnet.nat.verify'])
+def test_a_play_that_matches_no_hypervisor_fails_saying_what_it_looked_for(lab, tmp_path, name):
+    inventory = tmp_path / 'inventory.json'
+    inventory.write_text(json.dumps({'guests': {'hosts': {'app01': {'expose_hypervisor': 'hv1'}}}}))
+    proc = playbook(lab, 'client', inventory, name)
+    assert proc.returncode != 0
+    assert 'No hypervisor matches "hypervisors" in this inventory' in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    proc = playbook(lab, 'client', inventory, name, '-e', 'target=rack9')
+    assert 'No hypervisor matches "rack9"' in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('hostvars, expected', [
+    ({'hv1': {'expose_guests': [{'name': 'web01', 'ip': '192.168.122.10',
+                                 'ports': [{'host': 5353, 'guest': 53, 'protocol': 'udp'}]}]}},
+     "hv1: expose_guests[0] (web01) ports[0]: unknown key 'protocol' (did you mean 'proto'?)"),
+    ({'app01': {'expose_hypervisor': 'hv1',
+                'expose_ports': [{'host': 5353, 'guest': 53, 'protocol': 'udp', 'source': ['198.51.100.0/24']}]}},
+     "app01: expose_ports[0]: unknown key 'source' (did you mean 'sources'?)"),
+    ({'app01': {'expose_hypervisor': 'hv9', 'expose_ports': [{'host': 8443}]}},
+     'app01 names expose_hypervisor "hv9", which is no hypervisor of this play (hv1)'),
+])
+def test_the_role_stops_on_a_bad_inventory_before_anything_changes(lab, tmp_path, hostvars, expected):
+    before = {4: lab.save(4), 6: lab.save(6)}
+    hosts = {'hv1': local(expose_public_ip=PUBLIC_IP, **hostvars.get('hv1', {}))}
+    guests = {name: variables for name, variables in hostvars.items() if name != 'hv1'}
+    inventory = tmp_path / 'inventory.json'
+    inventory.write_text(json.dumps({'hypervisors': {'hosts': hosts}, 'guests': {'hosts': guests},
+                                     'all': {'hosts': {'localhost': local()}}}))
+    # --check and no packages: even a validation that wrongly passed could not change this machine
+    proc = playbook(lab, 'hv', inventory, 'kvmnet.nat.expose', '--check', '-e', 'expose_install_packages=false')
+    output = ' '.join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0 and expected in output, output[-3000:]
+    assert 'nothing was changed' in output.lower() or 'Nothing was changed' in output
+    assert {4: lab.save(4), 6: lab.save(6)} == before
