@@ -11,12 +11,12 @@ import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 
 
 def _ports(value, where):
     try:
-        return _engine.parse_ports(value)
+        return _forward.parse_ports(value)
     except ValueError as exc:
         raise AnsibleFilterError('%s: %s' % (where, exc))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 
 # per port: what the module supports per forward, plus what the verify playbook sends and expects
 PORT_KEYS = ('host', 'guest', 'proto', 'sources', 'allow_in_use', 'public_ip', 'in_interface', 'masquerade',
@@ -82,15 +82,15 @@ def _choice(value, choices, where, key, errors):
 
 
 def _address(value):
-    return str(_engine.parse_address(value, 'address'))
+    return str(_forward.parse_address(value, 'address'))
 
 
 def _network(value):
-    return str(_engine.parse_network(value, 'network'))
+    return str(_forward.parse_network(value, 'network'))
 
 
 def _ports(value):
-    ports = _engine.parse_ports(value)
+    ports = _forward.parse_ports(value)
     return ports.first if ports.size == 1 else str(ports)
 
 
@@ -109,9 +109,9 @@ def check_port(port, where):
     if port.get('guest') is not None:
         result['guest'] = _check(port['guest'], _ports, where, 'guest', errors)
     if port.get('proto') is not None:
-        result['proto'] = _choice(port['proto'], _engine.PROTOCOLS, where, 'proto', errors)
+        result['proto'] = _choice(port['proto'], _forward.PROTOCOLS, where, 'proto', errors)
     if port.get('masquerade') is not None:
-        result['masquerade'] = _choice(port['masquerade'], _engine.MASQUERADE_MODES, where, 'masquerade', errors)
+        result['masquerade'] = _choice(port['masquerade'], _forward.MASQUERADE_MODES, where, 'masquerade', errors)
     if 'sources' in port and port['sources'] is not None:
         sources = port['sources']
         if not isinstance(sources, list):
@@ -126,7 +126,7 @@ def check_port(port, where):
     if port.get('public_ip') not in (None, ''):
         result['public_ip'] = _check(port['public_ip'], _address, where, 'public_ip', errors)
     if port.get('in_interface') not in (None, ''):
-        if not _engine.valid_interface(port['in_interface']):
+        if not _forward.valid_interface(port['in_interface']):
             errors.append('%s: in_interface %r is not an interface name' % (where, port['in_interface']))
         result['in_interface'] = port['in_interface']
     for key in ('send', 'expect'):
@@ -152,7 +152,7 @@ def check_guest(guest, where, host, names=None, port_where=None):
     errors = []
     name = guest.get('name')
     label = where
-    if not (_is_text(name) and _engine._GUEST_NAME_RE.fullmatch(name)):
+    if not (_is_text(name) and _forward._GUEST_NAME_RE.fullmatch(name)):
         errors.append('%s: %s %r must be a libvirt domain name: 1-64 characters of letters, digits and ._+:@-'
                       % (where, names.get('name', 'name'), name))
         name = None
@@ -162,7 +162,7 @@ def check_guest(guest, where, host, names=None, port_where=None):
     if guest.get('ip') not in (None, ''):
         result['ip'] = _check(guest['ip'], _address, label, names.get('ip', 'ip'), errors)
     if guest.get('masquerade') is not None:
-        result['masquerade'] = _choice(guest['masquerade'], _engine.MASQUERADE_MODES, label,
+        result['masquerade'] = _choice(guest['masquerade'], _forward.MASQUERADE_MODES, label,
                                        names.get('masquerade', 'masquerade'), errors)
     if guest.get('guest_network') not in (None, ''):
         result['guest_network'] = _check(guest['guest_network'], _network, label,
@@ -228,7 +228,7 @@ def overlaps(guests):
         for port in guest['ports']:
             if not port or port.get('host') is None or guest.get('name') is None:
                 continue
-            ports = _engine.parse_ports(port['host'])
+            ports = _forward.parse_ports(port['host'])
             key = (port.get('proto') or 'tcp', port.get('public_ip') or 'the public address')
             for other, other_ports in claims.get(key, []):
                 if ports.overlaps(other_ports):

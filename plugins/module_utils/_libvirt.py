@@ -6,7 +6,7 @@
 """Reading libvirt domains through virsh: PRIVATE to this collection, no stable API.
 
 The parsers are pure (unit-tested on recorded virsh output); ``describe`` runs the read-only
-virsh commands through ``module.run_command`` as argument lists with ``LANG=C``.
+virsh commands through _command.run.
 """
 
 from __future__ import annotations
@@ -14,18 +14,10 @@ from __future__ import annotations
 import ipaddress
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
+from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
 
-ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
 ADDRESS_SOURCES = ('lease', 'agent')
-
-
-class VirshError(Exception):
-    def __init__(self, cmd, rc, stderr):
-        self.cmd = cmd
-        self.rc = rc
-        self.stderr = (stderr or '').strip()
-        super().__init__('%s failed (rc=%s): %s' % (' '.join(cmd), rc, self.stderr or '(no stderr)'))
 
 
 def parse_domain_xml(text):
@@ -127,7 +119,7 @@ def agent_address_problem(interface, address, networks, host_ips):
         return 'an address of this host'
     for iface in network['ips']:
         if iface.version == ip.version and ip in iface.network:
-            problem = _engine.target_problem(ip, iface.network)
+            problem = _forward.target_problem(ip, iface.network)
             return problem if problem else None
     return 'outside network %s (%s)' % (network['name'], ', '.join(str(i.network) for i in network['ips']) or 'no addresses')
 
@@ -148,11 +140,7 @@ def merge(domain, state, addresses):
 
 
 def _virsh(module, virsh, uri, *args):
-    cmd = [virsh, '--connect', uri] + list(args)
-    rc, out, err = module.run_command(cmd, environ_update=ENVIRON)
-    if rc != 0:
-        raise VirshError(cmd, rc, err or out)
-    return out
+    return run(module, [virsh, '--connect', uri] + list(args))[1]
 
 
 def list_domains(module, virsh, uri):
@@ -164,7 +152,7 @@ def read_network(module, virsh, uri, name):
     """parse_network_xml of one libvirt network, or None when libvirt does not know it."""
     try:
         return parse_network_xml(_virsh(module, virsh, uri, 'net-dumpxml', name))
-    except VirshError:
+    except CommandError:
         return None
     except ET.ParseError:
         return None
@@ -185,7 +173,7 @@ def describe(module, virsh, uri, name, sources, networks, host_ips):
         for source in sources:
             try:
                 rows = parse_domifaddr(_virsh(module, virsh, uri, 'domifaddr', name, '--full', '--source', source))
-            except VirshError as exc:
+            except CommandError as exc:
                 warnings.append('guest %s: no addresses from source %s: %s' % (name, source, exc))
                 continue
             for row in rows:

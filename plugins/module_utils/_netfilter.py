@@ -7,8 +7,8 @@
 
 Finds which iptables flavour (legacy or nf_tables) a family uses, reads the
 ruleset with ``*-save`` and applies a payload with ``*-restore --noflush``.
-Every command is an argument list run through ``module.run_command`` with
-``LANG=C``; a failure raises CommandError carrying the command and its stderr.
+Every command runs through _command.run (an argument list, ``LANG=C``); a failure raises
+CommandError carrying the command and its stderr.
 """
 
 from __future__ import annotations
@@ -16,21 +16,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
+from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
 
-ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
 TOOL = {4: 'iptables', 6: 'ip6tables'}
 _ERROR_LINE_RE = re.compile(r'Error occurred at line: (\d+)')
-
-
-class CommandError(Exception):
-    def __init__(self, cmd, rc, stderr, context=''):
-        self.cmd = cmd
-        self.rc = rc
-        self.stderr = (stderr or '').strip()
-        self.context = context
-        text = '%s failed (rc=%s): %s' % (' '.join(cmd), rc, self.stderr or '(no stderr)')
-        super().__init__('%s: %s' % (context, text) if context else text)
 
 
 @dataclass
@@ -42,14 +32,6 @@ class Backend:
     saved: str = ''       # the save taken while detecting, reused as the first read
 
 
-def _run(module, cmd, data=None, context=''):
-    rc, out, err = module.run_command(cmd, data=data, binary_data=data is not None,
-                                      environ_update=ENVIRON)
-    if rc != 0:
-        raise CommandError(cmd, rc, err or out, context)
-    return out
-
-
 def _in_use(text):
     """A flavour is in use when its ruleset has a rule or a user-defined chain."""
     for line in text.splitlines():
@@ -59,7 +41,7 @@ def _in_use(text):
 
 
 def _flavour_of(module, binary):
-    rc, out, err = module.run_command([binary, '--version'], environ_update=ENVIRON)
+    _rc, out, err = run(module, [binary, '--version'], check=False)
     text = out + err
     if 'legacy' in text:
         return 'legacy'
@@ -68,10 +50,24 @@ def _flavour_of(module, binary):
     return None
 
 
-def detect(module, family):
+LEGACY_TABLES = {4: '/proc/net/ip_tables_names', 6: '/proc/net/ip6_tables_names'}
+
+
+def legacy_tables(family):
+    """The tables iptables-legacy holds in this network namespace; None when the kernel does not say."""
+    try:
+        with open(LEGACY_TABLES[family]) as handle:
+            return handle.read().split()
+    except OSError:
+        return None
+
+
+def detect(module, family, legacy=legacy_tables):
     """Pick the flavour this family's rules live in; refuse a host that uses both.
 
-    Returns None when the host has no iptables tool for the family at all.
+    When the kernel shows iptables-legacy holds no table here, its ruleset is not read (it is empty),
+    so a host that uses nf_tables is read once per family. Returns None when the host has no iptables
+    tool for the family at all.
     """
     base = TOOL[family]
     found = {}
@@ -80,12 +76,15 @@ def detect(module, family):
         restore = module.get_bin_path('%s-%s-restore' % (base, flavour))
         if not save or not restore:
             continue
-        rc, out, err = module.run_command([save], environ_update=ENVIRON)
+        if flavour == 'legacy' and legacy(family) == []:
+            found[flavour] = Backend(family, flavour, [save], [restore], '')
+            continue
+        rc, out, _err = run(module, [save], check=False)
         if rc == 0:
             found[flavour] = Backend(family, flavour, [save], [restore], out)
     in_use = [f for f in ('legacy', 'nft') if f in found and _in_use(found[f].saved)]
     if len(in_use) == 2:
-        raise _engine.RulesetError(
+        raise _plan.RulesetError(
             'this host has %s rules in both iptables-legacy and iptables-nft; rules in one are '
             'invisible to the other and the result would be unpredictable. Move everything to one '
             'flavour first (see %s-legacy-save and %s-nft-save)' % (base, base, base))
@@ -100,12 +99,12 @@ def detect(module, family):
         return found.get('nft') or found['legacy']
     if generic_save and generic_restore:
         return Backend(family, default or 'unknown', [generic_save], [generic_restore],
-                       _run(module, [generic_save], context='reading the IPv%d ruleset' % family))
+                       run(module, [generic_save], context='reading the IPv%d ruleset' % family)[1])
     return None
 
 
 def save(module, backend):
-    return _run(module, backend.save_cmd, context='reading the IPv%d ruleset' % backend.family)
+    return run(module, backend.save_cmd, context='reading the IPv%d ruleset' % backend.family)[1]
 
 
 def _failing_line(payload, stderr):
@@ -122,7 +121,7 @@ def restore(module, backend, payload, lock_timeout, test=False):
     cmd = backend.restore_cmd + ['--noflush', '--wait', str(lock_timeout)]
     if test:
         cmd.append('--test')
-    rc, out, err = module.run_command(cmd, data=payload, binary_data=True, environ_update=ENVIRON)
+    rc, out, err = run(module, cmd, data=payload, check=False)
     if rc != 0:
         line = _failing_line(payload, err)
         context = 'applying IPv%d rules%s' % (backend.family, ' (test run)' if test else '')

@@ -6,7 +6,7 @@
 """The host's own addresses and connected networks, read with ``ip -j``: PRIVATE to this collection.
 
 The parsers are pure (unit-tested on recorded ``ip -j`` output); the readers run ``ip`` through
-``module.run_command`` with ``LANG=C``.
+_command.run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
+from ansible_collections.kvmnet.nat.plugins.module_utils._command import run
 
 
 class RouteError(Exception):
@@ -43,7 +43,7 @@ def host_interfaces(module):
     ip_cmd = module.get_bin_path('ip')
     if not ip_cmd:
         raise RouteError('cannot read this host\'s addresses: the ip command (iproute2) is missing')
-    rc, out, err = module.run_command([ip_cmd, '-j', 'addr', 'show'], environ_update=ENVIRON)
+    rc, out, err = run(module, [ip_cmd, '-j', 'addr', 'show'], check=False)
     if rc != 0:
         raise RouteError('ip -j addr show failed (rc=%s): %s' % (rc, (err or out).strip()))
     return parse_addresses(out)
@@ -58,8 +58,7 @@ def connected_network(module, ip, interfaces):
     ip_cmd = module.get_bin_path('ip')
     if not ip_cmd:
         return None
-    rc, out, err = module.run_command([ip_cmd, '-j', '-%d' % ip.version, 'route', 'get', str(ip)],
-                                      environ_update=ENVIRON)
+    rc, out, _err = run(module, [ip_cmd, '-j', '-%d' % ip.version, 'route', 'get', str(ip)], check=False)
     if rc != 0:
         return None
     try:

@@ -262,7 +262,10 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _command
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
 from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
 from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
@@ -292,7 +295,7 @@ def argument_spec():
         public_ip6=dict(type='str'),
         in_interface=dict(type='str'),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
-        chain_prefix=dict(type='str', default=_engine.DEFAULT_PREFIX),
+        chain_prefix=dict(type='str', default=_render.DEFAULT_PREFIX),
         persist_path=dict(type='path'),
         lock_timeout=dict(type='int', default=10),
         lock_path=dict(type='path', default=_lock.DEFAULT_PATH),
@@ -308,17 +311,19 @@ def _forward_result(fwd):
                 guest_network=str(fwd.guest_network) if fwd.guest_network else None)
 
 
-def _persist_paths(path):
-    """``<path>.v4`` and ``<path>.v6``, after checking the path can hold them; None when not asked."""
+def _persist_paths(path, check_mode=False):
+    """``<path>.v4`` and ``<path>.v6``, after checking the path can hold them; None when not asked.
+
+    In check mode the directory may be missing (a role creates it before the real run)."""
     if not path:
         return None
     if not os.path.isabs(path) or path.endswith('/'):
         raise ValueError('persist_path %r must be an absolute file name (the module writes <persist_path>.v4 '
                          'and .v6)' % (path,))
     parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
+    if not os.path.isdir(parent) and not check_mode:
         raise ValueError('persist_path %s: directory %s does not exist' % (path, parent))
-    paths = {family: '%s.v%d' % (path, family) for family in _engine.FAMILIES}
+    paths = {family: '%s.v%d' % (path, family) for family in _forward.FAMILIES}
     for target in paths.values():
         if os.path.islink(target) or (os.path.lexists(target) and not os.path.isfile(target)):
             raise ValueError('persist_path: %s exists and is not a regular file; remove it first' % target)
@@ -329,7 +334,7 @@ def _check_params(module):
     """Parameters checked before anything is read or changed."""
     params = module.params
     problems = []
-    if not _engine.valid_prefix(params['chain_prefix']):
+    if not _render.valid_prefix(params['chain_prefix']):
         problems.append('chain_prefix %r must be 1-16 upper-case letters or digits, starting with a letter'
                         % (params['chain_prefix'],))
     if not 1 <= params['lock_timeout'] <= MAX_LOCK_TIMEOUT:
@@ -337,7 +342,7 @@ def _check_params(module):
     if not os.path.isabs(params['lock_path']):
         problems.append('lock_path %r must be an absolute path' % (params['lock_path'],))
     try:
-        paths = _persist_paths(params['persist_path'])
+        paths = _persist_paths(params['persist_path'], module.check_mode)
     except ValueError as exc:
         problems.append(str(exc))
         paths = None
@@ -349,9 +354,9 @@ def _check_params(module):
 def _parse(module):
     params = module.params
     try:
-        return _engine.parse_forwards(params['forwards'] if params['state'] == 'present' else [],
-                                      params['public_ip'], params['public_ip6'], params['in_interface'])
-    except _engine.ForwardError as exc:
+        return _forward.parse_forwards(params['forwards'] if params['state'] == 'present' else [],
+                                       params['public_ip'], params['public_ip6'], params['in_interface'])
+    except _forward.ForwardError as exc:
         module.fail_json(msg='invalid forwards, nothing was changed: %s' % exc, errors=exc.errors)
 
 
@@ -383,9 +388,9 @@ def _check_host(module, forwards):
     except _routes.RouteError as exc:
         module.fail_json(msg='%s; nothing was changed' % exc)
     forwards = _with_hairpin_networks(module, forwards, interfaces)
-    errors, warnings = _engine.host_address_problems(forwards, interfaces)
+    errors, warnings = _forward.host_address_problems(forwards, interfaces)
     for fwd in forwards:
-        problem = _engine.target_problem(fwd.guest_ip, fwd.guest_network)
+        problem = _forward.target_problem(fwd.guest_ip, fwd.guest_network)
         if problem:
             errors.append('forward %s: %s' % (fwd.label, problem))
     if errors:
@@ -403,15 +408,15 @@ def _plan_families(module, forwards):
     """Read and plan every family, and test every payload, before changing any: a refusal leaves all untouched."""
     params = module.params
     work = []
-    for family in _engine.FAMILIES:
+    for family in _forward.FAMILIES:
         backend = _netfilter.detect(module, family)
-        desired = _engine.desired_state(forwards, family, params['chain_prefix'])
+        desired = _render.desired_state(forwards, family, params['chain_prefix'])
         if backend is None:
             if not desired.empty:
                 module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore, nothing was changed'
                                  % (family, _netfilter.TOOL[family]))
             continue
-        plan = _engine.plan(_engine.parse_save(backend.saved), desired)
+        plan = _plan.plan(_plan.parse_save(backend.saved), desired)
         if plan.changed:
             _netfilter.restore(module, backend, plan.payload, params['lock_timeout'], test=True)
         work.append((backend, desired, plan))
@@ -432,7 +437,7 @@ def _apply(module, work, result):
         if module.check_mode:
             continue
         _netfilter.restore(module, backend, plan.payload, module.params['lock_timeout'])
-        recheck = _engine.plan(_engine.parse_save(_netfilter.save(module, backend)), desired)
+        recheck = _plan.plan(_plan.parse_save(_netfilter.save(module, backend)), desired)
         if recheck.changed:
             module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
                              'one (%s); this is a bug in kvmnet.nat, please report it with this output'
@@ -479,9 +484,9 @@ def _persist_one(module, path, text):
 
 def _persist(module, work, paths, result):
     changed = False
-    for backend, desired, _plan in work:
+    for backend, desired, _unused in work:
         path = paths[backend.family]
-        text = _engine.persist_text(desired, backend.flavour) if not desired.empty else None
+        text = _plan.persist_text(desired, backend.flavour) if not desired.empty else None
         try:
             written = _persist_one(module, path, text)
         except OSError as exc:
@@ -524,11 +529,11 @@ def run(module):
     """Everything the module does, with its refusals turned into failures that say nothing changed."""
     try:
         _run(module)
-    except _engine.RulesetError as exc:
+    except _plan.RulesetError as exc:
         module.fail_json(msg='refusing to change the ruleset, nothing was changed: %s' % exc)
     except _lock.LockError as exc:
         module.fail_json(msg=str(exc))
-    except _netfilter.CommandError as exc:
+    except _command.CommandError as exc:
         module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
 
 

@@ -112,6 +112,11 @@ pins:
   type: list
   elements: dict
   sample: [{network: default, mac: "52:54:00:12:34:56", ip: 192.168.122.77, guest: app01}]
+record_changed:
+  description: Whether the record of pins changed (or would change in check mode).
+  returned: always
+  type: bool
+  sample: false
 changes:
   description: What changed (or would change in check mode), one line each.
   returned: always
@@ -125,7 +130,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _command
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
 from ansible_collections.kvmnet.nat.plugins.module_utils import _pins
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
@@ -175,7 +181,7 @@ def _resolve(module, virsh, networks, host_ips):
         declared = params['declared'].get(name)
         if declared not in (None, ''):
             try:
-                ip = str(_engine.parse_address(declared, 'address of %s' % name))
+                ip = str(_forward.parse_address(declared, 'address of %s' % name))
             except ValueError as exc:
                 module.fail_json(msg='guest %s: %s; nothing was changed' % (name, exc))
             guest = {'name': name, 'ip': ip, 'source': 'declared', 'mac': None, 'network': None, 'pinned': False}
@@ -283,7 +289,8 @@ def run(module):
     for warning in warnings + notes:
         module.warn(warning)
     result = dict(changed=changed, guests=guests, unresolved=unresolved, pins=[p.as_dict() for p in pins],
-                  changes=[_describe(action, pin) for action, pin in actions])
+                  changes=[_describe(action, pin) for action, pin in actions],
+                  record_changed=sorted(pins) != sorted(record))
     if module._diff:
         result['diff'] = dict(before=_pins.dump_record(record), after=_pins.dump_record(pins),
                               before_header=path, after_header=path)
@@ -306,7 +313,7 @@ def main():
     )
     try:
         run(module)
-    except _libvirt.VirshError as exc:
+    except _command.CommandError as exc:
         module.fail_json(msg='libvirt: %s' % exc, cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
     except _routes.RouteError as exc:
         module.fail_json(msg='%s (needed to check guest agent addresses); nothing was changed' % exc)

@@ -122,6 +122,7 @@ missing:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _command
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
 
@@ -157,7 +158,7 @@ def main():
             for warning in warnings:
                 module.warn(warning)
             guests.append(guest)
-    except _libvirt.VirshError as exc:
+    except _command.CommandError as exc:
         module.fail_json(msg='reading libvirt guests: %s' % exc, cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
     module.exit_json(changed=False, guests=guests, missing=[n for n in wanted if n not in known])
 

@@ -22,7 +22,9 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 
 TOOLS = {4: 'iptables', 6: 'ip6tables'}
 
@@ -92,25 +94,25 @@ def main(flavour, seed, count, seconds):
         tool = '%s-%s' % (TOOLS[family], flavour)
         raws = random_set(rng, family)
         try:
-            forwards = E.parse_forwards(raws, public_ip='203.0.113.10', public_ip6=spell6(rng, '2001:db8::10'),
+            forwards = F.parse_forwards(raws, public_ip='203.0.113.10', public_ip6=spell6(rng, '2001:db8::10'),
                                         in_interface=None)
-        except E.ForwardError:
+        except F.ForwardError:
             continue        # overlapping ports: a refusal, which is fine; convergence is what is tested
         runs += 1
-        desired = E.desired_state(forwards, family)
-        live = E.parse_save(run([tool + '-save']).stdout)
-        plan = E.plan(live, desired)
+        desired = R.desired_state(forwards, family)
+        live = P.parse_save(run([tool + '-save']).stdout)
+        plan = P.plan(live, desired)
         applied = run([tool + '-restore', '--noflush'], plan.payload)
         if applied.returncode != 0:
             failures.append({'case': case, 'step': 'apply', 'stderr': applied.stderr, 'forwards': raws})
             continue
-        again = E.plan(E.parse_save(run([tool + '-save']).stdout), desired)
+        again = P.plan(P.parse_save(run([tool + '-save']).stdout), desired)
         if again.changed:
             failures.append({'case': case, 'step': 'read back', 'reasons': again.reasons, 'forwards': raws,
                              'payload': again.payload})
     for family in (4, 6):       # leave no rule of ours behind
         tool = '%s-%s' % (TOOLS[family], flavour)
-        plan = E.plan(E.parse_save(run([tool + '-save']).stdout), E.desired_state([], family))
+        plan = P.plan(P.parse_save(run([tool + '-save']).stdout), R.desired_state([], family))
         if plan.changed:
             run([tool + '-restore', '--noflush'], plan.payload)
     print(json.dumps({'runs': runs, 'failures': failures[:5], 'failed': len(failures)}))

@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Follow a packet through rules written by the engine, as the kernel would (tests and benchmarks).
 
-Understands exactly the options the engine writes (see _engine.check_payload): address, port and
+Understands exactly the options the engine writes (see _plan.check_payload): address, port and
 conntrack matches, ``-j`` into a chain (returns), ``-g`` (does not), and terminal targets. A packet
 is a dict: proto, src, dst, dport, iface, local (destination is a local address), and its conntrack
 entry: states (e.g. ('NEW', 'DNAT')), origdst, origdstport, replsrc.

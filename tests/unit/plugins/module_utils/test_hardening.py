@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils import rulewalk
 
 PUB = '203.0.113.10'
@@ -33,14 +35,14 @@ def as_live(text):
             _i, chain, _one, spec = line.split(' ', 3)
             line = '-A %s %s' % (chain, spec)
         lines.append(line)
-    return E.parse_save('\n'.join(lines) + '\n')
+    return P.parse_save('\n'.join(lines) + '\n')
 
 
 def refused(forwards, **kwargs):
     args = dict(public_ip=PUB, public_ip6=PUB6)
     args.update(kwargs)
-    with pytest.raises(E.ForwardError) as exc:
-        E.parse_forwards(forwards, **args)
+    with pytest.raises(F.ForwardError) as exc:
+        F.parse_forwards(forwards, **args)
     return ' | '.join(exc.value.errors)
 
 
@@ -70,7 +72,7 @@ def test_zone_ids_and_newlines_in_addresses_are_refused(kwargs, forwards, expect
     ('2001:db8::', '2001:db8::/128'),
 ])
 def test_addresses_are_rendered_from_their_parsed_value_as_iptables_prints_them(text, rendered):
-    assert E._addr(E.parse_address(text, 'x')) == rendered
+    assert R._addr(F.parse_address(text, 'x')) == rendered
 
 
 # ---------------------------------------------------------------- the payload grammar
@@ -78,16 +80,16 @@ def test_addresses_are_rendered_from_their_parsed_value_as_iptables_prints_them(
 def _desired():
     dns = fwd(guest='dns', guest_ip='192.168.122.11', proto='udp', host_port=53, guest_port=53,
               sources=['198.51.100.0/24'], masquerade='always')
-    forwards = E.parse_forwards([fwd(), dns], public_ip=PUB)
-    return E.desired_state(forwards, 4)
+    forwards = F.parse_forwards([fwd(), dns], public_ip=PUB)
+    return R.desired_state(forwards, 4)
 
 
 def test_every_line_the_engine_writes_passes_its_grammar():
     desired = _desired()
-    E.check_payload(E.plan({}, desired).payload, 'KVMNAT')
-    E.check_payload(E.persist_text(desired, 'nft'), 'KVMNAT', comments=True)
-    E.check_payload(E.plan(as_live(E.persist_text(desired, 'nft')),
-                           E.desired_state([], 4)).payload, 'KVMNAT')
+    P.check_payload(P.plan({}, desired).payload, 'KVMNAT')
+    P.check_payload(P.persist_text(desired, 'nft'), 'KVMNAT', comments=True)
+    P.check_payload(P.plan(as_live(P.persist_text(desired, 'nft')),
+                           R.desired_state([], 4)).payload, 'KVMNAT')
 
 
 GOOD_RULE = ('-d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -m comment --comment "kvmnet.nat: web01 tcp/8080->80" '
@@ -119,12 +121,12 @@ GOOD_RULE = ('-d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -m comment --comment
     '*filter',
 ])
 def test_grammar_refuses_every_line_the_engine_does_not_write(line):
-    with pytest.raises(E.PayloadError):
-        E.check_payload('*nat\n%s\nCOMMIT\n' % line, 'KVMNAT')
+    with pytest.raises(P.PayloadError):
+        P.check_payload('*nat\n%s\nCOMMIT\n' % line, 'KVMNAT')
 
 
 def test_grammar_accepts_the_good_rule_in_its_table():
-    E.check_payload('*nat\n:KVMNAT_DNAT - [0:0]\n-A KVMNAT_DNAT %s\nCOMMIT\n' % GOOD_RULE, 'KVMNAT')
+    P.check_payload('*nat\n:KVMNAT_DNAT - [0:0]\n-A KVMNAT_DNAT %s\nCOMMIT\n' % GOOD_RULE, 'KVMNAT')
 
 
 # ---------------------------------------------------------------- 2. hairpin behind the dispatch tree
@@ -150,7 +152,7 @@ def _random_forwards(rng, count):
                          guest_port=rng.choice([80, 443, port]), proto=rng.choice(['tcp', 'udp']),
                          masquerade=rng.choice(['auto', 'always', 'always', 'never']), guest_network=net,
                          public_ip=rng.choice([PUB, '203.0.113.11'])))
-    return E.parse_forwards(raws)
+    return F.parse_forwards(raws)
 
 
 def test_tree_and_flat_chains_masquerade_the_same_connections():
@@ -160,9 +162,9 @@ def test_tree_and_flat_chains_masquerade_the_same_connections():
     rng = random.Random(11)
     for _round in range(60):
         forwards = _random_forwards(rng, rng.randint(9, 70))
-        desired = E.desired_state(forwards, 4)
+        desired = R.desired_state(forwards, 4)
         chains = rulewalk.by_name(desired.chains)
-        flat = {'FLAT': [rule for f in forwards for rule in E.render_masquerade(f)]}
+        flat = {'FLAT': [rule for f in forwards for rule in R.render_masquerade(f)]}
         for forward in forwards:
             for packet in _packets(forward, rng):
                 assert rulewalk.walk(chains, 'KVMNAT_SNAT', packet) == rulewalk.walk(flat, 'FLAT', packet), \
@@ -176,8 +178,8 @@ def test_the_issue_layout_keeps_hairpin():
     raws.append(fwd(guest='web01', host_port=1005 + 100, guest_network='192.168.122.0/24'))
     raws.append(fwd(guest='late', guest_ip='192.168.122.99', host_port=1006, public_ip='203.0.113.11',
                     guest_network='192.168.122.0/24'))
-    forwards = E.parse_forwards(raws, public_ip=PUB)
-    chains = rulewalk.by_name(E.desired_state(forwards, 4).chains)
+    forwards = F.parse_forwards(raws, public_ip=PUB)
+    chains = rulewalk.by_name(R.desired_state(forwards, 4).chains)
     late = next(f for f in forwards if f.guest == 'late')
     hairpin = dict(proto='tcp', src='192.168.122.50', dst='192.168.122.99', dport=80, states=('NEW', 'DNAT'),
                    origdst='203.0.113.11', origdstport=1006)
@@ -190,10 +192,10 @@ def test_dnat_and_forward_trees_agree_with_flat_chains():
     rng = random.Random(3)
     for _round in range(30):
         forwards = _random_forwards(rng, rng.randint(9, 60))
-        desired = E.desired_state(forwards, 4)
+        desired = R.desired_state(forwards, 4)
         chains = rulewalk.by_name(desired.chains)
-        flat_dnat = {'FLAT': [rule for f in forwards for rule in E.render_dnat(f)]}
-        flat_fwd = {'FLAT': [E.render_accept(f) for f in forwards]}
+        flat_dnat = {'FLAT': [rule for f in forwards for rule in R.render_dnat(f)]}
+        flat_fwd = {'FLAT': [R.render_accept(f) for f in forwards]}
         for forward in forwards:
             outside = _packets(forward, rng)[0]
             before_dnat = dict(outside, dst=outside['origdst'], dport=outside['origdstport'], states=('NEW',))
@@ -217,8 +219,8 @@ HOST = [(ipaddress.ip_interface('192.168.122.1/24'), 'virbr0'), (ipaddress.ip_in
     (fwd(guest_ip='2001:db8:122::'), 'guest_ip 2001:db8:122:: is the network address of 2001:db8:122::/64'),
 ])
 def test_guest_addresses_of_the_host_are_refused(raw, expected):
-    forwards = E.parse_forwards([raw], public_ip=PUB, public_ip6=PUB6)
-    errors, _warnings = E.host_address_problems(forwards, HOST)
+    forwards = F.parse_forwards([raw], public_ip=PUB, public_ip6=PUB6)
+    errors, _warnings = F.host_address_problems(forwards, HOST)
     assert any(expected in error for error in errors), errors
 
 
@@ -241,8 +243,8 @@ def test_the_broadcast_address_of_a_declared_guest_network_is_refused():
 
 
 def test_a_guest_in_the_host_networks_is_fine():
-    forwards = E.parse_forwards([fwd()], public_ip=PUB)
-    assert E.host_address_problems(forwards, HOST) == ([], [])
+    forwards = F.parse_forwards([fwd()], public_ip=PUB)
+    assert F.host_address_problems(forwards, HOST) == ([], [])
 
 
 # ---------------------------------------------------------------- 4. public addresses that make no sense
@@ -259,14 +261,14 @@ def test_a_guest_in_the_host_networks_is_fine():
 def test_public_addresses_that_make_no_sense_are_refused(kwargs, raw, expected):
     args = dict(public_ip=PUB, public_ip6=PUB6)
     args.update(kwargs)
-    with pytest.raises(E.ForwardError) as exc:
-        E.parse_forwards([raw], **args)
+    with pytest.raises(F.ForwardError) as exc:
+        F.parse_forwards([raw], **args)
     assert any(expected in error for error in exc.value.errors), exc.value.errors
 
 
 def test_a_public_address_of_a_connected_networks_broadcast_is_refused_and_a_foreign_one_warned():
-    forwards = E.parse_forwards([fwd(public_ip='203.0.113.255'), fwd(host_port=81, public_ip='198.51.100.9')])
-    errors, warnings = E.host_address_problems(forwards, HOST)
+    forwards = F.parse_forwards([fwd(public_ip='203.0.113.255'), fwd(host_port=81, public_ip='198.51.100.9')])
+    errors, warnings = F.host_address_problems(forwards, HOST)
     assert any('public_ip 203.0.113.255 is the network or broadcast address of 203.0.113.0/24' in e for e in errors)
     assert len(warnings) == 1 and warnings[0].startswith('public_ip 198.51.100.9 is not an address of this host')
 
@@ -287,15 +289,15 @@ def test_inputs_iptables_save_prints_differently_are_refused(raw, expected):
 
 def test_a_plan_of_what_was_applied_is_empty():
     """The saved form is the rendered form: render, take it as the live ruleset, plan again."""
-    forwards = E.parse_forwards([
+    forwards = F.parse_forwards([
         fwd(guest_ip='2001:db8:0:0:1:0:0:10', host_port='10000:10009', guest_port='10000-10009',
             sources=['2001:DB8:1::/48']),
         fwd(guest='b', guest_ip='192.168.122.11', sources=['198.51.100.7'], host_port=1),
     ], public_ip=PUB, public_ip6='2001:db8:0::10')
     for family in (4, 6):
-        desired = E.desired_state(forwards, family)
-        live = as_live(E.persist_text(desired, 'nft'))
-        again = E.plan(live, desired)
+        desired = R.desired_state(forwards, family)
+        live = as_live(P.persist_text(desired, 'nft'))
+        again = P.plan(live, desired)
         assert (again.changed, again.reasons) == (False, [])
 
 
@@ -324,14 +326,14 @@ def test_strings_are_matched_whole_and_ascii(raw, kwargs, expected):
 @pytest.mark.parametrize('prefix, ok', [('KVMNAT', True), ('KVMNAT\n', False), ('KVM NAT', False), ('ＫＶＭ', False),
                                         ('K' * 16, True), ('K' * 17, False)])
 def test_chain_prefix_is_matched_whole(prefix, ok):
-    assert E.valid_prefix(prefix) is ok
+    assert R.valid_prefix(prefix) is ok
 
 
 @pytest.mark.parametrize('name, ok', [('eth0', True), ('eth+', True), ('br-lan.10', True), ('a' * 15, True),
                                       ('a' * 14 + '+', True), ('a' * 16, False), ('+', False), ('.', False),
                                       ('eth0+x', False), ('éth0', False)])
 def test_interface_names(name, ok):
-    assert E.valid_interface(name) is ok
+    assert F.valid_interface(name) is ok
 
 
 # ---------------------------------------------------------------- 12. an admin's jump into our chains
@@ -346,17 +348,17 @@ def test_interface_names(name, ok):
 ])
 def test_a_jump_into_our_chains_that_is_not_ours_is_refused_and_named(table, chain, spec):
     desired = _desired()
-    live = as_live(E.persist_text(desired, 'nft'))
-    live.setdefault(table, E.Table(table)).rules.setdefault(chain, []).append(spec)
-    with pytest.raises(E.RulesetError) as exc:
-        E.plan(live, desired)
+    live = as_live(P.persist_text(desired, 'nft'))
+    live.setdefault(table, P.Table(table)).rules.setdefault(chain, []).append(spec)
+    with pytest.raises(P.RulesetError) as exc:
+        P.plan(live, desired)
     assert 'rule "-A %s %s" in table %s jumps into a kvmnet.nat chain but is not kvmnet.nat\'s own jump' \
         % (chain, spec, table) in str(exc.value)
 
 
 def test_a_chain_of_our_name_in_another_table_is_not_ours():
-    live = E.parse_save('*nat\n:KVMNAT_FWD - [0:0]\n-A PREROUTING -j KVMNAT_FWD\nCOMMIT\n')
-    result = E.plan(live, _desired())
+    live = P.parse_save('*nat\n:KVMNAT_FWD - [0:0]\n-A PREROUTING -j KVMNAT_FWD\nCOMMIT\n')
+    result = P.plan(live, _desired())
     assert ':KVMNAT_FWD' not in result.payload.split('*nat')[1]     # left alone in nat
 
 
@@ -427,18 +429,18 @@ def test_fuzz_never_a_traceback_never_a_line_outside_the_grammar():
                   'in_interface': rng.choice([None, None, 'eth0', _mutate(rng, 'eth0')])}
         prefix = rng.choice(['KVMNAT', 'LAB2', _mutate(rng, 'KVMNAT')])
         try:
-            forwards = E.parse_forwards(raws, **kwargs)
-        except E.ForwardError as exc:
+            forwards = F.parse_forwards(raws, **kwargs)
+        except F.ForwardError as exc:
             assert exc.errors and all(isinstance(e, str) for e in exc.errors)
             refused_count += 1
             continue
-        if not E.valid_prefix(prefix):
+        if not R.valid_prefix(prefix):
             continue
         accepted += 1
         for family in (4, 6):
-            desired = E.desired_state(forwards, family, prefix)
-            text = E.persist_text(desired, 'nft')         # runs plan({}) and both grammar checks
+            desired = R.desired_state(forwards, family, prefix)
+            text = P.persist_text(desired, 'nft')         # runs plan({}) and both grammar checks
             live = as_live(text)
-            assert E.plan(live, desired).changed is False, case
-            E.plan(live, E.desired_state([], family, prefix))   # removal passes the grammar too
+            assert P.plan(live, desired).changed is False, case
+            P.plan(live, R.desired_state([], family, prefix))   # removal passes the grammar too
     assert accepted > 100 and refused_count > 100, (accepted, refused_count)

@@ -89,7 +89,7 @@ class FakeModule:
         self.calls = []
 
     def run_command(self, cmd, environ_update=None):
-        assert isinstance(cmd, list) and environ_update == L.ENVIRON
+        assert isinstance(cmd, list) and environ_update == {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
         self.calls.append(cmd[3:])
         return self.answers[' '.join(cmd[3:])]
 

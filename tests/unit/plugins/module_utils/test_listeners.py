@@ -9,7 +9,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
 
 # Recorded from a host with nginx on 0.0.0.0:80, sshd on [::]:22, a resolver on 127.0.0.53:53/udp,
@@ -42,7 +42,7 @@ def forward(host_port, proto='tcp', public_ip=PUBLIC, in_interface=None, allow=F
            'allow_in_use': allow}
     if public_ip:
         raw['public_ip'] = public_ip
-    return _engine.parse_forwards([raw], None, '2001:db8::10', in_interface)
+    return _forward.parse_forwards([raw], None, '2001:db8::10', in_interface)
 
 
 def test_parse_keeps_only_listening_and_unconnected_sockets():

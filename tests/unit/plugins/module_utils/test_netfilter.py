@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter as N
 
 EMPTY = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n'
@@ -49,16 +49,25 @@ class FakeModule:
 def test_detect_picks_the_flavour_in_use(legacy, nft, default, expected):
     module = FakeModule({'iptables-legacy-save': (0, legacy, ''), 'iptables-nft-save': (0, nft, ''),
                          'iptables-save --version': (0, default, '')})
-    backend = N.detect(module, 4)
+    backend = N.detect(module, 4, legacy=lambda family: None)
     assert backend.flavour == expected
     assert backend.restore_cmd == ['/usr/sbin/iptables-%s-restore' % expected]
     assert backend.saved == (legacy if expected == 'legacy' else nft)
 
 
+@pytest.mark.parametrize('tables, reads', [([], ['iptables-nft-save']),
+                                           (['filter'], ['iptables-legacy-save', 'iptables-nft-save']),
+                                           (None, ['iptables-legacy-save', 'iptables-nft-save'])])
+def test_detect_reads_legacy_only_when_the_kernel_shows_it_holds_a_table(tables, reads):
+    module = FakeModule({'iptables-legacy-save': (0, EMPTY, ''), 'iptables-nft-save': (0, RULES, '')})
+    assert N.detect(module, 4, legacy=lambda family: tables).flavour == 'nft'
+    assert [cmd[0].rsplit('/', 1)[-1] for cmd, _data in module.calls] == reads
+
+
 def test_detect_refuses_rules_in_both_flavours():
     module = FakeModule({'iptables-legacy-save': (0, RULES, ''), 'iptables-nft-save': (0, USER_CHAIN, '')})
-    with pytest.raises(E.RulesetError) as exc:
-        N.detect(module, 4)
+    with pytest.raises(P.RulesetError) as exc:
+        N.detect(module, 4, legacy=lambda family: None)
     assert 'both iptables-legacy and iptables-nft' in str(exc.value)
 
 
@@ -69,7 +78,7 @@ def test_detect_without_any_tool_for_the_family():
 def test_detect_falls_back_to_the_generic_tools():
     module = FakeModule({'iptables-save --version': (0, 'iptables-save v1.8.4 (legacy)', ''),
                          'iptables-save': (0, EMPTY, '')}, binaries={'iptables-save', 'iptables-restore'})
-    backend = N.detect(module, 4)
+    backend = N.detect(module, 4, legacy=lambda family: None)
     assert (backend.flavour, backend.save_cmd) == ('legacy', ['/usr/sbin/iptables-save'])
 
 

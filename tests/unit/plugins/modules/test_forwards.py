@@ -14,7 +14,9 @@ import stat
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
 from ansible_collections.kvmnet.nat.plugins.modules import forwards as M
 
@@ -58,7 +60,7 @@ class FakeModule:
         prefix, answer = self.answers.pop(0)
         assert key.startswith(prefix), 'expected %s, ran %s' % (prefix, key)
         if data is not None and answer[0] == 0 and 'restore' in key:
-            E.check_payload(data, self.params['chain_prefix'])     # only engine-written lines reach restore
+            P.check_payload(data, self.params['chain_prefix'])     # only engine-written lines reach restore
         return answer
 
     def warn(self, text):
@@ -92,15 +94,16 @@ HOST = [('ip -j addr show', (0, ADDR, '')), ('ip -j -4 route get 192.168.122.10'
 
 def desired(params):
     """What the module wants for IPv4 (guest network from the canned route: 192.168.122.0/24)."""
-    forwards = E.parse_forwards(params['forwards'], params.get('public_ip'))
+    forwards = F.parse_forwards(params['forwards'], params.get('public_ip'))
     forwards = [dataclasses.replace(f, guest_network=ipaddress.ip_network('192.168.122.0/24')) for f in forwards]
-    return E.desired_state(forwards, 4)
+    return R.desired_state(forwards, 4)
 
 
 def applied(params):
     """The IPv4 ruleset after the forwards were applied to EMPTY4, as iptables-save prints it."""
-    text = E.plan(E.parse_save(EMPTY4), desired(params)).payload
-    tables = E.parse_save(EMPTY4)
+    text = P.plan(P.parse_save(EMPTY4), desired(params)).payload
+    tables = P.parse_save(EMPTY4)
+    current = None
     for line in text.splitlines():
         if line.startswith(':'):
             tables[current].chains[line[1:].split()[0]] = '-'
@@ -170,8 +173,8 @@ def test_persistence_writes_exactly_the_plan_with_its_mode_and_header(lock, tmp_
     assert result['changed'] is True and result['reasons'] == ['ipv4 persisted rules in %s.v4 updated' % base]
     text = (tmp_path / 'kvmnet-nat.v4').read_text()
     assert text.splitlines()[1].startswith('# kvmnet-nat-restore format=2 family=4 flavour=nft prefix=KVMNAT sha256=')
-    assert text == E.persist_text(desired(params), 'nft')
-    assert text.split('\n', 2)[2] == E.plan({}, desired(params)).payload
+    assert text == P.persist_text(desired(params), 'nft')
+    assert text.split('\n', 2)[2] == P.plan({}, desired(params)).payload
     assert stat.S_IMODE(os.stat(base + '.v4').st_mode) == 0o640
     assert not (tmp_path / 'kvmnet-nat.v6').exists()
     assert sorted(os.listdir(tmp_path)) == ['kvmnet-nat.lock', 'kvmnet-nat.v4']     # no temporary file left

@@ -11,7 +11,9 @@ import random
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _engine as E
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 PUB = '203.0.113.10'
@@ -31,14 +33,14 @@ def fwd(**kw):
 # ---------------------------------------------------------------- ports
 
 @pytest.mark.parametrize('value, expected', [
-    (8080, E.PortRange(8080, 8080)),
-    ('8080', E.PortRange(8080, 8080)),
-    ('10000-10009', E.PortRange(10000, 10009)),
-    ('10000:10009', E.PortRange(10000, 10009)),
-    (' 1 - 65535 ', E.PortRange(1, 65535)),
+    (8080, F.PortRange(8080, 8080)),
+    ('8080', F.PortRange(8080, 8080)),
+    ('10000-10009', F.PortRange(10000, 10009)),
+    ('10000:10009', F.PortRange(10000, 10009)),
+    (' 1 - 65535 ', F.PortRange(1, 65535)),
 ])
 def test_parse_ports_accepts(value, expected):
-    assert E.parse_ports(value) == expected
+    assert F.parse_ports(value) == expected
 
 
 @pytest.mark.parametrize('value, message', [
@@ -51,7 +53,7 @@ def test_parse_ports_accepts(value, expected):
 ])
 def test_parse_ports_refuses(value, message):
     with pytest.raises(ValueError) as exc:
-        E.parse_ports(value)
+        F.parse_ports(value)
     assert message in str(exc.value)
 
 
@@ -89,21 +91,21 @@ BAD_INPUT = [
 def test_bad_input_is_refused_with_guest_and_port(forwards, kwargs, expected):
     args = dict(public_ip=PUB)
     args.update(kwargs)
-    with pytest.raises(E.ForwardError) as exc:
-        E.parse_forwards(forwards, **args)
+    with pytest.raises(F.ForwardError) as exc:
+        F.parse_forwards(forwards, **args)
     assert any(expected in err for err in exc.value.errors), exc.value.errors
 
 
 def test_every_problem_is_reported_at_once():
-    with pytest.raises(E.ForwardError) as exc:
-        E.parse_forwards([fwd(host_port=0), fwd(guest='dns01', proto='icmp', host_port=53)], public_ip=PUB)
+    with pytest.raises(F.ForwardError) as exc:
+        F.parse_forwards([fwd(host_port=0), fwd(guest='dns01', proto='icmp', host_port=53)], public_ip=PUB)
     assert len(exc.value.errors) == 2
     assert exc.value.errors[0].startswith('forward web01 tcp/0:')
     assert exc.value.errors[1].startswith('forward dns01 icmp/53:')
 
 
 def test_same_port_on_different_public_ips_or_protocols_is_fine():
-    result = E.parse_forwards([
+    result = F.parse_forwards([
         fwd(), fwd(guest='web02', guest_ip='192.168.122.11', public_ip='203.0.113.11'),
         fwd(guest='dns', guest_ip='192.168.122.12', proto='udp'),
     ], public_ip=PUB)
@@ -111,8 +113,8 @@ def test_same_port_on_different_public_ips_or_protocols_is_fine():
 
 
 def test_guest_port_defaults_to_host_port():
-    (result,) = E.parse_forwards([dict(guest='a', guest_ip='192.168.122.5', host_port='10000-10001')], public_ip=PUB)
-    assert result.guest_ports == E.PortRange(10000, 10001)
+    (result,) = F.parse_forwards([dict(guest='a', guest_ip='192.168.122.5', host_port='10000-10001')], public_ip=PUB)
+    assert result.guest_ports == F.PortRange(10000, 10001)
 
 
 # ---------------------------------------------------------------- rendering
@@ -172,14 +174,14 @@ EXPECTED_JUMPS = [
 
 
 def example_forwards():
-    return E.parse_forwards(ISSUE_EXAMPLE, public_ip=PUB)
+    return F.parse_forwards(ISSUE_EXAMPLE, public_ip=PUB)
 
 
 def test_desired_state_of_the_issue_example():
-    desired = E.desired_state(example_forwards(), 4)
+    desired = R.desired_state(example_forwards(), 4)
     assert desired.chains == EXPECTED_V4
     assert desired.jumps == EXPECTED_JUMPS
-    assert E.desired_state(example_forwards(), 6).empty
+    assert R.desired_state(example_forwards(), 6).empty
 
 
 @pytest.mark.parametrize('raw, kwargs, expected_dnat', [
@@ -196,13 +198,13 @@ def test_desired_state_of_the_issue_example():
 def test_dnat_variants(raw, kwargs, expected_dnat):
     args = dict(public_ip=PUB)
     args.update(kwargs)
-    (forward,) = E.parse_forwards([raw], **args)
-    assert E.render_dnat(forward) == [expected_dnat]
+    (forward,) = F.parse_forwards([raw], **args)
+    assert R.render_dnat(forward) == [expected_dnat]
 
 
 def test_interface_only_forward_matches_origin_without_address():
-    (forward,) = E.parse_forwards([fwd(masquerade='always')], in_interface='eth0')
-    desired = E.desired_state([forward], 4)
+    (forward,) = F.parse_forwards([fwd(masquerade='always')], in_interface='eth0')
+    desired = R.desired_state([forward], 4)
     assert desired.chains[('filter', 'KVMNAT_FWD')][0] == (
         '-m conntrack --ctstate RELATED,ESTABLISHED ! --ctorigdst 192.168.122.10 --ctreplsrc 192.168.122.10 '
         '-m comment --comment "kvmnet.nat: web01 established" -j ACCEPT')
@@ -215,28 +217,28 @@ def test_interface_only_forward_matches_origin_without_address():
     ('never', '192.168.122.0/24', 0), ('auto', None, 0), ('auto', '192.168.122.0/24', 1), ('always', None, 1),
 ])
 def test_masquerade_modes(mode, network, count):
-    (forward,) = E.parse_forwards([fwd(masquerade=mode, guest_network=network)], public_ip=PUB)
-    rules = E.render_masquerade(forward)
+    (forward,) = F.parse_forwards([fwd(masquerade=mode, guest_network=network)], public_ip=PUB)
+    rules = R.render_masquerade(forward)
     assert len(rules) == count
     for rule in rules:
         assert '--ctorigdstport 8080' in rule and '-d 192.168.122.10/32' in rule  # never unscoped
 
 
 def test_one_dnat_per_source():
-    (forward,) = E.parse_forwards([fwd(sources=['198.51.100.0/24', '192.0.2.7'])], public_ip=PUB)
-    assert [rule.split()[1] for rule in E.render_dnat(forward)] == ['192.0.2.7/32', '198.51.100.0/24']
+    (forward,) = F.parse_forwards([fwd(sources=['198.51.100.0/24', '192.0.2.7'])], public_ip=PUB)
+    assert [rule.split()[1] for rule in R.render_dnat(forward)] == ['192.0.2.7/32', '198.51.100.0/24']
 
 
 def test_forward_order_does_not_change_the_rules():
-    forward = E.desired_state(E.parse_forwards(ISSUE_EXAMPLE, public_ip=PUB), 4)
-    backward = E.desired_state(E.parse_forwards(list(reversed(ISSUE_EXAMPLE)), public_ip=PUB), 4)
+    forward = R.desired_state(F.parse_forwards(ISSUE_EXAMPLE, public_ip=PUB), 4)
+    backward = R.desired_state(F.parse_forwards(list(reversed(ISSUE_EXAMPLE)), public_ip=PUB), 4)
     assert forward.chains == backward.chains
 
 
 # ---------------------------------------------------------------- parsing
 
 def test_parse_save_keeps_others_rules_in_order_and_drops_counters():
-    tables = E.parse_save(fixture('libvirt-docker.save'))
+    tables = P.parse_save(fixture('libvirt-docker.save'))
     assert sorted(tables) == ['filter', 'mangle', 'nat']
     assert tables['filter'].chains['FORWARD'] == 'DROP'
     assert tables['filter'].rules['FORWARD'][:4] == [
@@ -246,23 +248,23 @@ def test_parse_save_keeps_others_rules_in_order_and_drops_counters():
 
 
 def test_parse_save_with_counters():
-    tables = E.parse_save('*filter\n:FORWARD ACCEPT [5:300]\n[4:240] -A FORWARD -j ACCEPT\nCOMMIT\n')
+    tables = P.parse_save('*filter\n:FORWARD ACCEPT [5:300]\n[4:240] -A FORWARD -j ACCEPT\nCOMMIT\n')
     assert tables['filter'].rules['FORWARD'] == ['-j ACCEPT']
 
 
 @pytest.mark.parametrize('text', ['-A FORWARD -j ACCEPT\n', '*filter\nnonsense\nCOMMIT\n',
                                   '*filter\n[0:0] -A\nCOMMIT\n', '*filter\n-A FORWARD\nCOMMIT\n'])
 def test_parse_save_refuses_garbage(text):
-    with pytest.raises(E.RulesetError):
-        E.parse_save(text)
+    with pytest.raises(P.RulesetError):
+        P.parse_save(text)
 
 
 # ---------------------------------------------------------------- planning
 
 def live_with_ours(extra_forward_rules=(), jump_positions=None):
     """The fixture with our chains applied as the engine renders them."""
-    tables = E.parse_save(fixture('libvirt-docker.save'))
-    desired = E.desired_state(example_forwards(), 4)
+    tables = P.parse_save(fixture('libvirt-docker.save'))
+    desired = R.desired_state(example_forwards(), 4)
     for (tname, chain), rules in desired.chains.items():
         tables[tname].chains[chain] = '-'
         tables[tname].rules[chain] = list(rules)
@@ -274,8 +276,8 @@ def live_with_ours(extra_forward_rules=(), jump_positions=None):
 
 
 def test_fresh_host_payload():
-    tables = E.parse_save(fixture('libvirt-docker.save'))
-    result = E.plan(tables, E.desired_state(example_forwards(), 4))
+    tables = P.parse_save(fixture('libvirt-docker.save'))
+    result = P.plan(tables, R.desired_state(example_forwards(), 4))
     lines = result.payload.splitlines()
     assert result.changed
     assert lines[0] == '*filter'
@@ -289,14 +291,14 @@ def test_fresh_host_payload():
 
 def test_unchanged_ruleset_plans_nothing():
     tables, desired = live_with_ours()
-    result = E.plan(tables, desired)
+    result = P.plan(tables, desired)
     assert (result.changed, result.payload, result.reasons) == (False, '', [])
     assert result.before == result.after
 
 
 def test_rule_inserted_above_our_jump_moves_it_back():
     tables, desired = live_with_ours(extra_forward_rules=['-s 192.0.2.66/32 -j DROP'])
-    result = E.plan(tables, desired)
+    result = P.plan(tables, desired)
     assert result.payload == (
         '*filter\n'
         '-D FORWARD -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD\n'
@@ -309,7 +311,7 @@ def test_duplicate_jumps_are_reduced_to_one():
     tables, desired = live_with_ours()
     ours = '-m comment --comment "kvmnet.nat: jump" -j KVMNAT_DNAT'
     tables['nat'].rules['PREROUTING'].append(ours)  # e.g. restored twice at boot by an old script
-    result = E.plan(tables, desired)
+    result = P.plan(tables, desired)
     assert result.payload == (
         '*nat\n'
         '-D PREROUTING %s\n'
@@ -322,7 +324,7 @@ def test_duplicate_jumps_are_reduced_to_one():
 def test_removing_a_forward_rewrites_only_that_chain_set():
     tables, _old = live_with_ours()
     fewer = [f for f in ISSUE_EXAMPLE if f['guest'] != 'dns01']
-    result = E.plan(tables, E.desired_state(E.parse_forwards(fewer, public_ip=PUB), 4))
+    result = P.plan(tables, R.desired_state(F.parse_forwards(fewer, public_ip=PUB), 4))
     removed = sorted(set(result.before) - set(result.after))
     assert result.changed
     assert set(result.after) - set(result.before) == set()
@@ -333,7 +335,7 @@ def test_removing_a_forward_rewrites_only_that_chain_set():
 
 def test_absent_removes_jumps_then_chains():
     tables, _desired = live_with_ours()
-    result = E.plan(tables, E.desired_state([], 4))
+    result = P.plan(tables, R.desired_state([], 4))
     assert result.after == []
     filter_block = result.payload.split('COMMIT')[0].splitlines()
     assert filter_block == [
@@ -345,7 +347,7 @@ def test_absent_removes_jumps_then_chains():
 
 
 def test_absent_on_a_host_without_our_rules_is_a_no_op():
-    result = E.plan(E.parse_save(fixture('libvirt-docker.save')), E.desired_state([], 4))
+    result = P.plan(P.parse_save(fixture('libvirt-docker.save')), R.desired_state([], 4))
     assert (result.changed, result.payload) == (False, '')
 
 
@@ -358,34 +360,34 @@ def test_absent_on_a_host_without_our_rules_is_a_no_op():
 def test_foreign_use_of_our_chains_is_refused(mutate, message):
     tables, desired = live_with_ours()
     mutate(tables)
-    with pytest.raises(E.RulesetError) as exc:
-        E.plan(tables, desired)
+    with pytest.raises(P.RulesetError) as exc:
+        P.plan(tables, desired)
     assert message in str(exc.value)
 
 
 def test_foreign_chain_with_our_name_on_a_fresh_host():
-    tables = E.parse_save(fixture('libvirt-docker.save'))
+    tables = P.parse_save(fixture('libvirt-docker.save'))
     tables['nat'].chains['KVMNAT_DNAT'] = '-'
     tables['nat'].rules['KVMNAT_DNAT'] = ['-p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1:80']
-    with pytest.raises(E.RulesetError):
-        E.plan(tables, E.desired_state(example_forwards(), 4))
+    with pytest.raises(P.RulesetError):
+        P.plan(tables, R.desired_state(example_forwards(), 4))
 
 
 def test_other_prefix_leaves_default_chains_alone():
     tables, _desired = live_with_ours()
-    result = E.plan(tables, E.desired_state(example_forwards(), 4, prefix='LAB'))
+    result = P.plan(tables, R.desired_state(example_forwards(), 4, prefix='LAB'))
     assert 'KVMNAT' not in result.payload
     assert ':LAB_DNAT - [0:0]' in result.payload
 
 
 def test_persist_text_is_a_header_and_the_payload_that_builds_everything():
-    desired = E.desired_state(example_forwards(), 4)
-    text = E.persist_text(desired, 'nft')
+    desired = R.desired_state(example_forwards(), 4)
+    text = P.persist_text(desired, 'nft')
     header, meta, body = text.split('\n', 2)
     assert header.startswith('# Managed by kvmnet.nat')
     assert meta == '# kvmnet-nat-restore format=2 family=4 flavour=nft prefix=KVMNAT sha256=%s' % (
-        E.hashlib.sha256(body.encode()).hexdigest())
-    assert body == E.plan({}, desired).payload
+        P.hashlib.sha256(body.encode()).hexdigest())
+    assert body == P.plan({}, desired).payload
     lines = body.splitlines()
     assert lines[0] == '*filter' and lines.count('COMMIT') == 2
     rules = [line for line in lines if line.startswith(('-A', '-I'))]
@@ -401,7 +403,7 @@ def test_persist_text_is_a_header_and_the_payload_that_builds_everything():
 @pytest.mark.parametrize('prefix, ok', [('KVMNAT', True), ('LAB2', True), ('kvmnat', False), ('', False),
                                         ('A' * 17, False), ('KVM_NAT', False)])
 def test_valid_prefix(prefix, ok):
-    assert E.valid_prefix(prefix) is ok
+    assert R.valid_prefix(prefix) is ok
 
 
 def test_overlap_sweep_finds_exactly_the_pairs_a_pairwise_check_finds():
@@ -418,13 +420,13 @@ def test_overlap_sweep_finds_exactly_the_pairs_a_pairwise_check_finds():
         if rng.random() < 0.3:
             item['public_ip'] = rng.choice(['203.0.113.10', '203.0.113.11'])
         raw.append(item)
-    with pytest.raises(E.ForwardError) as info:
-        E.parse_forwards(raw, '203.0.113.10', None, None)
-    forwards = [E.parse_forwards([r], '203.0.113.10', None, None)[0] for r in raw]
+    with pytest.raises(F.ForwardError) as info:
+        F.parse_forwards(raw, '203.0.113.10', None, None)
+    forwards = [F.parse_forwards([r], '203.0.113.10', None, None)[0] for r in raw]
     expected = ['forward %s and forward %s claim the same %s port(s) on %s'
                 % (a.label, b.label, a.proto, a.public_ip or b.public_ip or a.in_interface or b.in_interface)
                 for i, a in enumerate(forwards) for b in forwards[i + 1:]
-                if E._scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports)]
+                if F._scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports)]
     assert expected and info.value.errors == expected
 
 
@@ -432,7 +434,7 @@ def test_overlap_sweep_finds_exactly_the_pairs_a_pairwise_check_finds():
 
 def _scopes(raws, **kwargs):
     return [(name, str(side), str(pub) if pub else None)
-            for name, side, pub in E.established_scopes(E.parse_forwards(raws, **kwargs))]
+            for name, side, pub in R.established_scopes(F.parse_forwards(raws, **kwargs))]
 
 
 def test_established_accept_per_network_or_per_guest():
@@ -457,7 +459,7 @@ def test_established_accept_without_public_address_covers_the_ones_with():
     raws = [fwd(guest='a', host_port=1000, guest_network=net, public_ip='203.0.113.20'),
             fwd(guest='b', guest_ip='192.168.122.11', host_port=1001, guest_network=net, in_interface='eth0')]
     assert _scopes(raws) == [('network %s' % net, net, None)]
-    rule = E.render_established('network %s' % net, E.ipaddress.ip_network(net), None)
+    rule = R.render_established('network %s' % net, F.ipaddress.ip_network(net), None)
     assert rule.startswith('-m conntrack --ctstate RELATED,ESTABLISHED ! --ctorigdst 192.168.122.0/24 '
                            '--ctreplsrc 192.168.122.0/24 ')
 
@@ -495,9 +497,9 @@ def test_dispatch_finds_the_first_rule_the_flat_chain_would_find():
         for i in range(rng.randint(1, 120)):
             first = rng.randint(1, 400)
             last = first + (rng.choice([0, 0, 0, 3, 40]))
-            items.append((rng.choice(['tcp', 'udp']), E.PortRange(first, last), 'rule%d -j ACCEPT' % i))
+            items.append((rng.choice(['tcp', 'udp']), F.PortRange(first, last), 'rule%d -j ACCEPT' % i))
         chains = {}
-        dispatch = E._Dispatch(chains, 'nat', 'T', E._port_node)
+        dispatch = R._Dispatch(chains, 'nat', 'T', R._port_node)
         chains['T'] = dispatch.rules(items)
         chains = {name[1] if isinstance(name, tuple) else name: rules for name, rules in chains.items()}
         leaves = sum(len(r) for r in chains.values())
@@ -514,21 +516,21 @@ def test_dispatch_finds_the_first_rule_the_flat_chain_would_find():
 
 
 def test_a_few_forwards_stay_in_one_flat_chain():
-    raws = [fwd(host_port=1000 + i, guest_port=80) for i in range(E.LEAF_RULES)]
-    desired = E.desired_state(E.parse_forwards(raws, public_ip=PUB), 4)
+    raws = [fwd(host_port=1000 + i, guest_port=80) for i in range(R.LEAF_RULES)]
+    desired = R.desired_state(F.parse_forwards(raws, public_ip=PUB), 4)
     assert sorted(chain for _table, chain in desired.chains) == ['KVMNAT_DNAT', 'KVMNAT_FWD', 'KVMNAT_SNAT']
 
 
 def test_many_forwards_go_into_short_owned_sub_chains():
     raws = [fwd(guest='g%d' % (i % 9), guest_ip='192.168.122.%d' % (10 + i % 9), host_port=10000 + i,
                 guest_network='192.168.122.0/24', proto='udp' if i % 4 == 0 else 'tcp') for i in range(1000)]
-    desired = E.desired_state(E.parse_forwards(raws, public_ip=PUB, public_ip6='2001:db8::10'), 4,
+    desired = R.desired_state(F.parse_forwards(raws, public_ip=PUB, public_ip6='2001:db8::10'), 4,
                               prefix='ABCDEFGHIJKLMNOP')
     names = list(desired.chains)
-    assert len(names) > 3 and all(len(name) <= 28 and E.owned(name, 'ABCDEFGHIJKLMNOP', table) for table, name in names)
+    assert len(names) > 3 and all(len(name) <= 28 and R.owned(name, 'ABCDEFGHIJKLMNOP', table) for table, name in names)
     for rules in desired.chains.values():
-        assert rules and all(E._is_ours(spec) for spec in rules)
-        assert len(rules) <= E.LEAF_RULES
+        assert rules and all(P._is_ours(spec) for spec in rules)
+        assert len(rules) <= R.LEAF_RULES
     # connections from outside pass the hairpin rules with one test of the source
     snat = desired.chains[('nat', 'ABCDEFGHIJKLMNOP_SNAT')]
     assert len(snat) == 1 and snat[0].startswith('-s 192.168.122.0/24 ')
