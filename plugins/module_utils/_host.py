@@ -6,14 +6,17 @@
 """What else manages the firewall of a hypervisor, read before anything changes: PRIVATE.
 
 The parsers are pure (unit-tested on recorded output); ``read`` runs the read-only commands
-(``dpkg-query``, ``systemctl is-active``, ``nft list table``, ``apt-get -s``) with ``LANG=C``.
+(``dpkg-query``, ``systemctl is-active``, ``nft list table``, ``apt-get -s``) through _command.run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
-ENVIRON = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
+from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
+from ansible_collections.kvmnet.nat.plugins.module_utils._command import run
 WATCHED = ('ufw', 'firewalld', 'iptables-persistent', 'netfilter-persistent', 'nftables')
 
 
@@ -46,9 +49,48 @@ def nft_rejects(text):
     return any(word == 'reject' for line in text.splitlines() for word in line.split())
 
 
+def default_ipv4(routes_text, interfaces):
+    """The address of the default IPv4 route, as Ansible's ``default_ipv4.address`` gives it: the
+    route's ``prefsrc``, or the first address of its device. ``routes_text``: ``ip -j -4 route show
+    default``; ``interfaces``: ``[(ip_interface, device)]``."""
+    try:
+        routes = json.loads(routes_text or '[]')
+    except ValueError:
+        return ''
+    for route in routes if isinstance(routes, list) else []:
+        if not isinstance(route, dict):
+            continue
+        if route.get('prefsrc'):
+            return route['prefsrc']
+        for iface, dev in interfaces:
+            if dev == route.get('dev') and iface.version == 4:
+                return str(iface.ip)
+    return ''
+
+
+def file_state(path):
+    """{exists, sha256} of a path (sha256 of a regular file, else None)."""
+    if not os.path.lexists(path):
+        return {'exists': False, 'sha256': None}
+    if os.path.islink(path) or not os.path.isfile(path):
+        return {'exists': True, 'sha256': None}
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(65536), b''):
+            digest.update(chunk)
+    return {'exists': True, 'sha256': digest.hexdigest()}
+
+
+def _sysctl(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
 def _run(module, cmd):
-    rc, out, err = module.run_command(cmd, environ_update=ENVIRON)
-    return rc, out, err
+    return run(module, cmd, check=False)
 
 
 def _process_running(name, proc='/proc'):
@@ -62,10 +104,19 @@ def _process_running(name, proc='/proc'):
     return False
 
 
-def read(module, simulate_install=(), paths=None):
-    """The facts the role decides on, from read-only commands; ``paths``: {name: path} to look for."""
+def read(module, simulate_install=(), paths=None, units=()):
+    """The facts the role decides on, from read-only commands; ``paths``: {name: path} to look at;
+    ``units``: systemd units whose enablement to report."""
     facts = {'packages': {name: False for name in WATCHED},
-             'files': {name: os.path.lexists(path) for name, path in (paths or {}).items()}}
+             'files': {name: file_state(path) for name, path in (paths or {}).items()},
+             'forwarding': {'ipv4': _sysctl('/proc/sys/net/ipv4/ip_forward'),
+                            'ipv6': _sysctl('/proc/sys/net/ipv6/conf/all/forwarding')}}
+    ip_cmd = module.get_bin_path('ip')
+    facts['default_ipv4'] = ''
+    if ip_cmd:
+        rc, out, _err = _run(module, [ip_cmd, '-j', '-4', 'route', 'show', 'default'])
+        if rc == 0:
+            facts['default_ipv4'] = default_ipv4(out, _routes.host_interfaces(module))
     dpkg = module.get_bin_path('dpkg-query')
     if dpkg:
         _rc, out, _err = _run(module, [dpkg, '-W', '-f', '${Package}\t${Status}\n'] + list(WATCHED))
@@ -77,6 +128,14 @@ def read(module, simulate_install=(), paths=None):
     else:
         firewalld_active = _process_running('firewalld')
     facts['firewalld'] = {'installed': facts['packages']['firewalld'], 'active': firewalld_active}
+    facts['units'] = {}
+    for unit in units:
+        state = {'enabled': 'unknown', 'active': 'unknown'}
+        if systemctl:
+            for key in state:
+                _rc, out, _err = _run(module, [systemctl, 'is-%s' % key, unit])
+                state[key] = out.strip() or 'unknown'
+        facts['units'][unit] = state
     conf = ''
     try:
         with open('/etc/ufw/ufw.conf') as handle:

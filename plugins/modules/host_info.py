@@ -28,7 +28,7 @@ attributes:
   platform:
     platforms: posix
     support: full
-    description: Debian-family hosts (C(dpkg-query), C(apt-get), C(systemctl), C(nft) where installed).
+    description: Debian-family hosts (C(dpkg-query), C(apt-get), C(systemctl), C(ip), C(nft) where installed).
 options:
   simulate_install:
     description:
@@ -37,9 +37,16 @@ options:
     elements: str
     default: []
   paths:
-    description: Files to look for, by a name of the caller's choosing; RV(files) says which exist.
+    description:
+      - Files (or directories) to look at, by a name of the caller's choosing; RV(files) says whether each
+        exists and, for a regular file, its SHA-256.
     type: dict
     default: {}
+  units:
+    description: systemd units whose C(systemctl is-enabled) and C(is-active) states RV(units) reports.
+    type: list
+    elements: str
+    default: []
 notes:
   - "Debian's ufw declares C(Breaks: iptables-persistent, netfilter-persistent): installing
     iptables-persistent on a host with ufw removes ufw. The simulation shows that before it happens."
@@ -83,10 +90,25 @@ libvirt_nftables:
   type: dict
   sample: {ipv4: false, ipv6: false}
 files:
-  description: For each name in O(paths), whether its file exists.
+  description: For each name in O(paths), whether it exists and the SHA-256 of a regular file (else null).
   returned: always
   type: dict
-  sample: {plugin: true, unit: false}
+  sample: {plugin: {exists: true, sha256: 5e1f...}, unit: {exists: false, sha256: null}}
+units:
+  description: For each unit in O(units), what C(systemctl is-enabled) and C(systemctl is-active) say.
+  returned: always
+  type: dict
+  sample: {kvmnet-nat.service: {enabled: enabled, active: inactive}, libvirtd.service: {enabled: enabled, active: active}}
+forwarding:
+  description: The live forwarding settings, as the kernel shows them (null when unknown).
+  returned: always
+  type: dict
+  sample: {ipv4: "1", ipv6: "0"}
+default_ipv4:
+  description: The address of the default IPv4 route (what Ansible's C(default_ipv4.address) fact gives), or empty.
+  returned: always
+  type: str
+  sample: 203.0.113.10
 install:
   description: The simulated installation of O(simulate_install).
   returned: always
@@ -101,9 +123,11 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _host
 
 def main():
     module = AnsibleModule(argument_spec=dict(simulate_install=dict(type='list', elements='str', default=[]),
-                                              paths=dict(type='dict', default={})),
+                                              paths=dict(type='dict', default={}),
+                                              units=dict(type='list', elements='str', default=[])),
                            supports_check_mode=True)
-    module.exit_json(changed=False, **_host.read(module, module.params['simulate_install'], module.params['paths']))
+    params = module.params
+    module.exit_json(changed=False, **_host.read(module, params['simulate_install'], params['paths'], params['units']))
 
 
 if __name__ == '__main__':

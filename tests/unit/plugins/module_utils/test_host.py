@@ -61,14 +61,17 @@ def test_read_with_ufw_and_a_simulation_that_would_remove_it():
         'nft list table ip libvirt_network': (1, '', 'Error: No such file or directory'),
         'nft list table ip6 libvirt_network': (1, '', 'Error: No such file or directory'),
         'apt-get -s -q -o Debug::NoLocking=true install --no-install-recommends iptables-persistent': (0, APT_UFW, ''),
-    }, binaries={'dpkg-query', 'systemctl', 'nft', 'apt-get'})
+        'ip -j -4 route show default': (0, '[{"dst":"default","gateway":"203.0.113.1","dev":"eth0"}]', ''),
+        'ip -j addr show': (0, '[{"ifname":"eth0","addr_info":[{"local":"203.0.113.10","prefixlen":24}]}]', ''),
+    }, binaries={'dpkg-query', 'systemctl', 'nft', 'apt-get', 'ip'})
     facts = H.read(module, ['iptables-persistent'], {'unit': '/nonexistent/kvmnet-nat.service'})
     assert facts['firewalld'] == {'installed': False, 'active': False}
     assert facts['ufw']['installed'] is True
     assert facts['netfilter_persistent'] == {'installed': False}
     assert facts['libvirt_nftables'] == {'ipv4': False, 'ipv6': False}
     assert facts['install'] == {'packages': ['iptables-persistent'], 'would_remove': ['ufw'], 'error': ''}
-    assert facts['files'] == {'unit': False}
+    assert facts['files'] == {'unit': {'exists': False, 'sha256': None}}
+    assert facts['default_ipv4'] == '203.0.113.10'
 
 
 def test_read_sees_firewalld_active_and_libvirts_nftables_reject():
@@ -82,3 +85,24 @@ def test_read_sees_firewalld_active_and_libvirts_nftables_reject():
     assert facts['firewalld'] == {'installed': True, 'active': True}
     assert facts['libvirt_nftables'] == {'ipv4': True, 'ipv6': False}
     assert facts['install'] == {'packages': [], 'would_remove': [], 'error': ''}
+
+
+@pytest.mark.parametrize('routes, expected', [
+    ('[{"dst":"default","gateway":"203.0.113.1","dev":"eth0","prefsrc":"203.0.113.99"}]', '203.0.113.99'),
+    ('[{"dst":"default","gateway":"203.0.113.1","dev":"eth0"}]', '203.0.113.10'),
+    ('[{"dst":"default","gateway":"10.0.0.1","dev":"eth9"}]', ''),
+    ('[]', ''),
+    ('not json', ''),
+])
+def test_default_ipv4(routes, expected):
+    interfaces = [(H._routes.ipaddress.ip_interface('203.0.113.10/24'), 'eth0'),
+                  (H._routes.ipaddress.ip_interface('2001:db8::10/64'), 'eth0')]
+    assert H.default_ipv4(routes, interfaces) == expected
+
+
+def test_file_state(tmp_path):
+    path = tmp_path / 'f'
+    path.write_text('x')
+    assert H.file_state(str(path)) == {'exists': True, 'sha256': H.hashlib.sha256(b'x').hexdigest()}
+    assert H.file_state(str(tmp_path)) == {'exists': True, 'sha256': None}
+    assert H.file_state(str(tmp_path / 'missing')) == {'exists': False, 'sha256': None}

@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kvmnet.nat.persistence on temporary paths, with canned systemctl answers."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.kvmnet.nat.plugins.modules import persistence as M
+
+
+class Exit(Exception):
+    def __init__(self, result):
+        super().__init__(result.get('msg', ''))
+        self.result = result
+
+
+class FakeModule:
+    def __init__(self, params, enabled=(), active=(), check_mode=False):
+        self.params = dict({'state': 'present', 'files': [], 'remove': [], 'directories': [], 'unit': None,
+                            'libvirt_hook': None, 'libvirt_units': ['libvirtd.service'], 'sysctl_file': None},
+                           **params)
+        self.enabled, self.active = set(enabled), set(active)
+        self.check_mode = check_mode
+        self._diff = True
+        self.calls = []
+
+    def get_bin_path(self, name, required=False):
+        return '/usr/bin/' + name
+
+    def run_command(self, cmd, environ_update=None, **kw):
+        words = [w.rsplit('/', 1)[-1] for w in cmd]
+        self.calls.append(' '.join(words))
+        if words[:2] == ['systemctl', 'is-enabled']:
+            return (0, 'enabled\n', '') if words[2] in self.enabled else (1, 'disabled\n', '')
+        if words[:2] == ['systemctl', 'is-active']:
+            return (0, 'active\n', '') if words[2] in self.active else (3, 'inactive\n', '')
+        return 0, '', ''
+
+    def fail_json(self, **result):
+        raise Exit(dict(result, failed=True))
+
+    def exit_json(self, **result):
+        raise Exit(result)
+
+    def atomic_move(self, src, dest):
+        os.replace(src, dest)
+
+
+def run(module):
+    with pytest.raises(Exit) as info:
+        M.run_module(module)
+    return info.value.result
+
+
+def pieces(tmp, **contents):
+    return [{'path': str(tmp / name), 'content': text, 'mode': '0755' if name.endswith('.sh') else '0644'}
+            for name, text in contents.items()]
+
+
+def test_writes_what_differs_with_its_mode_and_nothing_else(tmp_path):
+    (tmp_path / 'same.sh').write_text('x\n')
+    os.chmod(str(tmp_path / 'same.sh'), 0o755)
+    module = FakeModule({'files': pieces(tmp_path, **{'same.sh': 'x\n', 'new.sh': 'y\n', 'sub/deep.conf': 'z\n'})})
+    result = run(module)
+    assert result['changed'] is True
+    assert result['written'] == [str(tmp_path / 'new.sh'), str(tmp_path / 'sub/deep.conf')]
+    assert stat.S_IMODE(os.stat(str(tmp_path / 'new.sh')).st_mode) == 0o755
+    assert (tmp_path / 'sub/deep.conf').read_text() == 'z\n'
+    assert [d['after_header'] for d in result['diff']] == result['written']
+    again = run(FakeModule({'files': pieces(tmp_path, **{'same.sh': 'x\n', 'new.sh': 'y\n', 'sub/deep.conf': 'z\n'})}))
+    assert again['changed'] is False and module.calls == []
+
+
+def test_check_mode_reports_and_writes_nothing(tmp_path):
+    module = FakeModule({'files': pieces(tmp_path, **{'new.sh': 'y\n'}), 'directories': [str(tmp_path / 'd')]},
+                        check_mode=True)
+    result = run(module)
+    assert result['changed'] is True and result['written'] == [str(tmp_path / 'new.sh')]
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_new_hook_reloads_the_active_libvirt_daemon_a_changed_one_does_not(tmp_path):
+    hook = str(tmp_path / 'hook.sh')
+    params = {'files': pieces(tmp_path, **{'hook.sh': 'v1\n'}), 'libvirt_hook': hook,
+              'libvirt_units': ['libvirtd.service', 'virtnetworkd.service']}
+    module = FakeModule(params, active={'libvirtd.service'})
+    assert run(module)['reloaded'] == ['libvirtd.service']
+    assert 'systemctl reload libvirtd.service' in module.calls
+    module = FakeModule(dict(params, files=pieces(tmp_path, **{'hook.sh': 'v2\n'})), active={'libvirtd.service'})
+    result = run(module)
+    assert result['reloaded'] == [] and result['written'] == [hook]
+    assert not [c for c in module.calls if 'reload' in c]
+
+
+def test_the_unit_is_enabled_with_a_daemon_reload_when_its_file_changed(tmp_path):
+    unit_dir = tmp_path / 'systemd'
+    unit_dir.mkdir()
+    params = {'files': [{'path': str(unit_dir / 'kvmnet-nat.service'), 'content': '[Unit]\n', 'mode': '0644'}],
+              'unit': 'kvmnet-nat.service'}
+    module = FakeModule(params)
+    run(module)
+    assert [c for c in module.calls if not c.startswith('systemctl is-')] == [
+        'systemctl daemon-reload', 'systemctl enable kvmnet-nat.service']
+    module = FakeModule(params, enabled={'kvmnet-nat.service'})
+    assert run(module)['changed'] is False
+
+
+def test_the_other_mechanisms_unit_is_disabled_before_it_is_removed(tmp_path):
+    unit = tmp_path / 'systemd' / 'kvmnet-nat.service'
+    unit.parent.mkdir()
+    unit.write_text('[Unit]\n')
+    module = FakeModule({'remove': [str(unit)]}, enabled={'kvmnet-nat.service'})
+    result = run(module)
+    assert result['removed'] == [str(unit)] and not unit.exists()
+    assert [c for c in module.calls if not c.startswith('systemctl is-')] == [
+        'systemctl disable kvmnet-nat.service', 'systemctl daemon-reload']
+
+
+def test_absent_removes_every_listed_file(tmp_path):
+    for name in ('a.sh', 'b.conf'):
+        (tmp_path / name).write_text('x')
+    result = run(FakeModule({'state': 'absent', 'files': pieces(tmp_path, **{'a.sh': '', 'b.conf': '', 'gone': ''})}))
+    assert sorted(os.path.basename(p) for p in result['removed']) == ['a.sh', 'b.conf']
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize('content, off', [
+    ('net.ipv4.ip_forward = 1\n', 'unknown'),
+    ('# comment = 1\n', False),
+    ('net.ipv4.no_such_key = 1\n', True),        # unreadable: apply
+])
+def test_forwarding_off_reads_only_the_settings_turned_on(content, off):
+    if off == 'unknown':
+        with open('/proc/sys/net/ipv4/ip_forward') as live:
+            off = live.read().strip() != '1'
+    assert M._forwarding_off(content) is off
+
+
+@pytest.mark.parametrize('mode', ['0x755', '99999', 'rwx'])
+def test_a_bad_mode_is_refused_before_anything_is_written(tmp_path, mode):
+    result = run(FakeModule({'files': [{'path': str(tmp_path / 'f'), 'content': 'x', 'mode': mode}]}))
+    assert result['failed'] is True and 'is not an octal file mode' in result['msg']
+    assert os.listdir(str(tmp_path)) == []
