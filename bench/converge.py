@@ -103,7 +103,8 @@ def run_module(ns, tmp, fwds, coll_root=COLL_ROOT):
     """The forwards module as Ansible runs it (its JSON arguments in a file), in namespace ``ns.name``."""
     path = os.path.join(tmp, 'args.json')
     with open(path, 'w') as handle:
-        json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds}}, handle)
+        json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds,
+                                           'lock_path': os.path.join(tmp, 'kvmnet-nat.lock')}}, handle)
     env = dict(os.environ, PYTHONPATH=coll_root)
     module = os.path.join(coll_root, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
     elapsed, out = timed(ns.name, [sys.executable, module, path], env=env)
@@ -123,6 +124,7 @@ OURS_TASKS = """
     - kvmnet.nat.forwards:
         public_ip: %s
         forwards: "{{ fwds }}"
+        lock_path: "{{ playbook_dir }}/kvmnet-nat.lock"
 """ % PUBLIC_IP
 
 # What users write today: one task per rule kind, looped over the forwards.

@@ -13,6 +13,9 @@ guests web01 and app01 (every 5th udp; app01's address looked up in libvirt), an
   role_noop_s         the same inventory again
   role_one_change_s   one port's guest port changed
   role_tasks          tasks that ran (ok + changed in the recap) on a no-op run
+  minimal_s           a playbook that gathers facts and runs one command on the same hypervisor,
+                      interleaved with the role's runs (the reference of the ratios below)
+  noop_vs_minimal     role_noop_s / minimal_s; first_vs_minimal: role_first_s / minimal_s
 
 The lab goes down at the end, also on failure; ``lab.py down`` checks the machine's own
 namespace is as before.
@@ -54,9 +57,17 @@ def host_vars(n, changed=False):
                               {'name': 'app01', 'ports': ports[1::2]}]}
 
 
-def playbook(inventory, extra=()):
+MINIMAL = """- hosts: hypervisors
+  gather_facts: true
+  tasks:
+    - ansible.builtin.command: "true"
+      changed_when: false
+"""
+
+
+def playbook(inventory, extra=(), name='kvmnet.nat.expose'):
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', os.path.join(STATE, 'hosts.json'),
-            '-i', inventory, 'kvmnet.nat.expose'] + list(extra)
+            '-i', inventory, name] + list(extra)
     env = dict(os.environ, ANSIBLE_NOCOLOR='1')
     start = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
@@ -75,12 +86,20 @@ def write_inventory(tmp, vars_):
     return path
 
 
+def minimal_playbook(tmp):
+    path = os.path.join(tmp, 'minimal.yml')
+    with open(path, 'w') as handle:
+        handle.write(MINIMAL)
+    return path
+
+
 def measure(sizes, reps):
     rows = []
     subprocess.run(LAB + ['up', '--hv', 'hv1:bookworm'], check=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             fresh = playbook(write_inventory(tmp, host_vars(sizes[0])))[0]
+            minimal = minimal_playbook(tmp)
             for n in sizes:
                 print('role N=%d ...' % n, flush=True)
                 samples = {}
@@ -92,11 +111,13 @@ def measure(sizes, reps):
                     assert changed == 0, 'the re-run changed %d tasks' % changed
                     samples.setdefault('role_noop_s', []).append(elapsed)
                     samples.setdefault('role_tasks', []).append(ok)
+                    samples.setdefault('minimal_s', []).append(playbook(inventory, name=minimal)[0])
                     elapsed, _ok, changed = playbook(write_inventory(tmp, host_vars(n, changed=True)))
                     assert changed > 0
                     samples.setdefault('role_one_change_s', []).append(elapsed)
                 row = {key: round(statistics.median(values), 3) for key, values in samples.items()}
-                row.update(n=n, role_reps=reps)
+                row.update(n=n, role_reps=reps, noop_vs_minimal=round(row['role_noop_s'] / row['minimal_s'], 2),
+                           first_vs_minimal=round(row['role_first_s'] / row['minimal_s'], 2))
                 if n == sizes[0]:
                     row['role_fresh_host_s'] = round(fresh, 3)
                 rows.append(row)
@@ -108,7 +129,8 @@ def measure(sizes, reps):
 def table(rows):
     return converge.rows_table([('N', 'n'), ('role on a fresh host', 'role_fresh_host_s'), ('role first', 'role_first_s'),
                                 ('role no-op', 'role_noop_s'), ('role 1 change', 'role_one_change_s'),
-                                ('tasks', 'role_tasks')], rows)
+                                ('minimal playbook', 'minimal_s'), ('no-op / minimal', 'noop_vs_minimal'),
+                                ('first / minimal', 'first_vs_minimal'), ('tasks', 'role_tasks')], rows)
 
 
 def main():

@@ -1,7 +1,7 @@
 """The kvmnet.nat test lab: real hypervisors (systemd-nspawn containers with libvirt and tiny TCG
 guests) on a lab switch, and a client on the public side, all inside network namespaces.
 
-    lab.py up [--name kvmlab] [--hv hv1:bookworm --hv hv2:trixie]
+    lab.py up [--name kvmlab] [--hv hv1:bookworm --hv hv2:trixie] [--no-guests]
     lab.py status | down | ssh HV [COMMAND...] | client COMMAND... | inventory
 
 Layout (one lab, NAME defaults to "kvmlab"):
@@ -165,7 +165,7 @@ class Lab:
         return run(['ssh', '-F', self.ssh_config, hv, *cmd], check=check, timeout=timeout)
 
     # ---------------------------------------------------------------- up
-    def up(self, hvs):
+    def up(self, hvs, guests=True):
         if self.state:
             raise LabError(f'lab {self.name} is already up ({self.dir}); run "down" first')
         if os.geteuid() != 0:
@@ -174,7 +174,7 @@ class Lab:
         for i, spec in enumerate(hvs, 1):
             hv, _sep, suite = spec.partition(':')
             specs.append({'name': hv, 'suite': suite or 'bookworm', 'index': i, 'address': hv_address(i),
-                          'guests': guests_of(i)})
+                          'guests': guests_of(i) if guests else []})
         os.makedirs(self.dir, exist_ok=True)
         self.state = {'name': self.name, 'baseline': root_snapshot(), 'hypervisors': specs,
                       'repo_pid': None, 'supervisors': {}, 'started': time.time()}
@@ -484,6 +484,7 @@ def main(argv=None):
     sub = ap.add_subparsers(dest='cmd', required=True)
     up = sub.add_parser('up')
     up.add_argument('--hv', action='append', help='NAME:SUITE (repeatable); default hv1:bookworm hv2:trixie')
+    up.add_argument('--no-guests', action='store_true', help='libvirt and its default network, but no guest VMs')
     sub.add_parser('down')
     sub.add_parser('status')
     images = sub.add_parser('images')
@@ -501,7 +502,7 @@ def main(argv=None):
     try:
         if args.cmd == 'up':
             try:
-                lab.up(args.hv or list(DEFAULT_HVS))
+                lab.up(args.hv or list(DEFAULT_HVS), guests=not args.no_guests)
             except BaseException:
                 log('up failed; tearing the lab down again')
                 with contextlib.suppress(LabError):
