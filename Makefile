@@ -30,7 +30,7 @@ help:
 	@echo "make test-quick  the same without Molecule and the legacy-iptables pass of the namespace tests"
 	@echo "make molecule    the Molecule scenarios on lab hypervisors (Debian 12 and 13)"
 	@echo "make bench       converge and dataplane benchmarks: table, bench/results.json, docs/bench.png"
-	@echo "make bench-quick the same, reduced (about 4 min)"
+	@echo "make bench-quick the same, reduced (about 8 min)"
 	@echo "make lab-status | lab-ssh [HV=hv1] | lab-down   look around the demo lab, then remove it"
 	@echo "make clean       remove build/ (the venv stays; 'rm -rf .venv' to rebuild it)"
 
@@ -146,7 +146,7 @@ bench-deps: venv
 bench: deps collection bench-deps lab-images
 	$(BIN)/python bench/run.py --before $(BENCH_BEFORE)
 
-bench-quick: deps collection bench-deps
+bench-quick: deps collection bench-deps lab-images
 	$(BIN)/python bench/run.py --quick --out $(COLL_ROOT)/results-quick.json --plot $(COLL_ROOT)/bench-quick.png
 
 test-quick: deps sanity units lint changelog-lint docs netns-quick

@@ -32,6 +32,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+# the namespaces are built the one way the tests build them; the dataplane walks rules as they do
+sys.path[:0] = [os.path.join(REPO, 'tests', 'netns'), os.path.join(REPO, 'tests', 'unit', 'plugins', 'module_utils')]
+from topology import Topology  # noqa: E402
 COLL_ROOT = os.environ.get('ANSIBLE_COLLECTIONS_PATH', '/var/tmp/kvmnet-nat-build/collections').split(':')[0]
 PUBLIC_IP = '203.0.113.10'
 BUILTIN_MAX_N = 100
@@ -58,35 +61,30 @@ def forwards(n, changed=False):
     return result
 
 
-class Namespace:
-    def __init__(self):
-        self.name = 'kvb%d' % os.getpid()
+class Namespace(Topology):
+    """The hypervisor's namespace (tests/netns/topology.py), with a public veth and libvirt's bridge."""
 
-    def __enter__(self):
-        self.sh('ip netns add %s' % self.name, netns=False)
+    def __init__(self):
+        super().__init__('kvb%d' % os.getpid(), ('hv',))
+        self.name = self.ns['hv']
+
+    def up(self):
+        super().up()
         try:
-            for cmd in ('ip link set lo up', 'ip link add pub0 type veth peer name pub1',
-                        'ip addr add %s/24 dev pub0' % PUBLIC_IP, 'ip link set pub0 up', 'ip link set pub1 up',
-                        'ip link add virbr0 type bridge', 'ip addr add 192.168.122.1/24 dev virbr0',
-                        'ip link set virbr0 up'):
-                self.sh(cmd)
+            for cmd in ('ip link add pub0 type veth peer name pub1', 'ip addr add %s/24 dev pub0' % PUBLIC_IP,
+                        'ip link set pub0 up', 'ip link set pub1 up', 'ip link add virbr0 type bridge',
+                        'ip addr add 192.168.122.1/24 dev virbr0', 'ip link set virbr0 up'):
+                self.run('hv', cmd)
         except BaseException:
-            self.__exit__()
+            self.down()
             raise
         return self
-
-    def __exit__(self, *exc):
-        subprocess.run(['ip', 'netns', 'delete', self.name], check=False)
-
-    def sh(self, cmd, netns=True):
-        argv = (['ip', 'netns', 'exec', self.name] if netns else []) + cmd.split()
-        subprocess.run(argv, check=True, capture_output=True)
 
     def flush(self):
         for tool in ('iptables', 'ip6tables'):
             for table in ('filter', 'nat'):
-                self.sh('%s -t %s -F' % (tool, table))
-                self.sh('%s -t %s -X' % (tool, table))
+                self.run('hv', '%s -t %s -F' % (tool, table))
+                self.run('hv', '%s -t %s -X' % (tool, table))
 
 
 def timed(ns, argv, env=None):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import statistics
@@ -44,6 +43,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import converge  # noqa: E402  (same directory; run as a script)
+import rulewalk  # noqa: E402  (tests/unit/plugins/module_utils: the walker the unit tests use)
+from topology import Topology  # noqa: E402  (tests/netns: the one way namespaces are built)
 
 PUBLIC_IP = converge.PUBLIC_IP
 CLIENT_IP = '203.0.113.50'
@@ -67,98 +68,62 @@ def pin(cpu, argv):
     return ['taskset', '-c', str(cpu)] + argv if PINNED else argv
 
 
-class Lab:
-    """The three namespaces; ``name`` is the hypervisor's (the one converge.run_module runs in)."""
+class Lab(Topology):
+    """The three namespaces (tests/netns/topology.py); ``name`` is the hypervisor's (where
+    converge.run_module runs the module)."""
 
     def __init__(self):
-        base = 'kvd%d' % os.getpid()
-        self.cli, self.name, self.gst = base + '-cli', base + '-hv', base + '-gst'
-        self.procs = []
+        super().__init__('kvd%d' % os.getpid(), ('cli', 'hv', 'gst'))
+        self.cli, self.name, self.gst = self.ns['cli'], self.ns['hv'], self.ns['gst']
 
-    def __enter__(self):
+    def up(self):
+        super().up()
         try:
-            for ns in (self.cli, self.name, self.gst):
-                subprocess.run(['ip', 'netns', 'add', ns], check=True)
-                self.sh(ns, 'ip link set lo up')
-            self.sh(self.name, 'ip link add pub0 type veth peer name eth0 netns %s' % self.cli)
-            self.sh(self.name, 'ip link add vnet0 type veth peer name eth0 netns %s' % self.gst)
+            self.link('hv', 'pub0', 'cli', 'eth0')
+            self.link('hv', 'vnet0', 'gst', 'eth0')
             for cmd in ('ip addr add %s/24 dev pub0' % PUBLIC_IP, 'ip link set pub0 up',
                         'ip link add virbr0 type bridge', 'ip addr add 192.168.122.1/24 dev virbr0',
                         'ip link set vnet0 master virbr0', 'ip link set vnet0 up', 'ip link set virbr0 up',
                         'sysctl -qw net.ipv4.ip_forward=1'):
-                self.sh(self.name, cmd)
+                self.run('hv', cmd)
             for cmd in ('ip addr add %s/24 dev eth0' % CLIENT_IP, 'ip link set eth0 up',
                         'ip route add 192.168.122.0/24 via %s' % PUBLIC_IP,
                         "sysctl -qw 'net.ipv4.ip_local_port_range=1024 65535'"):
-                self.sh(self.cli, cmd)
+                self.run('cli', cmd)
             for cmd in ('ip addr add %s/24 dev eth0' % GUEST_IP, 'ip link set eth0 up',
                         'ip route add default via 192.168.122.1', 'sysctl -qw net.core.somaxconn=4096'):
-                self.sh(self.gst, cmd)
+                self.run('gst', cmd)
         except BaseException:
-            self.__exit__()
+            self.down()
             raise
         return self
 
-    def __exit__(self, *exc):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for ns in (self.cli, self.name, self.gst):
-            subprocess.run(['ip', 'netns', 'delete', ns], check=False, capture_output=True)
-
-    @staticmethod
-    def sh(ns, cmd):
-        proc = subprocess.run(['ip', 'netns', 'exec', ns] + shlex.split(cmd), capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0:
-            raise RuntimeError('%s in %s: %s' % (cmd, ns, proc.stderr.strip()))
-        return proc.stdout
+    def sh(self, ns, cmd):
+        """A command line in the namespace named ``ns``; its stdout."""
+        role = next(role for role, name in self.ns.items() if name == ns)
+        return self.run(role, cmd).stdout
 
     def start(self, ns, argv):
-        proc = subprocess.Popen(['ip', 'netns', 'exec', ns] + argv, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        self.procs.append(proc)
-        return proc
+        return self.spawn(next(role for role, name in self.ns.items() if name == ns), argv)
 
     def flush(self):
         for table in ('filter', 'nat'):
-            self.sh(self.name, 'iptables -t %s -F' % table)
-            self.sh(self.name, 'iptables -t %s -X' % table)
-
-
-_RANGE = re.compile(r'--(?:dport|ctorigdstport) (\d+)(?::(\d+))?')
+            self.run('hv', 'iptables -t %s -F' % table)
+            self.run('hv', 'iptables -t %s -X' % table)
 
 
 def walk(save, chain, port):
-    """How many rules of ours a new connection to ``port`` (tcp) is tested against, from ``chain``.
-
-    Follows -g/-j into sub-chains whose port match contains the port (or that have no match);
-    stops at the measured forward's rule. Rules of other protocols count too: they are tested.
-    """
-    rules = {}
-    for line in save.splitlines():
-        if line.startswith('-A KVMNAT'):
-            name, spec = line[3:].split(' ', 1)
-            rules.setdefault(name, []).append(spec)
-    count, current = 0, chain
-    while True:
-        for spec in rules.get(current, []):
-            count += 1
-            if 'kvmnet.nat: measured tcp/' in spec:
-                return count
-            target = re.search(r' -[gj] (KVMNAT\w+)', spec)
-            found = _RANGE.search(spec)
-            if target and not found:   # a node's second half: no match of its own
-                current = target.group(1)
-                break
-            if target and ' -p tcp ' in ' %s ' % spec:
-                first, last = int(found.group(1)), int(found.group(2) or found.group(1))
-                if first <= port <= last:
-                    current = target.group(1)
-                    break
-        else:
-            raise RuntimeError('the measured forward is not reachable from %s' % chain)
+    """How many rules of ours a new connection to ``port`` (tcp, from the client) is tested against,
+    from ``chain``, until the measured forward's rule takes it (rulewalk, as the unit tests use it)."""
+    if chain.endswith('_DNAT'):
+        packet = dict(proto='tcp', src=CLIENT_IP, dst=PUBLIC_IP, dport=port, states=('NEW',))
+    else:
+        packet = dict(proto='tcp', src=CLIENT_IP, dst=GUEST_IP, dport=port, states=('NEW', 'DNAT'),
+                      origdst=PUBLIC_IP, origdstport=port, replsrc=GUEST_IP)
+    rule, tested = rulewalk.walk(rulewalk.from_save(save), chain, packet, count=True)
+    if rule is None or 'kvmnet.nat: measured tcp/' not in rule:
+        raise RuntimeError('the measured forward is not reachable from %s' % chain)
+    return tested
 
 
 def build_connrate(tmp):

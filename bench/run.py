@@ -4,9 +4,10 @@
 
 Runs bench/converge.py (converge cost against a loop of ansible.builtin.iptables tasks, N = 10, 100,
 1000), bench/dataplane.py (new connections/s and throughput through N = 1, 100, 1000 forwards,
-against the same path with no NAT), both in network namespaces of their own, and bench/role.py
-(the expose role over ssh on a lab hypervisor), as root. ``--quick``: N = 10 and 100, one short
-run each, no role and no comparison with an older revision (about 3 minutes).
+against the same path with no NAT), both in network namespaces of their own, bench/role.py (the
+expose role over ssh on a lab hypervisor, against a minimal playbook) and bench/fleet.py (the role
+on 1, 4 and 8 lab hypervisors at once), as root. ``--quick``: N = 10 and 100, one short run each,
+the fleet of one hypervisor only, no role and no comparison with an older revision.
 
 Writes ``--out`` (per N: every number of both parts, null where a part did not run at that N, plus
 the machine) and, when matplotlib is importable, the plot ``--plot``.
@@ -26,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import converge  # noqa: E402  (same directory; run as a script)
 import dataplane  # noqa: E402
+import fleet  # noqa: E402
 import role  # noqa: E402
 
 CONVERGE_KEYS = ('ours_first_s', 'ours_noop_s', 'ours_one_change_s', 'builtin_first_s', 'builtin_noop_s')
@@ -47,7 +49,7 @@ def merge(converge_rows, dataplane_rows, role_rows=()):
     return out
 
 
-def plot(by_n, path):
+def plot(by_n, path, fleet_rows=()):
     import matplotlib  # bench only (README, "Dependencies")
     matplotlib.use('Agg')
     from matplotlib import pyplot
@@ -56,7 +58,7 @@ def plot(by_n, path):
         points = [(int(n), row[key]) for n, row in by_n.items() if row.get(key) is not None]
         return [p[0] for p in points], [p[1] for p in points]
 
-    fig, (conv, conn, tput) = pyplot.subplots(1, 3, figsize=(15, 4.6))
+    fig, (conv, conn, tput, ships) = pyplot.subplots(1, 4, figsize=(20, 4.6))
     for key, label, style in (('builtin_first_s', 'builtin iptables loop, first run', 'o--'),
                               ('ours_playbook_first_s', 'kvmnet.nat.forwards via ansible-playbook', 's-'),
                               ('ours_first_s', 'kvmnet.nat.forwards, module time', '^-'),
@@ -83,7 +85,16 @@ def plot(by_n, path):
         axis.axhline(first[key + '_bare_dnat'], color='black', linestyle='-.', label='one bare DNAT rule')
         top = max([first[key + '_no_nat']] + [hi for x in xs for hi in (by_n[str(x)].get(key + '_range') or [0])])
         axis.set(xscale='log', ylim=(0, top * 1.12), xlabel='forwards (N), the measured one last', ylabel=ylabel, title=title)
-    for axis in (conv, conn, tput):
+    for key, label, style in (('fleet_first_s', 'role, first run (prepared hosts)', 's-'),
+                              ('fleet_noop_s', 'role, no-op', 'D-'),
+                              ('minimal_s', 'minimal playbook (facts + one command)', 'o:')):
+        points = [(row['hypervisors'], row[key]) for row in fleet_rows if row.get(key) is not None]
+        if points:
+            ships.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+    ships.set(xlabel='hypervisors at once (forks %s)' % (fleet_rows[0]['forks'] if fleet_rows else '-'),
+              ylabel='seconds', ylim=(0, None),
+              title='kvmnet.nat.expose across a fleet, %s forwards each' % (fleet_rows[0]['n'] if fleet_rows else '-'))
+    for axis in (conv, conn, tput, ships):
         axis.grid(True, which='both', alpha=0.3)
         axis.legend(fontsize=7, loc='lower left')
     fig.tight_layout()
@@ -107,10 +118,12 @@ def main():
         converge_rows = converge.run((10, 100), reps=1)
         dataplane_rows = dataplane.measure((10, 100), reps=1, seconds=2)
         role_rows = []
+        fleet_rows = fleet.measure((1,), n=100, reps=1, forks=8)
     else:
         converge_rows = converge.run((10, 100, 1000), reps=3)
         dataplane_rows = dataplane.measure((1, 100, 1000), reps=5, seconds=3, before=args.before)
         role_rows = role.measure((10, 100, 1000), reps=3)
+        fleet_rows = fleet.measure((1, 4, 8), n=100, reps=3, forks=8)
     import ansible  # the same ansible-core the runs used
     results = {
         'machine': {'cores': os.cpu_count(), 'kernel': platform.release(), 'iptables': iptables_version()},
@@ -118,6 +131,7 @@ def main():
         'command': ' '.join(['python3 bench/run.py'] + sys.argv[1:]),
         'seconds': round(time.monotonic() - started),
         'by_n': merge(converge_rows, dataplane_rows, role_rows),
+        'fleet': fleet_rows,
     }
     with open(args.out, 'w') as handle:
         json.dump(results, handle, indent=2)
@@ -133,9 +147,13 @@ def main():
         print()
         print('The role kvmnet.nat.expose over ssh on a lab hypervisor (seconds, median of %d):' % role_rows[0]['role_reps'])
         print(role.table(role_rows))
+    print()
+    print('The role on a fleet of lab hypervisors at once (seconds, median of %d, forks %d):'
+          % (fleet_rows[0]['fleet_reps'], fleet_rows[0]['forks']))
+    print(fleet.table(fleet_rows))
     print('written: %s' % args.out)
     try:
-        plot(results['by_n'], args.plot)
+        plot(results['by_n'], args.plot, fleet_rows)
         print('plot: %s' % args.plot)
     except ImportError:
         print('plot: not drawn, matplotlib is not installed (make bench installs it)')

@@ -26,6 +26,8 @@ import time
 
 import jinja2
 
+from topology import Topology, TopologyError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 TEMPLATES = os.path.join(REPO, 'roles', 'expose', 'templates')
@@ -87,34 +89,20 @@ COMMIT
 """
 
 
-class LabError(Exception):
-    pass
+LabError = TopologyError
 
 
-def sh(*cmd, check=True, data=None, timeout=60):
-    proc = subprocess.run(list(cmd), input=data, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise LabError('%s failed (rc=%d): %s' % (' '.join(cmd), proc.returncode, proc.stderr.strip()))
-    return proc
-
-
-class Lab:
+class Lab(Topology):
     """Build with up(), always tear down with down() (the fixture does, also on failure)."""
 
     def __init__(self, flavour='nft', collections_path=None):
+        super().__init__('kvt%d%s' % (os.getpid(), flavour[0]), ('client', 'hv', 'web01', 'dns01'))
         self.flavour = flavour
-        self.tag = 'kvt%d%s' % (os.getpid(), flavour[0])
-        self.ns = {role: '%s-%s' % (self.tag, role) for role in ('client', 'hv', 'web01', 'dns01')}
-        self.procs = []
         self.collections_path = collections_path or os.environ.get('ANSIBLE_COLLECTIONS_PATH', '')
-        self.created = []
         self.tmp = None
         self.lock_path = None
 
     # ------------------------------------------------------------ plumbing
-    def x(self, role, *cmd, **kw):
-        return sh('ip', 'netns', 'exec', self.ns[role], *cmd, **kw)
-
     def ipt(self, family=4):
         return '%s-%s' % ('iptables' if family == 4 else 'ip6tables', self.flavour)
 
@@ -125,18 +113,19 @@ class Lab:
         return '\n'.join(lines) + '\n'
 
     def up(self):
-        if os.geteuid() != 0:
-            raise LabError('the namespace lab needs root (it creates network namespaces)')
-        self.tmp = tempfile.mkdtemp(prefix='%s-' % self.tag)
-        self.lock_path = os.path.join(self.tmp, 'kvmnet-nat.lock')
-        for name in self.ns.values():
-            sh('ip', 'netns', 'add', name)
-            self.created.append(name)
-        for ns in self.ns.values():
-            sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up')
+        super().up()
+        try:
+            self.tmp = tempfile.mkdtemp(prefix='%s-' % self.tag)
+            self.lock_path = os.path.join(self.tmp, 'kvmnet-nat.lock')
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build(self):
         # public side: client <-> hv eth0
-        sh('ip', 'link', 'add', 'eth0', 'netns', self.ns['hv'], 'type', 'veth', 'peer', 'name', 'eth0',
-           'netns', self.ns['client'])
+        self.link('hv', 'eth0', 'client', 'eth0')
         for addr in (PUBLIC_IP + '/24', HOST_OWN_IP + '/24'):
             self.x('hv', 'ip', 'addr', 'add', addr, 'dev', 'eth0')
         self.x('hv', 'ip', 'addr', 'add', PUBLIC_IP6 + '/64', 'dev', 'eth0', 'nodad')
@@ -154,8 +143,7 @@ class Lab:
         self.x('hv', 'ip', 'addr', 'add', '2001:db8:122::1/64', 'dev', 'virbr0', 'nodad')
         self.x('hv', 'ip', 'link', 'set', 'virbr0', 'up')
         for guest, (ip4, ip6, _tcp, _udp) in GUESTS.items():
-            sh('ip', 'link', 'add', 'vnet-' + guest, 'netns', self.ns['hv'], 'type', 'veth', 'peer', 'name',
-               'eth0', 'netns', self.ns[guest])
+            self.link('hv', 'vnet-' + guest, guest, 'eth0')
             self.x('hv', 'ip', 'link', 'set', 'vnet-' + guest, 'master', 'virbr0', 'up')
             self.x(guest, 'ip', 'addr', 'add', ip4 + '/24', 'dev', 'eth0')
             self.x(guest, 'ip', 'addr', 'add', ip6 + '/64', 'dev', 'eth0', 'nodad')
@@ -172,45 +160,25 @@ class Lab:
         self.x('hv', self.ipt(4) + '-restore', '--noflush', data=LIBVIRT_RULES)
         self.x('hv', self.ipt(6) + '-restore', '--noflush', data=LIBVIRT_RULES6)
         # services: guests, and the host's own web server on :80 (the classic nginx case)
-        for guest, (_ip4, _ip6, tcp, udp) in GUESTS.items():
-            self.spawn(guest, guest, ['--tcp'] + tcp + ['--udp'] + (udp or []) + ['--ipv6'])
-        self.spawn('hv', 'host', ['--tcp', '80', '--udp'])
-        self.wait_ready()
-        return self
-
-    def spawn(self, role, name, args):
-        proc = subprocess.Popen(['ip', 'netns', 'exec', self.ns[role], sys.executable,
-                                 os.path.join(HERE, 'guest_server.py'), name] + args,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def wait_ready(self):
-        for proc in self.procs:
+        servers = [self.serve(guest, guest, ['--tcp'] + tcp + ['--udp'] + (udp or []) + ['--ipv6'])
+                   for guest, (_ip4, _ip6, tcp, udp) in GUESTS.items()]
+        servers.append(self.serve('hv', 'host', ['--tcp', '80', '--udp']))
+        for proc in servers:
             line = proc.stdout.readline().strip()
             if line != 'ready':
                 raise LabError('a lab server did not start: %s %s' % (line, proc.stderr.read()))
 
+    def serve(self, role, name, args):
+        return self.spawn(role, [sys.executable, os.path.join(HERE, 'guest_server.py'), name] + args,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def down(self):
-        errors = []
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-        for name in reversed(self.created):
-            res = sh('ip', 'netns', 'del', name, check=False)
-            if res.returncode != 0:
-                errors.append('%s: %s' % (name, res.stderr.strip()))
-        self.created = []
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-        if errors:
-            raise LabError('lab teardown incomplete: ' + '; '.join(errors))
+        try:
+            super().down()
+        finally:
+            if self.tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
 
     # ------------------------------------------------------------ what the tests use
     def probe(self, proto, address, port, source=None, timeout=1.5, role='client'):

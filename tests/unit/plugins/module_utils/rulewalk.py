@@ -85,31 +85,43 @@ def matches(spec, packet):
     return all(_test(option, value, packet) != negated for option, value, negated in tests), how, target
 
 
-def walk(chains, start, packet, limit=10000):
+def walk(chains, start, packet, limit=10000, count=False):
     """The first terminal rule the packet meets from chain ``start`` (a spec), or None when it
-    returns to the built-in chain that called ``start``. ``chains``: {name: [spec]}."""
+    returns to the built-in chain that called ``start``. ``chains``: {name: [spec]}. With
+    ``count``: (that rule, how many rules the packet was tested against on its way)."""
     stack = []                      # (chain, next index) to return to after a -j
-    chain, index = start, 0
-    steps = 0
+    chain, index, tested = start, 0, 0
     while True:
         rules = chains[chain]
         if index >= len(rules):
             if not stack:
-                return None
+                return (None, tested) if count else None
             chain, index = stack.pop()
             continue
-        steps += 1
-        assert steps < limit, 'loop in the rules'
+        tested += 1
+        assert tested < limit, 'loop in the rules'
         spec = rules[index]
         ok, how, target = matches(spec, packet)
         if not ok:
             index += 1
             continue
         if target in TERMINAL:
-            return spec
+            return (spec, tested) if count else spec
         if how == '-j':
             stack.append((chain, index + 1))
         chain, index = target, 0
+
+
+def from_save(text, prefix='KVMNAT'):
+    """{chain: [spec]} of the chains of ours in an iptables-save text."""
+    chains = {}
+    for line in text.splitlines():
+        if line.startswith(':%s' % prefix):
+            chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith('-A %s' % prefix):
+            chain, spec = line[3:].split(' ', 1)
+            chains.setdefault(chain, []).append(spec)
+    return chains
 
 
 def by_name(desired_chains):
