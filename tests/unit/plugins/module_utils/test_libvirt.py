@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt as L
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 DOMAIN_XML = """<domain type='qemu' id='3'>
   <name>web01</name>
@@ -83,15 +84,13 @@ def test_merge_skips_link_local_and_matches_by_mac():
     assert [a['address'] for a in guest['interfaces'][1]['addresses']] == ['198.51.100.20']
 
 
-class FakeModule:
-    def __init__(self, answers):
-        self.answers = answers
-        self.calls = []
+def FakeModule(answers):  # noqa: N802  (reads like the class it builds)
+    """virsh commands are looked up without their "virsh --connect URI" head."""
+    return fakes.FakeModule(answers=lambda command: answers[command.split(' ', 3)[3]])
 
-    def run_command(self, cmd, environ_update=None):
-        assert isinstance(cmd, list) and environ_update == {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
-        self.calls.append(cmd[3:])
-        return self.answers[' '.join(cmd[3:])]
+
+def virsh_calls(module):
+    return [command.split(' ', 3)[3] for command in module.commands()]
 
 
 NETWORK_XML = """<network>
@@ -188,11 +187,11 @@ def test_describe_falls_back_to_the_agent_and_never_writes():
         'domstate web01': (0, 'running\n\n', ''),
         'domifaddr web01 --full --source lease': (0, '', ''),
         'domifaddr web01 --full --source agent': (0, DOMIFADDR_FULL, ''),
+        'net-dumpxml default': (0, NETWORK_XML, ''),
     })
-    module.answers['net-dumpxml default'] = (0, NETWORK_XML, '')
     guest, warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease', 'agent'], {}, HOST_IPS)
     assert (guest['state'], guest['ipv4'], warnings) == ('running', ['192.168.122.10'], [])
-    assert [c[0] for c in module.calls] == ['dumpxml', 'domstate', 'domifaddr', 'domifaddr', 'net-dumpxml']
+    assert [c.split()[0] for c in virsh_calls(module)] == ['dumpxml', 'domstate', 'domifaddr', 'domifaddr', 'net-dumpxml']
 
 
 def test_describe_reports_a_failing_source_as_a_warning():

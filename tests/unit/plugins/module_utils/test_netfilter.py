@@ -10,34 +10,19 @@ import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter as N
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 EMPTY = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n'
 RULES = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j LIBVIRT_FWX\nCOMMIT\n'
 USER_CHAIN = '*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER - [0:0]\nCOMMIT\n'
 
 
-class FakeModule:
-    """Answers run_command from a table keyed by the command's first words; records every call."""
-
-    def __init__(self, answers, binaries=None):
-        self.answers = answers
-        self.binaries = binaries if binaries is not None else {
-            'iptables-legacy-save', 'iptables-legacy-restore', 'iptables-nft-save', 'iptables-nft-restore',
+BINARIES = {'iptables-legacy-save', 'iptables-legacy-restore', 'iptables-nft-save', 'iptables-nft-restore',
             'iptables-save', 'iptables-restore', 'ip'}
-        self.calls = []
 
-    def get_bin_path(self, name, required=False):
-        return '/usr/sbin/' + name if name in self.binaries else None
 
-    def run_command(self, cmd, data=None, binary_data=False, environ_update=None):
-        assert isinstance(cmd, list)  # never a joined string
-        assert environ_update == {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
-        self.calls.append((cmd, data))
-        key = ' '.join(word.rsplit('/', 1)[-1] for word in cmd)
-        for prefix, answer in self.answers.items():
-            if key.startswith(prefix):
-                return answer
-        raise AssertionError('unexpected command: %s' % key)
+def FakeModule(answers, binaries=None):  # noqa: N802  (reads like the class it builds)
+    return fakes.FakeModule(answers=answers, binaries=BINARIES if binaries is None else binaries)
 
 
 @pytest.mark.parametrize('legacy, nft, default, expected', [
@@ -61,7 +46,7 @@ def test_detect_picks_the_flavour_in_use(legacy, nft, default, expected):
 def test_detect_reads_legacy_only_when_the_kernel_shows_it_holds_a_table(tables, reads):
     module = FakeModule({'iptables-legacy-save': (0, EMPTY, ''), 'iptables-nft-save': (0, RULES, '')})
     assert N.detect(module, 4, legacy=lambda family: tables).flavour == 'nft'
-    assert [cmd[0].rsplit('/', 1)[-1] for cmd, _data in module.calls] == reads
+    assert [command.split()[0] for command in module.commands()] == reads
 
 
 def test_detect_refuses_rules_in_both_flavours():
@@ -86,8 +71,7 @@ def test_restore_test_run_arguments():
     module = FakeModule({'iptables-nft-restore': (0, '', '')})
     backend = N.Backend(4, 'nft', ['/usr/sbin/iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
     N.restore(module, backend, '*nat\nCOMMIT\n', 10, test=True)
-    assert module.calls == [(['/usr/sbin/iptables-nft-restore', '--noflush', '--wait', '10', '--test'],
-                             '*nat\nCOMMIT\n')]
+    assert module.calls == [('iptables-nft-restore --noflush --wait 10 --test', '*nat\nCOMMIT\n')]
 
 
 def test_restore_error_names_the_rule_the_command_and_stderr():

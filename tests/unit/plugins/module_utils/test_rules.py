@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
 from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
 from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
+from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils import rulewalk
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 PUB = '203.0.113.10'
@@ -466,53 +467,29 @@ def test_established_accept_without_public_address_covers_the_ones_with():
 
 # ---------------------------------------------------------------- dispatch by port
 
-def _walk(chains, top, proto, port, takes):
-    """Follow our dispatch rules like the kernel would; return the first leaf rule that takes the packet."""
-    current = top
-    while True:
-        for spec in chains[current]:
-            words = spec.split()
-            if '-g' in words:
-                target = words[words.index('-g') + 1]
-                ports = [words[i + 1] for i, w in enumerate(words) if w in ('--dport', '--ctorigdstport')]
-                if '-p' in words and words[words.index('-p') + 1] != proto:
-                    continue
-                if ports:
-                    first, _sep, last = ports[0].partition(':')
-                    if not int(first) <= port <= int(last or first):
-                        continue
-                current = target
-                break
-            if takes(spec):
-                return spec
-        else:
-            return None
-
-
 def test_dispatch_finds_the_first_rule_the_flat_chain_would_find():
-    """Random rules, ranges crossing splits, one port in several rules: tree and flat chain agree."""
+    """Random rules, ranges crossing splits, one port in several rules: tree and flat chain agree
+    (rulewalk follows both as the kernel would; a rule's other match is its source network)."""
     rng = random.Random(5)
     for _round in range(40):
         items = []
         for i in range(rng.randint(1, 120)):
             first = rng.randint(1, 400)
-            last = first + (rng.choice([0, 0, 0, 3, 40]))
-            items.append((rng.choice(['tcp', 'udp']), F.PortRange(first, last), 'rule%d -j ACCEPT' % i))
+            ports = F.PortRange(first, first + rng.choice([0, 0, 0, 3, 40]))
+            proto = rng.choice(['tcp', 'udp'])
+            source = rng.choice(['198.51.100.0/24', '192.0.2.0/24'])
+            items.append((proto, ports, '-s %s -p %s -m %s --dport %s -m comment --comment "kvmnet.nat: r%d" -j ACCEPT'
+                          % (source, proto, proto, ports.match, i)))
         chains = {}
-        dispatch = R._Dispatch(chains, 'nat', 'T', R._port_node)
-        chains['T'] = dispatch.rules(items)
+        chains['T'] = R._Dispatch(chains, 'nat', 'T', R._port_node).rules(items)
         chains = {name[1] if isinstance(name, tuple) else name: rules for name, rules in chains.items()}
-        leaves = sum(len(r) for r in chains.values())
-        assert leaves < 10 * len(items) + 10
-        chosen = set(rng.sample(range(len(items)), k=len(items) // 2))   # what the rules' other matches say
+        assert sum(len(r) for r in chains.values()) < 10 * len(items) + 10
+        flat = {'T': [spec for _p, _ports, spec in items]}
+        edges = {p for _proto, ports, _spec in items for p in (ports.first - 1, ports.first, ports.last, ports.last + 1)}
         for proto in ('tcp', 'udp'):
-            for port in range(1, 460):
-                def takes(spec, proto=proto, port=port):
-                    index = int(spec.split()[0][4:])
-                    p, ports, _spec = items[index]
-                    return p == proto and ports.first <= port <= ports.last and index in chosen
-                flat = next((spec for p, ports, spec in items if takes(spec)), None)
-                assert _walk(chains, 'T', proto, port, takes) == flat, (proto, port)
+            for port in sorted(edges | set(rng.sample(range(1, 460), 40))):
+                packet = dict(proto=proto, dport=port, src='198.51.100.7')
+                assert rulewalk.walk(chains, 'T', packet) == rulewalk.walk(flat, 'T', packet), (proto, port)
 
 
 def test_a_few_forwards_stay_in_one_flat_chain():

@@ -19,6 +19,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
 from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
 from ansible_collections.kvmnet.nat.plugins.modules import forwards as M
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 EMPTY4 = '*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j LIBVIRT_FWX\nCOMMIT\n'
 EMPTY6 = '*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n'
@@ -28,59 +29,28 @@ ROUTE = '[{"dst":"192.168.122.10","dev":"virbr0"}]'
 FORWARDS = [{'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'guest_port': 80}]
 
 
-class Exit(Exception):
-    def __init__(self, result):
-        super().__init__(result.get('msg', ''))
-        self.result = result
+DEFAULTS = {'forwards': [], 'check_listeners': False, 'public_ip': None, 'public_ip6': None, 'in_interface': None,
+            'state': 'present', 'chain_prefix': 'KVMNAT', 'persist_path': None, 'lock_timeout': 10, 'lock_path': None}
+BINARIES = {'iptables-nft-save', 'iptables-nft-restore', 'ip6tables-nft-save', 'ip6tables-nft-restore', 'ip'}
 
 
-class FakeModule:
-    """Stands in for AnsibleModule. ``answers``: [(command prefix, (rc, out, err))], consumed in order."""
+class FakeModule(fakes.FakeModule):
+    """Answers in order; every payload that reaches iptables-restore is checked against the grammar."""
 
-    def __init__(self, params, answers, check_mode=False, diff=False, binaries=None):
-        self.params = dict({'forwards': [], 'check_listeners': False, 'public_ip': None, 'public_ip6': None,
-                            'in_interface': None, 'state': 'present', 'chain_prefix': 'KVMNAT',
-                            'persist_path': None, 'lock_timeout': 10, 'lock_path': None}, **params)
-        self.answers = list(answers)
-        self.check_mode = check_mode
-        self._diff = diff
-        self.calls = []
-        self.warnings = []
-        self.binaries = binaries if binaries is not None else {
-            'iptables-nft-save', 'iptables-nft-restore', 'ip6tables-nft-save', 'ip6tables-nft-restore', 'ip'}
-
-    def get_bin_path(self, name, required=False):
-        return '/usr/sbin/' + name if name in self.binaries else None
+    def __init__(self, params, answers, check_mode=False, diff=False):
+        super().__init__(dict(DEFAULTS, **params), list(answers), check_mode, diff, BINARIES)
 
     def run_command(self, cmd, data=None, binary_data=False, environ_update=None):
-        assert isinstance(cmd, list) and environ_update['LANG'] == 'C'
-        key = ' '.join(word.rsplit('/', 1)[-1] for word in cmd)
-        self.calls.append(key)
-        assert self.answers, 'unexpected command: %s' % key
-        prefix, answer = self.answers.pop(0)
-        assert key.startswith(prefix), 'expected %s, ran %s' % (prefix, key)
-        if data is not None and answer[0] == 0 and 'restore' in key:
+        answer = super().run_command(cmd, data, binary_data, environ_update)
+        if data is not None and answer[0] == 0 and 'restore' in fakes.key(cmd):
             P.check_payload(data, self.params['chain_prefix'])     # only engine-written lines reach restore
         return answer
 
-    def warn(self, text):
-        self.warnings.append(text)
-
-    def fail_json(self, **result):
-        raise Exit(dict(result, failed=True))
-
-    def exit_json(self, **result):
-        raise Exit(result)
-
-    def atomic_move(self, src, dest):
-        os.replace(src, dest)
-
 
 def run(module):
-    with pytest.raises(Exit) as info:
-        M.run(module)
+    result = fakes.result_of(M.run, module)
     assert not module.answers, 'commands not run: %s' % module.answers
-    return info.value.result
+    return result
 
 
 def detect(saved4=EMPTY4, saved6=EMPTY6, test4=None):
@@ -135,7 +105,7 @@ def test_check_mode_tests_the_payload_and_applies_nothing(lock):
     module = FakeModule(params, HOST + detect(test4=(0, '', '')), check_mode=True, diff=True)
     result = run(module)
     assert result['changed'] is True and 'failed' not in result
-    assert not any(call.endswith('--noflush --wait 10') for call in module.calls)     # never the real apply
+    assert not any(call.endswith('--noflush --wait 10') for call in module.commands())     # never the real apply
     assert 'ipv4 nat :KVMNAT_DNAT' in result['diff']['after'] and result['diff']['before'] == ''
 
 
@@ -163,7 +133,7 @@ def test_an_unchanged_ruleset_runs_no_restore_at_all(lock):
     module = FakeModule(params, HOST + detect(saved4=applied(params)))
     result = run(module)
     assert result['changed'] is False and result['reasons'] == []
-    assert not [call for call in module.calls if 'restore' in call]
+    assert not [call for call in module.commands() if 'restore' in call]
 
 
 def test_persistence_writes_exactly_the_plan_with_its_mode_and_header(lock, tmp_path):
@@ -232,7 +202,7 @@ def test_a_held_lock_stops_the_run_before_anything_is_read(lock):
     assert result['failed'] is True
     assert 'another kvmnet.nat run holds the host lock %s (pid %d a test playing the libvirt hook)' % (
         lock, os.getpid()) in result['msg']
-    assert not [call for call in module.calls if 'tables' in call]
+    assert not [call for call in module.commands() if 'tables' in call]
 
 
 def route(ip):
@@ -252,4 +222,4 @@ def test_a_forward_to_the_host_itself_is_refused_before_any_rule_is_read(lock, g
                          'public_ip6': '2001:db8::10', 'lock_path': lock}, commands)
     result = run(module)
     assert result['failed'] is True and expected in result['msg'], result['msg']
-    assert not [call for call in module.calls if 'tables' in call]
+    assert not [call for call in module.commands() if 'tables' in call]

@@ -12,8 +12,10 @@ import os
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.modules import guest_addresses as M
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
-WEB, APP = '52:54:00:4b:01:10', '52:54:00:aa:00:01'
+WEB = '52:54:00:4b:01:10'
+APP = '52:54:00:aa:00:01'
 NETWORK = """<network><name>default</name><bridge name='virbr0'/>
   <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>
     <range start='192.168.122.2' end='192.168.122.254'/>
@@ -34,41 +36,20 @@ DOMIFADDR = (' Name       MAC address          Protocol     Address\n-----------
              ' vnet0      %s    ipv4         192.168.122.77/24\n' % APP)
 
 
-class Exit(Exception):
-    def __init__(self, result):
-        super().__init__(result.get('msg', ''))
-        self.result = result
+DEFAULTS = {'names': [], 'declared': {}, 'pin': True, 'state': 'present', 'record_path': None,
+            'uri': 'qemu:///system', 'address_sources': ['lease']}
 
 
-class FakeModule:
-    def __init__(self, params, answers, check_mode=False):
-        self.params = dict({'names': [], 'declared': {}, 'pin': True, 'state': 'present', 'record_path': None,
-                            'uri': 'qemu:///system', 'address_sources': ['lease']}, **params)
-        self.answers = answers
-        self.check_mode = check_mode
-        self._diff = False
-        self.calls = []
-        self.warnings = []
+def FakeModule(params, answers, check_mode=False):  # noqa: N802  (reads like the class it builds)
+    """virsh commands are looked up without their "virsh --connect URI" head."""
+    def answer(command):
+        args = command.split(' ', 3)[3]
+        return next(value for prefix, value in answers.items() if args.startswith(prefix))
+    return fakes.FakeModule(dict(DEFAULTS, **params), answer, check_mode)
 
-    def get_bin_path(self, name, required=False):
-        return '/usr/bin/' + name
 
-    def run_command(self, cmd, environ_update=None):
-        key = ' '.join(cmd[3:])       # after "virsh --connect URI"
-        self.calls.append(key)
-        for prefix, answer in self.answers.items():
-            if key.startswith(prefix):
-                return answer
-        raise AssertionError('unexpected command: %s' % key)
-
-    def warn(self, text):
-        self.warnings.append(text)
-
-    def fail_json(self, **result):
-        raise Exit(dict(result, failed=True))
-
-    def exit_json(self, **result):
-        raise Exit(result)
+def net_updates(module):
+    return [c.split(' ', 3)[3] for c in module.commands() if c.split(' ', 3)[3].startswith('net-update')]
 
 
 def answers(extra_reservation=''):
@@ -85,9 +66,7 @@ def answers(extra_reservation=''):
 
 
 def run(module):
-    with pytest.raises(Exit) as info:
-        M.run(module)
-    return info.value.result
+    return fakes.result_of(M.run, module)
 
 
 @pytest.fixture
@@ -103,7 +82,7 @@ def test_a_looked_up_guest_is_pinned_live_and_persistent_and_recorded(record):
                         answers())
     result = run(module)
     assert result['changed'] is True
-    assert [c for c in module.calls if c.startswith('net-update')] == [
+    assert net_updates(module) == [
         'net-update default add-last ip-dhcp-host %s --live --config' % APP_XML]
     assert result['guests'] == [
         {'name': 'web01', 'ip': '192.168.122.10', 'source': 'declared', 'mac': WEB, 'network': 'default',
@@ -121,7 +100,7 @@ def test_the_second_run_changes_nothing(record):
     run(FakeModule(params, answers()))
     module = FakeModule(params, answers(extra_reservation="<host mac='%s' ip='192.168.122.77'/>" % APP))
     result = run(module)
-    assert result['changed'] is False and not [c for c in module.calls if c.startswith('net-update')]
+    assert result['changed'] is False and not net_updates(module)
 
 
 def test_a_guest_that_left_the_inventory_loses_exactly_its_pin(record):
@@ -129,7 +108,7 @@ def test_a_guest_that_left_the_inventory_loses_exactly_its_pin(record):
     module = FakeModule({'names': ['web01'], 'declared': {'web01': '192.168.122.10'}, 'record_path': record},
                         answers(extra_reservation="<host mac='%s' ip='192.168.122.77'/>" % APP))
     result = run(module)
-    assert [c for c in module.calls if c.startswith('net-update')] == [
+    assert net_updates(module) == [
         'net-update default delete ip-dhcp-host %s --live --config' % APP_XML]
     assert result['pins'] == [] and not os.path.exists(record)
 
@@ -141,14 +120,14 @@ def test_a_declared_address_reserved_to_another_domain_is_refused_naming_both(re
     assert result['failed'] is True
     assert 'app01 is given 192.168.122.10, which network default reserves for %s (web01)' % WEB in result['msg']
     assert 'app01 is given 192.168.122.10, which network default has leased to %s (web01)' % WEB in result['msg']
-    assert not [c for c in module.calls if c.startswith('net-update')] and not os.path.exists(record)
+    assert not net_updates(module) and not os.path.exists(record)
 
 
 def test_check_mode_reports_and_writes_nothing(record):
     module = FakeModule({'names': ['app01'], 'record_path': record}, answers(), check_mode=True)
     result = run(module)
     assert result['changed'] is True and result['changes']
-    assert not [c for c in module.calls if c.startswith('net-update')] and not os.path.exists(record)
+    assert not net_updates(module) and not os.path.exists(record)
 
 
 def test_absent_removes_every_recorded_pin(record):
@@ -157,7 +136,7 @@ def test_absent_removes_every_recorded_pin(record):
                         answers(extra_reservation="<host mac='%s' ip='192.168.122.77'/>" % APP))
     result = run(module)
     assert result['changed'] is True and result['pins'] == []
-    assert [c for c in module.calls if c.startswith('net-update')] == [
+    assert net_updates(module) == [
         'net-update default delete ip-dhcp-host %s --live --config' % APP_XML]
 
 

@@ -12,50 +12,32 @@ import stat
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.modules import persistence as M
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 
-class Exit(Exception):
-    def __init__(self, result):
-        super().__init__(result.get('msg', ''))
-        self.result = result
+DEFAULTS = {'state': 'present', 'files': [], 'remove': [], 'directories': [], 'unit': None, 'libvirt_hook': None,
+            'libvirt_units': ['libvirtd.service'], 'sysctl_file': None}
 
 
-class FakeModule:
-    def __init__(self, params, enabled=(), active=(), check_mode=False):
-        self.params = dict({'state': 'present', 'files': [], 'remove': [], 'directories': [], 'unit': None,
-                            'libvirt_hook': None, 'libvirt_units': ['libvirtd.service'], 'sysctl_file': None},
-                           **params)
-        self.enabled, self.active = set(enabled), set(active)
-        self.check_mode = check_mode
-        self._diff = True
-        self.calls = []
-
-    def get_bin_path(self, name, required=False):
-        return '/usr/bin/' + name
-
-    def run_command(self, cmd, environ_update=None, **kw):
-        words = [w.rsplit('/', 1)[-1] for w in cmd]
-        self.calls.append(' '.join(words))
+def FakeModule(params, enabled=(), active=(), check_mode=False):  # noqa: N802  (reads like the class it builds)
+    """systemctl is-enabled / is-active answer from the sets given; every other command succeeds."""
+    def answer(command):
+        words = command.split()
         if words[:2] == ['systemctl', 'is-enabled']:
-            return (0, 'enabled\n', '') if words[2] in self.enabled else (1, 'disabled\n', '')
+            return (0, 'enabled\n', '') if words[2] in enabled else (1, 'disabled\n', '')
         if words[:2] == ['systemctl', 'is-active']:
-            return (0, 'active\n', '') if words[2] in self.active else (3, 'inactive\n', '')
+            return (0, 'active\n', '') if words[2] in active else (3, 'inactive\n', '')
         return 0, '', ''
-
-    def fail_json(self, **result):
-        raise Exit(dict(result, failed=True))
-
-    def exit_json(self, **result):
-        raise Exit(result)
-
-    def atomic_move(self, src, dest):
-        os.replace(src, dest)
+    return fakes.FakeModule(dict(DEFAULTS, **params), answer, check_mode, diff=True)
 
 
 def run(module):
-    with pytest.raises(Exit) as info:
-        M.run_module(module)
-    return info.value.result
+    return fakes.result_of(M.run_module, module)
+
+
+def commands(module):
+    """What the module ran, without its systemctl queries."""
+    return [c for c in module.commands() if not c.startswith('systemctl is-')]
 
 
 def pieces(tmp, **contents):
@@ -91,11 +73,11 @@ def test_a_new_hook_reloads_the_active_libvirt_daemon_a_changed_one_does_not(tmp
               'libvirt_units': ['libvirtd.service', 'virtnetworkd.service']}
     module = FakeModule(params, active={'libvirtd.service'})
     assert run(module)['reloaded'] == ['libvirtd.service']
-    assert 'systemctl reload libvirtd.service' in module.calls
+    assert 'systemctl reload libvirtd.service' in commands(module)
     module = FakeModule(dict(params, files=pieces(tmp_path, **{'hook.sh': 'v2\n'})), active={'libvirtd.service'})
     result = run(module)
     assert result['reloaded'] == [] and result['written'] == [hook]
-    assert not [c for c in module.calls if 'reload' in c]
+    assert not [c for c in commands(module) if 'reload' in c]
 
 
 def test_the_unit_is_enabled_with_a_daemon_reload_when_its_file_changed(tmp_path):
@@ -105,7 +87,7 @@ def test_the_unit_is_enabled_with_a_daemon_reload_when_its_file_changed(tmp_path
               'unit': 'kvmnet-nat.service'}
     module = FakeModule(params)
     run(module)
-    assert [c for c in module.calls if not c.startswith('systemctl is-')] == [
+    assert commands(module) == [
         'systemctl daemon-reload', 'systemctl enable kvmnet-nat.service']
     module = FakeModule(params, enabled={'kvmnet-nat.service'})
     assert run(module)['changed'] is False
@@ -118,7 +100,7 @@ def test_the_other_mechanisms_unit_is_disabled_before_it_is_removed(tmp_path):
     module = FakeModule({'remove': [str(unit)]}, enabled={'kvmnet-nat.service'})
     result = run(module)
     assert result['removed'] == [str(unit)] and not unit.exists()
-    assert [c for c in module.calls if not c.startswith('systemctl is-')] == [
+    assert commands(module) == [
         'systemctl disable kvmnet-nat.service', 'systemctl daemon-reload']
 
 
