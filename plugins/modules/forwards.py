@@ -29,7 +29,7 @@ description:
   - Uses the iptables flavour (nf_tables or legacy) the host's rules are in; refuses a host
     whose rules are split across both.
 author:
-  - kvmnet.nat maintainers (@kvmnet)
+  - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -258,11 +258,11 @@ forwards:
 
 import dataclasses
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _command
+from ansible_collections.kvmnet.nat.plugins.module_utils import _files
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _render
 from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
@@ -446,22 +446,6 @@ def _apply(module, work, result):
     return changed
 
 
-def _write_file(module, path, text):
-    """Write ``text`` to ``path`` through a new temporary file (O_EXCL, random name) in the same directory."""
-    fd, tmp = tempfile.mkstemp(prefix='.kvmnet-nat.', dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, PERSIST_MODE)
-        module.atomic_move(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-    os.chmod(path, PERSIST_MODE)
-
-
 def _persist_one(module, path, text):
     """Write (or with text=None remove) one persisted file; True if it changed."""
     if text is None:
@@ -478,7 +462,7 @@ def _persist_one(module, path, text):
     if same and (os.stat(path).st_mode & 0o7777) == PERSIST_MODE:
         return False
     if not module.check_mode:
-        _write_file(module, path, text)
+        _files.write_atomic(module, path, text, PERSIST_MODE)
     return True
 
 

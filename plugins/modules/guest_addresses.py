@@ -22,7 +22,7 @@ description:
     in O(record_path); only those are ever moved (when the address changes) or removed (when the guest
     is not listed any more, or with O(state=absent)). Reservations it did not make are never touched.
 author:
-  - kvmnet.nat maintainers (@kvmnet)
+  - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -126,11 +126,11 @@ changes:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _command
+from ansible_collections.kvmnet.nat.plugins.module_utils import _files
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
 from ansible_collections.kvmnet.nat.plugins.module_utils import _pins
@@ -226,21 +226,6 @@ def _apply(virsh, networks, actions):
         virsh('net-update', pin.network, command, 'ip-dhcp-host', _pins.host_xml(pin), *flags)
 
 
-def _write_record(path, pins):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    handle, tmp = tempfile.mkstemp(prefix='.pins.', dir=directory)
-    try:
-        with os.fdopen(handle, 'w') as out:
-            out.write(_pins.dump_record(pins))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-
-
 _DESCRIBE = {'add': '%s: pinned %s for %s in network %s', 'modify': '%s: pin moved to %s for %s in network %s',
              'delete': '%s: pin of %s for %s in network %s removed'}
 
@@ -283,7 +268,7 @@ def run(module):
     if changed and not module.check_mode:
         _apply(virsh, networks, actions)
         if pins:
-            _write_record(path, pins)
+            _files.write_atomic(module, path, _pins.dump_record(pins), 0o600, make_dirs=True)
         elif os.path.exists(path):
             os.remove(path)
     for warning in warnings + notes:

@@ -23,7 +23,7 @@ description:
   - A systemd unit file that is removed (with O(state=absent), or listed in O(remove)) is disabled first.
   - With O(state=absent), every file in O(files) and O(remove) is removed.
 author:
-  - kvmnet.nat maintainers (@kvmnet)
+  - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -121,10 +121,10 @@ reloaded:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _files
 from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
 
 
@@ -145,24 +145,6 @@ def _current(path):
     with open(path, 'rb') as handle:
         content = handle.read().decode('utf-8', 'replace')
     return content, os.stat(path).st_mode & 0o7777
-
-
-def _write(module, path, content, mode):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    handle, tmp = tempfile.mkstemp(prefix='.kvmnet-nat.', dir=directory)
-    try:
-        with os.fdopen(handle, 'w') as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        module.atomic_move(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-    os.chmod(path, mode)
 
 
 def _systemctl(module, *args):
@@ -262,7 +244,8 @@ def run_module(module):
             os.makedirs(path, 0o755)
         for item in params['files']:
             if item['path'] in step.written:
-                _write(module, item['path'], item['content'], _mode(item['mode'], item['path']))
+                _files.write_atomic(module, item['path'], item['content'], _mode(item['mode'], item['path']),
+                                    make_dirs=True)
         for path in step.removed:
             os.remove(path)
         if any(_is_unit(path) for path in step.removed):
