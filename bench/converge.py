@@ -98,11 +98,17 @@ def timed(ns, argv, env=None):
 
 
 def run_module(ns, tmp, fwds, coll_root=COLL_ROOT):
-    """The forwards module as Ansible runs it (its JSON arguments in a file), in namespace ``ns.name``."""
+    """The forwards module as Ansible runs it (its JSON arguments in a file), in namespace ``ns.name``.
+
+    The module of this checkout takes its host lock in ``tmp`` (never /run on this machine); an older
+    revision measured for comparison has no lock and no such option.
+    """
     path = os.path.join(tmp, 'args.json')
+    args = {'public_ip': PUBLIC_IP, 'forwards': fwds}
+    if coll_root == COLL_ROOT:
+        args['lock_path'] = os.path.join(tmp, 'kvmnet-nat.lock')
     with open(path, 'w') as handle:
-        json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds,
-                                           'lock_path': os.path.join(tmp, 'kvmnet-nat.lock')}}, handle)
+        json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
     env = dict(os.environ, PYTHONPATH=coll_root)
     module = os.path.join(coll_root, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
     elapsed, out = timed(ns.name, [sys.executable, module, path], env=env)
