@@ -16,7 +16,7 @@ description:
   - Read-only; uses C(virsh). Guests that are asked for by name but do not exist are returned in
     RV(missing), so the caller decides whether that is an error.
 author:
-  - kvmnet.nat maintainers (@kvmnet)
+  - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full

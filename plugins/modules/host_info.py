@@ -17,7 +17,7 @@ description:
     nftables backend (a C(libvirt_network) table that rejects), and which packages apt would remove
     to install the packages in O(simulate_install) (C(apt-get -s), nothing is installed).
 author:
-  - kvmnet.nat maintainers (@kvmnet)
+  - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full

@@ -16,7 +16,7 @@ description:
   - Used by the C(kvmnet.nat.verify) playbook from a vantage point outside the hypervisor. It never
     fails on an unreachable port; the caller decides (RV(reachable)).
 author:
-  - kvmnet.nat maintainers (@kvmnet)
+  - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
