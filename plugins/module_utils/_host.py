@@ -93,7 +93,7 @@ def _run(module, cmd):
     return run(module, cmd, check=False)
 
 
-def _process_running(name, proc='/proc'):
+def process_running(name, proc='/proc'):
     for pid in filter(str.isdigit, os.listdir(proc)):
         try:
             with open(os.path.join(proc, pid, 'comm')) as handle:
@@ -126,7 +126,7 @@ def read(module, simulate_install=(), paths=None, units=()):
         _rc, out, _err = _run(module, [systemctl, 'is-active', 'firewalld.service'])
         firewalld_active = out.strip() == 'active'
     else:
-        firewalld_active = _process_running('firewalld')
+        firewalld_active = process_running('firewalld')
     facts['firewalld'] = {'installed': facts['packages']['firewalld'], 'active': firewalld_active}
     facts['units'] = {}
     for unit in units:

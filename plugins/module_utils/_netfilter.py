@@ -32,7 +32,7 @@ class Backend:
     saved: str = ''       # the save taken while detecting, reused as the first read
 
 
-def _in_use(text):
+def in_use(text):
     """A flavour is in use when its ruleset has a rule or a user-defined chain."""
     for line in text.splitlines():
         if line.startswith('-A ') or (line.startswith(':') and line.split()[1:2] == ['-']):
@@ -82,14 +82,14 @@ def detect(module, family, legacy=legacy_tables):
         rc, out, _err = run(module, [save], check=False)
         if rc == 0:
             found[flavour] = Backend(family, flavour, [save], [restore], out)
-    in_use = [f for f in ('legacy', 'nft') if f in found and _in_use(found[f].saved)]
-    if len(in_use) == 2:
+    used = [f for f in ('legacy', 'nft') if f in found and in_use(found[f].saved)]
+    if len(used) == 2:
         raise _plan.RulesetError(
             'this host has %s rules in both iptables-legacy and iptables-nft; rules in one are '
             'invisible to the other and the result would be unpredictable. Move everything to one '
             'flavour first (see %s-legacy-save and %s-nft-save)' % (base, base, base))
-    if in_use:
-        return found[in_use[0]]
+    if used:
+        return found[used[0]]
     generic_save = module.get_bin_path('%s-save' % base)
     generic_restore = module.get_bin_path('%s-restore' % base)
     default = _flavour_of(module, generic_save) if generic_save else None

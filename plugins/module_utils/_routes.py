@@ -11,6 +11,7 @@ _command.run.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 
@@ -72,3 +73,22 @@ def connected_network(module, ip, interfaces):
                 iface.network.prefixlen < iface.network.max_prefixlen:
             return iface.network
     return None
+
+
+def with_hairpin_networks(module, forwards, interfaces):
+    """The forwards with guest_network filled in for masquerade=auto from the host's connected routes,
+    and the warnings for those whose guest is on no connected network (no hairpin rule for them)."""
+    networks = {}    # one route lookup per guest address, not per forward
+    result, warnings = [], []
+    for fwd in forwards:
+        if fwd.masquerade == 'auto' and fwd.guest_network is None:
+            if fwd.guest_ip not in networks:
+                networks[fwd.guest_ip] = connected_network(module, fwd.guest_ip, interfaces)
+            net = networks[fwd.guest_ip]
+            if net is None:
+                warnings.append('forward %s: %s is not on a network connected to this host, so no hairpin '
+                                'MASQUERADE was written; set guest_network to add one' % (fwd.label, fwd.guest_ip))
+            else:
+                fwd = dataclasses.replace(fwd, guest_network=net)
+        result.append(fwd)
+    return result, warnings

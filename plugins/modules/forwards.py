@@ -256,7 +256,6 @@ forwards:
        guest_network: 192.168.122.0/24}
 """
 
-import dataclasses
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -360,24 +359,6 @@ def _parse(module):
         module.fail_json(msg='invalid forwards, nothing was changed: %s' % exc, errors=exc.errors)
 
 
-def _with_hairpin_networks(module, forwards, interfaces):
-    """Fill in guest_network for masquerade=auto forwards from the host's connected routes."""
-    networks = {}    # one route lookup per guest address, not per forward
-    result = []
-    for fwd in forwards:
-        if fwd.masquerade == 'auto' and fwd.guest_network is None:
-            if fwd.guest_ip not in networks:
-                networks[fwd.guest_ip] = _routes.connected_network(module, fwd.guest_ip, interfaces)
-            net = networks[fwd.guest_ip]
-            if net is None:
-                module.warn('forward %s: %s is not on a network connected to this host, so no hairpin '
-                            'MASQUERADE was written; set guest_network to add one' % (fwd.label, fwd.guest_ip))
-            else:
-                fwd = dataclasses.replace(fwd, guest_network=net)
-        result.append(fwd)
-    return result
-
-
 def _check_host(module, forwards):
     """What the host says about the forwards, before anything changes: guest addresses that are the
     host's own (or a network's network/broadcast address), and ports a host process listens on."""
@@ -387,7 +368,9 @@ def _check_host(module, forwards):
         interfaces = _routes.host_interfaces(module)
     except _routes.RouteError as exc:
         module.fail_json(msg='%s; nothing was changed' % exc)
-    forwards = _with_hairpin_networks(module, forwards, interfaces)
+    forwards, warnings = _routes.with_hairpin_networks(module, forwards, interfaces)
+    for warning in warnings:
+        module.warn(warning)
     errors, warnings = _forward.host_address_problems(forwards, interfaces)
     for fwd in forwards:
         problem = _forward.target_problem(fwd.guest_ip, fwd.guest_network)
