@@ -70,7 +70,7 @@ def parse_network_xml(text):
     root = ET.fromstring(text)
     bridge = root.find('bridge')
     result = {'name': root.findtext('name'), 'bridge': bridge.get('name') if bridge is not None else None,
-              'ips': [], 'dhcp': False, 'reservations': []}
+              'ips': [], 'dhcp': False, 'reservations': [], 'routers': parse_routers(root)}
     for ip in root.findall('ip'):
         address, prefix, netmask = ip.get('address'), ip.get('prefix'), ip.get('netmask')
         try:
@@ -86,6 +86,28 @@ def parse_network_xml(text):
             result['reservations'].append({'mac': (host.get('mac') or '').lower() or None, 'name': host.get('name'),
                                            'ip': host.get('ip'), 'family': 'ipv%d' % iface.version})
     return result
+
+
+DNSMASQ_NS = '{http://libvirt.org/schemas/network/dnsmasq/1.0}'
+
+
+def parse_routers(root):
+    """{IP version: gateway} that a network's dnsmasq options hand out instead of the host's own address
+    (``dhcp-option=option:router,X`` or ``dhcp-option=3,X``); '' when they hand out none."""
+    routers = {}
+    for option in root.iter(DNSMASQ_NS + 'option'):
+        value = option.get('value') or ''
+        if not value.startswith('dhcp-option='):
+            continue
+        words = [w.strip() for w in value[len('dhcp-option='):].split(',') if not w.startswith(('tag:', 'net:'))]
+        if not words or words[0] not in ('3', 'option:router'):
+            continue
+        gateway = words[1] if len(words) > 1 else ''
+        try:
+            routers[ipaddress.ip_address(gateway).version if gateway else 4] = gateway
+        except ValueError:
+            continue
+    return routers
 
 
 def parse_leases(text):

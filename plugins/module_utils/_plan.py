@@ -37,10 +37,12 @@ class Table:
     name: str
     chains: dict = field(default_factory=dict)   # chain -> policy ('-' for user chains)
     rules: dict = field(default_factory=dict)    # chain -> [spec]
+    packets: dict = field(default_factory=dict)  # chain -> [packet count of each rule] (iptables-save -c)
 
 
 def parse_save(text):
-    """Parse ``iptables-save`` output into {table: Table}; counters are dropped."""
+    """Parse ``iptables-save`` output into {table: Table}; with ``-c``, each rule's packet count is
+    kept in ``Table.packets`` (None without)."""
     tables = {}
     current = None
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -59,12 +61,17 @@ def parse_save(text):
             current.chains[name] = policy
             current.rules.setdefault(name, [])
         elif line.startswith(('-A ', '[')):
-            if line.startswith('['):  # "[pkts:bytes] -A CHAIN spec" (iptables-save -c): drop counters
-                line = line.split(']', 1)[1].strip()
+            packets = None
+            if line.startswith('['):  # "[pkts:bytes] -A CHAIN spec" (iptables-save -c)
+                counter, _sep, line = line[1:].partition(']')
+                line = line.strip()
+                count = counter.split(':')[0]
+                packets = int(count) if count.isdigit() else None
             parts = line.split(None, 2)
             if len(parts) < 3 or parts[0] != '-A':
                 raise RulesetError('iptables-save line %d has no rule: %s' % (lineno, raw))
             current.rules.setdefault(parts[1], []).append(parts[2])
+            current.packets.setdefault(parts[1], []).append(packets)
         else:
             raise RulesetError('iptables-save line %d not understood: %s' % (lineno, raw))
     return tables
@@ -417,3 +424,16 @@ def persist_text(desired, flavour):
     text = header + meta + body
     check_payload(text, desired.prefix, comments=True)
     return text
+
+
+def read_persisted(text):
+    """(fields of the ``kvmnet-nat-restore`` header line, the body) of a persisted file, as
+    kvmnet-nat-restore reads it; ``valid``: the body's SHA-256 is the one in the header."""
+    lines = text.split('\n')
+    meta_index = next((i for i, line in enumerate(lines[:3]) if line.startswith('# kvmnet-nat-restore ')), None)
+    if meta_index is None:
+        return {'valid': False}, text
+    fields = dict(word.split('=', 1) for word in lines[meta_index].split()[2:] if '=' in word)
+    body = '\n'.join(lines[meta_index + 1:])
+    fields['valid'] = fields.get('sha256') == hashlib.sha256(body.encode('utf-8', 'replace')).hexdigest()
+    return fields, body
