@@ -1,0 +1,782 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Where a forward's packets stop, and why: the diagnosis of kvmnet.nat.doctor. PRIVATE, no stable API.
+
+Pure Python, no I/O: the module reads the host once (a View) and each forward is diagnosed from
+it. The packets of a forward (an outside client's first packet, the same packet after the DNAT,
+a hairpin packet from another guest) are walked through the live ruleset (_walk.py), so rules
+written by hand are diagnosed the same way as the collection's own.
+
+Each check gives ok True (✔), False (✘) or None (– not applicable or not checked) with a detail;
+a failing check gives its causes, each one sentence with its fix. The verdict of a forward is the
+first failing check, in the order of CHECKS (the order in which a packet meets them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners, _plan, _render, _walk
+from ansible_collections.kvmnet.nat.plugins.module_utils._forward import address_text
+
+CHECKS = ('forwarding', 'layout', 'jumps', 'rules', 'saved', 'counters', 'listener', 'guest', 'route')
+MARKS = {True: '\u2714', False: '\u2718', None: '\u2013'}
+RUN_EXPOSE = 'run the kvmnet.nat.expose playbook'
+
+
+@dataclass
+class Family:
+    """What the host's iptables holds for one IP family."""
+    family: int
+    flavour: str | None = None                   # 'nft', 'legacy'; None: no iptables tool for it
+    tables: dict = field(default_factory=dict)   # {name: _plan.Table}, with packet counts
+    mixed: str = ''                              # set when both flavours hold rules
+    saved_path: str | None = None                # <persist_path>.v4/.v6; None: not checked
+    saved_text: str | None = None                # its content; None: the file does not exist
+    save_cmd: list = field(default_factory=list)  # the iptables-save the rules were read with
+
+    def owned(self, prefix):
+        return any(_render.owned(chain, prefix, name) for name, table in self.tables.items() for chain in table.chains)
+
+
+@dataclass
+class View:
+    """Everything the doctor read from the host, once."""
+    prefix: str = _render.DEFAULT_PREFIX
+    families: dict = field(default_factory=dict)   # {4: Family, 6: Family}
+    sysctl: dict = field(default_factory=dict)     # ipv4_forward, ipv6_forward, rp_filter {iface: int}, bridge_nf
+    interfaces: list = field(default_factory=list)  # [(ip_interface, device)]
+    routes: dict = field(default_factory=dict)     # {address text: device the kernel routes it to}
+    default_dev: dict = field(default_factory=dict)  # {4: device of the default route, 6: ...}
+    firewalld: bool = False
+    nft: list | None = None                        # nftables tables from nft -j, None: not read
+    nft_error: str = ''
+    listeners: list = field(default_factory=list)  # [_listeners.Listener] with process names
+    libvirt: dict | None = None                    # domains, networks, leases; None: not read
+    libvirt_error: str = ''
+    answers: dict = field(default_factory=dict)    # {(ip, proto, port): (ok, text)} the guest connect checks
+    probes: dict = field(default_factory=dict)     # {label: probe record} with probe=true
+    desired: dict = field(default_factory=dict)    # {family: _render.Desired} of the declared forwards
+
+
+@dataclass
+class Check:
+    ok: bool | None
+    detail: str
+    causes: list = field(default_factory=list)     # [(cause, fix)]
+
+
+def _fail(detail, cause, fix):
+    return Check(False, detail, [(cause, fix)])
+
+# ---------------------------------------------------------------- the packets of a forward
+
+
+def _iface_of(view, ip):
+    for iface, dev in view.interfaces:
+        if iface.ip == ip:
+            return dev
+    return None
+
+
+def public_iface(fwd, view):
+    if fwd.in_interface:
+        return fwd.in_interface.rstrip('+') if fwd.in_interface.endswith('+') else fwd.in_interface
+    if fwd.public_ip is not None:
+        return _iface_of(view, fwd.public_ip) or view.default_dev.get(fwd.family)
+    return view.default_dev.get(fwd.family)
+
+
+def guest_iface(fwd, view):
+    """The device this host reaches the guest through (its bridge)."""
+    dev = view.routes.get(address_text(fwd.guest_ip))
+    if dev:
+        return dev
+    for iface, name in view.interfaces:
+        if iface.version == fwd.family and fwd.guest_ip in iface.network and iface.network.prefixlen < iface.max_prefixlen:
+            return name
+    return None
+
+
+def _host_networks(view, family):
+    return tuple(iface.network for iface, _dev in view.interfaces if iface.version == family)
+
+
+def _public_address(fwd, view):
+    if fwd.public_ip is not None:
+        return address_text(fwd.public_ip)
+    dev = public_iface(fwd, view)
+    for iface, name in view.interfaces:
+        if name == dev and iface.version == fwd.family:
+            return address_text(iface.ip)
+    return None
+
+
+def outside_packet(fwd, view):
+    """The first packet of a client outside this host, as nat PREROUTING sees it."""
+    src = None
+    if fwd.sources:
+        net = fwd.sources[0]
+        src = address_text(net.network_address if net.prefixlen >= net.max_prefixlen - 1 else net.network_address + 1)
+    return {'proto': fwd.proto, 'src': src, 'src_outside': _host_networks(view, fwd.family),
+            'dst': _public_address(fwd, view), 'dport': fwd.host_ports.first, 'iface': public_iface(fwd, view),
+            'oface': None, 'local': True, 'src_local': False, 'states': ('NEW',)}
+
+
+def after_dnat(fwd, view, packet):
+    """The same packet after this forward's DNAT, as filter FORWARD and nat POSTROUTING see it."""
+    return dict(packet, dst=address_text(fwd.guest_ip), dport=fwd.guest_ports.first, oface=guest_iface(fwd, view),
+                local=False, states=('NEW', 'DNAT'), origdst=packet['dst'], origdstport=fwd.host_ports.first,
+                replsrc=address_text(fwd.guest_ip))
+
+
+def hairpin_packet(fwd, view):
+    """A first packet from another guest of the same network to the public address, or None."""
+    net = fwd.guest_network
+    if net is None or net.num_addresses < 4:
+        return None
+    own = {iface.ip for iface, _dev in view.interfaces}
+    src = next((ip for ip in (net.network_address + n for n in range(2, 6))
+                if ip != fwd.guest_ip and ip not in own and ip in net), None)
+    if src is None:
+        return None
+    return {'proto': fwd.proto, 'src': address_text(src), 'dst': _public_address(fwd, view),
+            'dport': fwd.host_ports.first, 'iface': guest_iface(fwd, view), 'oface': None, 'local': True,
+            'src_local': False, 'states': ('NEW',)}
+
+
+def local_packet(fwd, view):
+    """A connection from this host itself to the public address (nat OUTPUT)."""
+    dst = _public_address(fwd, view)
+    return {'proto': fwd.proto, 'src': dst, 'dst': dst, 'dport': fwd.host_ports.first, 'iface': '',
+            'oface': None, 'local': True, 'src_local': True, 'states': ('NEW',)}
+
+
+def walk(table, chain, packet):
+    if table is None:
+        return _walk.Outcome(None)
+    policies = {name: policy for name, policy in table.chains.items() if policy != '-'}
+    return _walk.walk(table.rules, chain, packet, policies)
+
+
+def where(table_name, outcome, rule=None):
+    """'filter FORWARD rule 2 -> LIBVIRT_FWI rule 2: <spec>' for the rule that ended the walk."""
+    rule = rule or outcome.rule
+    if rule is None:
+        return '%s policy' % table_name
+    hops = [step for step in outcome.path if step != rule]
+    trail = ' -> '.join(['%s %s rule %d' % (table_name, hops[0][0], hops[0][1])] +
+                        ['%s rule %d' % (c, i) for c, i, _s in hops[1:]] + ['%s rule %d' % (rule[0], rule[1])]) \
+        if hops else '%s %s rule %d' % (table_name, rule[0], rule[1])
+    return '%s (%s)' % (trail, rule[2])
+
+
+def destination(rule_spec):
+    """(address text, first port or None) of a DNAT rule's --to-destination."""
+    value = _walk.parse(rule_spec).target_option('--to-destination')
+    if not value:
+        return None, None
+    if value.startswith('['):
+        host, _sep, rest = value[1:].partition(']')
+        port = rest[1:] if rest.startswith(':') else ''
+    elif value.count(':') == 1:
+        host, _sep, port = value.partition(':')
+    else:
+        host, port = value, ''
+    first = port.split('-')[0].split('/')[0]
+    return host, int(first) if first.isdigit() else None
+
+
+def _is_ours(spec):
+    return ('--comment "%s: ' % _render.OWNER_TAG) in spec
+
+# ---------------------------------------------------------------- checks, in the order of CHECKS
+
+
+def check_forwarding(fwd, view):
+    key = 'ipv4_forward' if fwd.family == 4 else 'ipv6_forward'
+    name = 'net.ipv4.ip_forward' if fwd.family == 4 else 'net.ipv6.conf.all.forwarding'
+    value = view.sysctl.get(key)
+    if value != '1':
+        return _fail('%s = %s' % (name, value), '%s is %s: this host routes no packet between its interfaces, so '
+                     'nothing reaches the guest.' % (name, value),
+                     'sysctl -w %s=1 (kvmnet.nat.expose sets it and keeps it in /etc/sysctl.d/60-kvmnet-nat.conf).' % name)
+    details = ['%s = 1' % name]
+    if fwd.family == 4:
+        iface = public_iface(fwd, view)
+        rp = view.sysctl.get('rp_filter', {})
+        strict = max(rp.get('all', 0), rp.get(iface, 0)) == 1 if iface else False
+        details.append('rp_filter on %s: %s' % (iface or '?', 'strict' if strict else 'not strict'))
+        if strict:
+            wrong = [(src, dev) for src, dev in _source_routes(fwd, view) if dev and dev != iface]
+            if wrong:
+                src, dev = wrong[0]
+                return _fail('; '.join(details), 'Clients (%s) arrive on %s but the route back to them leaves through '
+                             '%s: with rp_filter strict (1) the kernel drops their packets.' % (src, iface, dev),
+                             'sysctl -w net.ipv4.conf.%s.rp_filter=2 (loose), or route %s through %s.' % (iface, src, iface))
+    bridge = view.sysctl.get('bridge_nf')
+    details.append('br_netfilter: %s' % ('not loaded' if bridge is None else 'bridge-nf-call-iptables = %s' % bridge))
+    return Check(True, '; '.join(details))
+
+
+def _source_routes(fwd, view):
+    """(source, device of the route back to it) for the forward's sources, or any client (the default route)."""
+    if fwd.sources:
+        return [(str(net), view.routes.get(address_text(net.network_address))) for net in fwd.sources]
+    return [('any source', view.default_dev.get(fwd.family))]
+
+
+def _nft_problems(fwd, view):
+    """Drops and rejects in nftables tables other than iptables-nft's own, on the forward hook (or prerouting)."""
+    problems = []
+    for table in view.nft or []:
+        if table['iptables'] or table['family'] not in ('ip', 'inet', 'ip6') or \
+                (table['family'] == 'ip' and fwd.family == 6) or (table['family'] == 'ip6' and fwd.family == 4):
+            continue
+        for chain in table['base']:
+            if chain['hook'] not in ('forward', 'prerouting'):
+                continue
+            for verdict, rule in chain['stops']:
+                if _nft_rule_spares(rule, fwd, view):
+                    continue
+                problems.append((table, chain, verdict, rule))
+    return problems
+
+
+def _nft_rule_spares(rule, fwd, view):
+    """A drop or reject whose interface matches exclude this forward's packets."""
+    wanted = {'iifname': public_iface(fwd, view), 'oifname': guest_iface(fwd, view)}
+    for key, value, negated in rule.get('ifaces', ()):
+        have = wanted.get(key)
+        if have is None:
+            continue
+        same = have.startswith(value[:-1]) if value.endswith('*') else have == value
+        if same == negated:
+            return True
+    return False
+
+
+def check_layout(fwd, view):
+    fam = view.families.get(fwd.family)
+    details = []
+    if fam is None or fam.flavour is None:
+        tool = 'iptables' if fwd.family == 4 else 'ip6tables'
+        return _fail('no %s' % tool, 'This host has no %s: no forward of this family can exist.' % tool,
+                     'apt install iptables.')
+    details.append('iptables: %s' % fam.flavour)
+    if fam.mixed:
+        return _fail('; '.join(details), fam.mixed, 'Move every rule to one flavour (iptables-legacy-save, '
+                     'iptables-nft-save show each), then %s.' % RUN_EXPOSE)
+    if view.firewalld:
+        return _fail('firewalld is running', 'firewalld is running: libvirt puts its networks in firewalld\'s "libvirt" '
+                     'zone, whose nftables reject no iptables accept can override.',
+                     'systemctl disable --now firewalld, or forward the port with firewall-cmd instead.')
+    for table, chain, verdict, rule in _nft_problems(fwd, view):
+        libvirt = table['name'] == 'libvirt_network'
+        cause = ('nftables table %s %s, chain %s (hook %s) %ss %s: an accept in iptables cannot override a %s in '
+                 'another nftables table.' % (table['family'], table['name'], chain['name'], chain['hook'], verdict,
+                                              rule['text'], verdict))
+        fix = ('Switch libvirt to its iptables backend: firewall_backend = "iptables" in /etc/libvirt/network.conf, or '
+               'expose_libvirt_firewall_backend: iptables.' if libvirt else
+               'Allow the forward in that table too, or remove the rule (it is not kvmnet.nat\'s).')
+        return _fail('; '.join(details + ['nftables: %s %s rejects' % (table['family'], table['name'])]), cause, fix)
+    if view.nft is None:
+        details.append('nftables: not read (%s)' % (view.nft_error or 'nft not installed'))
+    filt = fam.tables.get('filter')
+    if filt is not None and filt.chains.get('FORWARD') == 'DROP':
+        details.append('FORWARD policy DROP (Docker sets it): only an accept lets a forward through')
+    return Check(True, '; '.join(details))
+
+
+_JUMP_HARM = {
+    'PREROUTING': 'packets from outside never reach kvmnet.nat\'s DNAT rules',
+    'OUTPUT': 'connections from this host to the public address are not DNATed',
+    'POSTROUTING': 'none of kvmnet.nat\'s MASQUERADE rules applies (hairpin, masquerade: always)',
+    'FORWARD': 'forwarded packets never reach kvmnet.nat\'s accept and meet libvirt\'s REJECT (or the policy) instead',
+}
+
+
+def _jump_packets(fwd, view):
+    outside = outside_packet(fwd, view)
+    forwarded = after_dnat(fwd, view, outside)
+    return {'PREROUTING': outside, 'OUTPUT': local_packet(fwd, view), 'POSTROUTING': forwarded, 'FORWARD': forwarded}
+
+
+def check_jumps(fwd, view):
+    fam = view.families[fwd.family]
+    if not fam.owned(view.prefix):
+        return Check(None, 'no kvmnet.nat chains here: the rules below are this host\'s own')
+    packets = _jump_packets(fwd, view)
+    details, causes = [], []
+    for table_name, chain, _spec in _render.render_jumps(view.prefix):
+        table = fam.tables.get(table_name)
+        rules = table.rules.get(chain, []) if table else []
+        positions = [i for i, spec in enumerate(rules, 1) if _plan.jumps_into_ours(spec, view.prefix, table_name)]
+        label = '%s %s' % (table_name, chain)
+        if not positions:
+            harm = _JUMP_HARM[chain]
+            if chain == 'FORWARD' and table is not None and table.chains.get('FORWARD') == 'DROP':
+                harm = 'forwarded packets never reach kvmnet.nat\'s accept, and FORWARD\'s policy is DROP (Docker ' \
+                       'sets it): every forward is dropped'
+            causes.append(('Our jump in %s is missing: %s.' % (label, harm),
+                           '%s (or kvmnet-nat-restore start); it puts the jump back at the top.' % RUN_EXPOSE.capitalize()))
+            details.append('%s: missing' % label)
+            continue
+        if len(positions) > 1:
+            causes.append(('Our jump is in %s %d times (rules %s).' % (label, len(positions), ', '.join(map(str, positions))),
+                           '%s: it keeps exactly one.' % RUN_EXPOSE.capitalize()))
+        if positions[0] == 1:
+            details.append('%s: first' % label)
+            continue
+        outcome = walk(table, chain, packets[chain])
+        first = outcome.path[0] if outcome.path else None
+        if first is not None and first[0] == chain and first[1] < positions[0] and outcome.target in _walk.TERMINAL | {'RETURN'}:
+            causes.append(('Above our jump in %s, %s %ss this forward\'s packets.'
+                           % (label, where(table_name, outcome), outcome.target.lower()),
+                           '%s: it moves the jump back to the top (or delete that rule).' % RUN_EXPOSE.capitalize()))
+            details.append('%s: rule %d, below a rule that takes the packet' % (label, positions[0]))
+        else:
+            details.append('%s: rule %d (%d rule(s) above take nothing of this forward)'
+                           % (label, positions[0], positions[0] - 1))
+    return Check(not causes, '; '.join(details), causes)
+
+
+def counted(table, rule):
+    if table is None or rule is None:
+        return None
+    counts = table.packets.get(rule[0], [])
+    return counts[rule[1] - 1] if len(counts) >= rule[1] else None
+
+
+def _rules_findings(fwd, view, fam):
+    """What happens to the forward's packets, rule by rule: (findings [(cause, fix)], details)."""
+    nat, filt = fam.tables.get('nat'), fam.tables.get('filter')
+    outside = outside_packet(fwd, view)
+    public = '%s:%d' % (outside['dst'] or '?', fwd.host_ports.first)
+    port = '%s/%d' % (fwd.proto, fwd.host_ports.first)
+    guest = address_text(fwd.guest_ip)
+    findings, details, scope = [], [], []
+    pre = walk(nat, 'PREROUTING', outside)
+    if pre.target == 'DNAT' and destination(pre.rule[2]) in ((guest, fwd.guest_ports.first), (guest, None)):
+        details.append('DNAT: %s' % where('nat', pre))
+        if not _is_ours(pre.rule[2]) and not any(t[0] in ('-d', '--destination') for t in _walk.parse(pre.rule[2]).tests):
+            scope.append(('The DNAT (%s) has no -d: it takes %s on every address of this host and from traffic '
+                          'routed through it, not only on %s.' % (where('nat', pre), port, outside['dst']),
+                          'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (outside['dst'], RUN_EXPOSE)))
+    elif pre.target in ('DNAT', 'REDIRECT', 'NETMAP'):
+        host, to_port = destination(pre.rule[2]) if pre.target == 'DNAT' else ('this host', None)
+        findings.append(('%s to %s is sent to %s%s by %s, not to %s at %s.'
+                         % (port, outside['dst'], host, ':%d' % to_port if to_port else '', where('nat', pre),
+                            fwd.guest, guest),
+                         'Remove or narrow that rule, then %s.' % RUN_EXPOSE))
+        return findings, details
+    else:
+        ended = 'the nat walk ends at %s' % where('nat', pre) if pre.rule else 'no rule in nat PREROUTING takes it'
+        findings.append(('No DNAT takes %s to %s (%s): the packet stays on this host.' % (port, outside['dst'], ended),
+                         '%s to write the DNAT.' % RUN_EXPOSE.capitalize()))
+        return findings, details
+    forwarded = after_dnat(fwd, view, outside)
+    fwd_walk = walk(filt, 'FORWARD', forwarded)
+    if fwd_walk.target == 'ACCEPT':
+        details.append('accept: %s' % (where('filter', fwd_walk) if fwd_walk.rule else 'FORWARD policy ACCEPT'))
+    elif fwd_walk.policy:
+        findings.append(('No rule in filter FORWARD accepts %s to %s %s and FORWARD\'s policy is %s.'
+                         % (fwd.proto, fwd.guest, guest, fwd_walk.target),
+                         '%s: it writes the accept above everything else.' % RUN_EXPOSE.capitalize()))
+    else:
+        accept = _first_accept_below(filt, forwarded, fwd_walk)
+        below = ' before the accept at filter %s rule %d (%s)' % accept if accept else ''
+        libvirt = 'LIBVIRT_' in (fwd_walk.rule[0] + fwd_walk.rule[2])
+        findings.append(('%s %ss %s to %s%s%s.' % (
+            where('filter', fwd_walk), fwd_walk.target.lower(), port, guest, below,
+            ' (libvirt\'s REJECT: an accept appended below it never matches)' if libvirt else ''),
+            '%s: its accept goes above libvirt\'s rules (or insert yours with iptables -I FORWARD 1).'
+            % RUN_EXPOSE.capitalize()))
+    post = walk(nat, 'POSTROUTING', forwarded)
+    masqueraded = post.target in ('MASQUERADE', 'SNAT')
+    if masqueraded:
+        details.append('masquerade: %s' % where('nat', post))
+    if fwd.masquerade == 'always' and not masqueraded:
+        findings.append(('masquerade: always, but no MASQUERADE or SNAT applies to %s to %s: the guest answers '
+                         'through its own gateway.' % (port, guest), '%s to write it.' % RUN_EXPOSE.capitalize()))
+    findings.extend(_hairpin_findings(fwd, view, nat, details))
+    findings.extend(scope)
+    findings.extend(_declaration_findings(fwd, view, fam))
+    uncertain = pre.uncertain + fwd_walk.uncertain
+    if uncertain:
+        first = uncertain[0]
+        details.append('%d rule(s) not evaluated (first: %s rule %d uses %s)' % (len(uncertain), first[0], first[1], first[3]))
+    return findings, details
+
+
+def _first_accept_below(filt, packet, outcome):
+    """The accept the packet would have met had the rules that stopped it not been there (a hand-made
+    accept appended below libvirt's REJECT), as (chain, index, spec), or None."""
+    if filt is None or outcome.rule is None:
+        return None
+    chains = {name: list(rules) for name, rules in filt.rules.items()}
+    policies = {name: policy for name, policy in filt.chains.items() if policy != '-'}
+    current = outcome
+    for _attempt in range(16):
+        chain, index, _spec = current.rule
+        chains[chain][index - 1] = '-m comment --comment "passed over by the doctor"'
+        current = _walk.walk(chains, 'FORWARD', packet, policies)
+        if current.rule is None:
+            return None
+        if current.target == 'ACCEPT':
+            return current.rule
+    return None
+
+
+def _hairpin_findings(fwd, view, nat, details):
+    if fwd.masquerade == 'never':
+        return []
+    packet = hairpin_packet(fwd, view)
+    if packet is None:
+        return []
+    pre = walk(nat, 'PREROUTING', packet)
+    if pre.target != 'DNAT' or destination(pre.rule[2])[0] != address_text(fwd.guest_ip):
+        return []       # guests reaching the public address are not DNATed: nothing to answer for
+    post = walk(nat, 'POSTROUTING', after_dnat(fwd, view, packet))
+    if post.target in ('MASQUERADE', 'SNAT'):
+        details.append('hairpin: %s' % where('nat', post))
+        return []
+    return [('No MASQUERADE for hairpin traffic: guests on %s that connect to %s:%d are DNATed to %s, which answers '
+             'them directly, past the DNAT, so they get no reply.'
+             % (fwd.guest_network, packet['dst'], fwd.host_ports.first, fwd.guest),
+             'masquerade: auto on the forward (%s), or add a MASQUERADE for -s %s -d %s.'
+             % (RUN_EXPOSE, fwd.guest_network, address_text(fwd.guest_ip)))]
+
+
+def _declaration_findings(fwd, view, fam):
+    """kvmnet.nat's own rules for the forward, against its declaration."""
+    if not fam.owned(view.prefix):
+        return []
+    live = {table_name: {spec for chain, rules in table.rules.items() if _render.owned(chain, view.prefix, table_name)
+                         for spec in rules} for table_name, table in fam.tables.items()}
+    wanted = [('nat', s, 'DNAT') for s in _render.render_dnat(fwd)] + [('filter', _render.render_accept(fwd), 'accept')] + \
+             [('nat', s, 'MASQUERADE') for s in _render.render_masquerade(fwd)]
+    missing = [what for table_name, spec, what in wanted if spec not in live.get(table_name, set())]
+    if not missing:
+        return []
+    return [('kvmnet.nat\'s rules for this forward differ from its declaration (no matching %s): the inventory '
+             'changed since the last run, or a rule was edited by hand.' % ', '.join(sorted(set(missing))),
+             '%s.' % RUN_EXPOSE.capitalize())]
+
+
+def check_rules(fwd, view):
+    fam = view.families[fwd.family]
+    findings, details = _rules_findings(fwd, view, fam)
+    return Check(not findings, '; '.join(details) or 'no rule takes it', findings)
+
+
+def _saved_lines(text):
+    return [line for line in text.splitlines() if line and not line.startswith('#')]
+
+
+def check_saved(fwd, view):
+    fam = view.families[fwd.family]
+    if fam.saved_path is None:
+        return Check(None, 'not checked (no persist_path)')
+    desired = view.desired.get(fwd.family)
+    if fam.saved_text is None:
+        if not fam.owned(view.prefix):
+            return Check(None, 'no saved rules at %s (not set up by kvmnet.nat)' % fam.saved_path)
+        return _fail('%s missing' % fam.saved_path, 'No saved rules at %s: a reboot restores none of the forwards.'
+                     % fam.saved_path, '%s: it saves exactly what it applies.' % RUN_EXPOSE.capitalize())
+    fields, body = _plan.read_persisted(fam.saved_text)
+    if not fields['valid']:
+        return _fail('%s: checksum does not match' % fam.saved_path,
+                     '%s was edited or damaged (its checksum does not match): kvmnet-nat-restore refuses it, so a '
+                     'reboot restores none of the forwards.' % fam.saved_path,
+                     '%s: it writes the file again.' % RUN_EXPOSE.capitalize())
+    expected = _plan.persist_text(desired, fam.flavour) if desired is not None and not desired.empty else None
+    if expected is not None and fam.saved_text == expected:
+        return Check(True, '%s matches the declared forwards' % fam.saved_path)
+    saved = set(_saved_lines(body))
+    mine = _render.render_dnat(fwd) + [_render.render_accept(fwd)]
+    absent = [spec for spec in mine if not any(line.endswith(' ' + spec) for line in saved)]
+    wanted = set(_saved_lines(_plan.read_persisted(expected)[1])) if expected else set()
+    stale, lacking = len(saved - wanted), len(wanted - saved)
+    if absent:
+        cause = ('%s does not hold this forward: a reboot (or libvirt\'s hook) would restore the rules without it.'
+                 % fam.saved_path)
+    else:
+        cause = ('%s is out of date (%d saved line(s) not declared, %d declared line(s) not saved): a reboot would '
+                 'restore other rules than the declared ones.' % (fam.saved_path, stale, lacking))
+    return _fail('%s differs from the declared forwards' % fam.saved_path, cause,
+                 '%s: it saves exactly what it applies.' % RUN_EXPOSE.capitalize())
+
+
+def check_counters(fwd, view):
+    fam = view.families[fwd.family]
+    nat, filt = fam.tables.get('nat'), fam.tables.get('filter')
+    outside = outside_packet(fwd, view)
+    pre = walk(nat, 'PREROUTING', outside)
+    dnat = counted(nat, pre.rule) if pre.target == 'DNAT' else None
+    accept_walk = walk(filt, 'FORWARD', after_dnat(fwd, view, outside))
+    accept = counted(filt, accept_walk.rule) if accept_walk.target == 'ACCEPT' else None
+    seen = 'DNAT %s, FORWARD accept %s packet(s) since the rules were made' % (
+        '-' if dnat is None else dnat, '-' if accept is None else accept)
+    probe = view.probes.get(fwd.label)
+    if probe is None:
+        hint = ''
+        if dnat and accept == 0:
+            hint = ' (DNATed packets never reached the accept: from outside, something before it drops them)'
+        return Check(None, seen + hint + ('' if fwd.proto != 'tcp' else '; doctor_probe=true tests one connection now'))
+    if probe.get('skipped'):
+        return Check(None, '%s; probe: %s' % (seen, probe['skipped']))
+    delta = probe.get('delta')
+    answer = probe.get('answer', '')
+    if delta:
+        return Check(True, '%s; probe: a connection from this host to %s:%d was DNATed (+%d) and %s'
+                     % (seen, probe['address'], fwd.host_ports.first, delta, answer))
+    taken = probe.get('taken') or 'no DNAT rule'
+    return _fail('%s; probe: not DNATed (%s), %s' % (seen, taken, answer),
+                 'A connection from this host to %s:%d was not DNATed by this forward (%s): its traffic goes '
+                 'elsewhere.' % (probe['address'], fwd.host_ports.first, taken),
+                 'See the rules and listener columns; %s.' % RUN_EXPOSE)
+
+
+def check_listener(fwd, view):
+    hits = [item for item in view.listeners if _listeners.covers(item, fwd)]
+    if not hits:
+        return Check(True, 'no host process listens on %s/%s' % (fwd.proto, fwd.host_ports))
+    names = ', '.join(sorted(set(str(h) for h in hits)))
+    if fwd.allow_in_use:
+        return Check(True, '%s, allowed (allow_in_use)' % names)
+    return _fail(names, 'A host process listens on the public port (%s): outside clients reach %s through the DNAT, '
+                 'and that process no longer sees them; clients the DNAT does not take reach it instead.' % (names, fwd.guest),
+                 'Move the service to another port or address, change the forward\'s host port, or declare '
+                 'allow_in_use: true if this is intended.')
+
+
+def _guest_record(fwd, view):
+    domains = view.libvirt.get('domains', {})
+    return domains.get(fwd.guest)
+
+
+def _leases_of(view, ip):
+    return [(network, row) for network, rows in view.libvirt.get('leases', {}).items() for row in rows
+            if row['address'] == address_text(ip)]
+
+
+def _guest_state(fwd, view):
+    """(Check or None, details) of what libvirt says about the guest; a Check ends the guest check."""
+    if view.libvirt is None:
+        return None, ['libvirt not read (%s)' % (view.libvirt_error or 'virsh not installed')]
+    guest = _guest_record(fwd, view)
+    if guest is None:
+        return _fail('no domain %s' % fwd.guest, 'libvirt has no domain named %s.' % fwd.guest,
+                     'Check the name in the inventory against virsh list --all.'), []
+    if guest['state'] != 'running':
+        return _fail('%s is %s' % (fwd.guest, guest['state']), '%s is %s.' % (fwd.guest, guest['state']),
+                     'virsh start %s.' % fwd.guest), []
+    macs = {iface['mac'] for iface in guest['interfaces']}
+    others = [(net, row) for net, row in _leases_of(view, fwd.guest_ip) if row['mac'] not in macs]
+    if others:
+        net, row = others[0]
+        return _fail('%s leased to %s' % (fwd.guest_ip, row['mac']),
+                     '%s is leased to another machine (%s%s on network %s): the forward delivers to it, not to %s.'
+                     % (fwd.guest_ip, row['mac'], ', %s' % row['hostname'] if row.get('hostname') else '', net, fwd.guest),
+                     '%s: it pins each guest\'s address in libvirt\'s DHCP.' % RUN_EXPOSE.capitalize()), []
+    key = 'ipv4' if fwd.family == 4 else 'ipv6'
+    now = guest.get(key) or []
+    if now and address_text(fwd.guest_ip) not in now:
+        source = next((a.get('source', 'lease') for i in guest['interfaces'] for a in i.get('addresses', [])
+                       if a['address'] == now[0]), 'lease')
+        return _fail('%s has %s' % (fwd.guest, ', '.join(now)),
+                     '%s\'s address is now %s (%s), but the rules send %s/%s to %s.'
+                     % (fwd.guest, ', '.join(now), source, fwd.proto, fwd.host_ports, fwd.guest_ip),
+                     '%s (it pins the address); if the guest set the address itself, fix its network configuration.'
+                     % RUN_EXPOSE.capitalize()), []
+    return None, ['%s running at %s' % (fwd.guest, ', '.join(now) if now else '%s (no lease or agent address to compare)'
+                                        % fwd.guest_ip)]
+
+
+def check_guest(fwd, view):
+    ended, details = _guest_state(fwd, view)
+    if ended is not None:
+        return ended
+    answer = view.answers.get((address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first))
+    target = '%s %s/%d' % (address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first)
+    if answer is None:
+        details.append('%s: not checked (UDP: declare send/expect to check)' % target if fwd.proto == 'udp'
+                       else '%s: not checked' % target)
+        return Check(None if view.libvirt is None else True, '; '.join(details))
+    ok, text = answer
+    if ok:
+        details.append('%s answers from this host' % target)
+        return Check(True, '; '.join(details))
+    details.append('%s: %s' % (target, text))
+    if text == 'refused':
+        cause = ('%s refuses %s/%d: no service listens there (or its firewall rejects).'
+                 % (fwd.guest, fwd.proto, fwd.guest_ports.first))
+        fix = 'Start the service on %s, or correct the guest port of the forward.' % fwd.guest
+    else:
+        cause = '%s at %s does not answer %s/%d from this host (%s): it is down, its firewall drops, or the address ' \
+                'is wrong.' % (fwd.guest, address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first, text)
+        fix = 'Check the guest (virsh console %s) and its firewall.' % fwd.guest
+    return Check(False, '; '.join(details), [(cause, fix)])
+
+
+def check_route(fwd, view):
+    if fwd.masquerade == 'always':
+        return Check(True, 'masquerade: always; replies come back through this host whatever the guest\'s gateway')
+    if view.libvirt is None:
+        return Check(None, 'libvirt not read')
+    guest = _guest_record(fwd, view)
+    if guest is None:
+        return Check(None, 'no domain %s' % fwd.guest)
+    networks = view.libvirt.get('networks', {})
+    for iface in guest['interfaces']:
+        network = networks.get(iface.get('network') or '')
+        if network is None:
+            continue
+        for ip in network['ips']:
+            if ip.version != fwd.family or fwd.guest_ip not in ip.network:
+                continue
+            gateway = network.get('routers', {}).get(ip.version, address_text(ip.ip))
+            if not gateway:
+                return _fail('network %s hands out no gateway' % network['name'],
+                             'Network %s hands out no default gateway: %s cannot answer clients outside %s.'
+                             % (network['name'], fwd.guest, ip.network),
+                             'masquerade: always for %s, then %s.' % (fwd.guest, RUN_EXPOSE))
+            if gateway != address_text(ip.ip):
+                return _fail('gateway %s, not this host (%s)' % (gateway, ip.ip),
+                             '%s\'s default gateway is %s (libvirt network %s hands it out), not this host (%s): replies '
+                             'to outside clients go there and never come back.' % (fwd.guest, gateway, network['name'], ip.ip),
+                             'masquerade: always for %s (it then sees connections from %s), then %s.'
+                             % (fwd.guest, ip.ip, RUN_EXPOSE))
+            return Check(True, 'gateway %s (this host, network %s)' % (gateway, network['name']))
+    return Check(None, 'libvirt does not know %s\'s gateway (not on a libvirt network with an address of this host)'
+                 % fwd.guest)
+
+
+CHECK_FUNCTIONS = {'forwarding': check_forwarding, 'layout': check_layout, 'jumps': check_jumps,
+                   'rules': check_rules, 'saved': check_saved, 'counters': check_counters,
+                   'listener': check_listener, 'guest': check_guest, 'route': check_route}
+
+
+def diagnose(fwd, view):
+    """One forward: every check, and the verdict (the first failing check's first cause)."""
+    checks, causes = {}, []
+    for name in CHECKS:
+        result = CHECK_FUNCTIONS[name](fwd, view)
+        checks[name] = {'ok': result.ok, 'detail': result.detail}
+        causes.extend({'check': name, 'cause': cause, 'fix': fix} for cause, fix in result.causes)
+    first = causes[0] if causes else None
+    return {'label': fwd.label, 'guest': fwd.guest, 'guest_ip': address_text(fwd.guest_ip), 'proto': fwd.proto,
+            'host_port': str(fwd.host_ports), 'guest_port': str(fwd.guest_ports), 'checks': checks,
+            'verdict': 'broken' if first else 'ok', 'failed': first['check'] if first else None,
+            'cause': first['cause'] if first else None, 'fix': first['fix'] if first else None, 'causes': causes}
+
+
+def unresolved(guest, label, reason):
+    """A forward whose guest address is not known: nothing to walk."""
+    checks = {name: {'ok': None, 'detail': 'not checked: no address'} for name in CHECKS}
+    checks['guest'] = {'ok': False, 'detail': reason}
+    cause = 'No address is known for %s: %s.' % (guest, reason)
+    fix = 'Declare ip for %s in the inventory, or start it so that libvirt leases it one.' % guest
+    return {'label': label, 'guest': guest, 'guest_ip': None, 'checks': checks, 'verdict': 'broken', 'failed': 'guest',
+            'cause': cause, 'fix': fix, 'causes': [{'check': 'guest', 'cause': cause, 'fix': fix}]}
+
+
+def table(results):
+    """The console table: one row per forward, a column per check, the verdict; then the causes."""
+    heads = ['forward'] + list(CHECKS) + ['verdict']
+    rows = [[r['label']] + [MARKS[r['checks'][name]['ok']] for name in CHECKS] +
+            ['ok' if r['verdict'] == 'ok' else 'broken (%s)' % r['failed']] for r in results]
+    widths = [max(len(row[i]) for row in [heads] + rows) for i in range(len(heads))]
+    lines = ['  '.join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [heads] + rows]
+    for r in results:
+        for item in r['causes']:
+            lines.append('%s [%s]: %s Fix: %s' % (r['label'], item['check'], item['cause'], item['fix']))
+    return lines
+
+
+def nft_tables(ruleset):
+    """From ``nft -j list ruleset``: [{family, name, iptables, base: [{name, hook, stops: [(verdict, rule)]}]}].
+
+    ``iptables`` marks iptables-nft's tables (filter, nat, mangle, raw, security of ip and ip6, and any
+    table holding an xtables expression): iptables-save reads them, so the walk covers them. A chain's
+    stops are its drop and reject rules, and those of the chains it jumps or goes to, with their
+    interface matches (rule ``ifaces``: (iifname|oifname, value, negated)); a base chain with policy
+    drop stops too.
+    """
+    items = ruleset.get('nftables', []) if isinstance(ruleset, dict) else []
+    tables, chains, rules = {}, {}, {}
+    for item in items:
+        if 'table' in item:
+            t = item['table']
+            tables[(t.get('family'), t.get('name'))] = {'family': t.get('family'), 'name': t.get('name'),
+                                                        'base': [], 'iptables': False}
+        elif 'chain' in item:
+            c = item['chain']
+            chains[(c.get('family'), c.get('table'), c.get('name'))] = c
+        elif 'rule' in item:
+            r = item['rule']
+            rules.setdefault((r.get('family'), r.get('table'), r.get('chain')), []).append(r)
+    for (family, table_name), table in tables.items():
+        # iptables-nft's tables: iptables-save reads (and the walk sees) every rule in them, whoever wrote it
+        table['iptables'] = family in ('ip', 'ip6') and table_name in IPTABLES_TABLES
+    for (family, table_name, _chain), rule_list in rules.items():
+        if any(_iptables_made(rule) for rule in rule_list) and (family, table_name) in tables:
+            tables[(family, table_name)]['iptables'] = True
+    for key, chain in chains.items():
+        family, table_name, name = key
+        if 'hook' not in chain or (family, table_name) not in tables:
+            continue
+        stops = _chain_stops(key, chains, rules, set())
+        if chain.get('policy') == 'drop':
+            stops.append(('drop', {'text': 'policy drop', 'ifaces': ()}))
+        tables[(family, table_name)]['base'].append({'name': name, 'hook': chain['hook'], 'stops': stops})
+    return list(tables.values())
+
+
+IPTABLES_TABLES = ('filter', 'nat', 'mangle', 'raw', 'security')
+
+
+def _iptables_made(rule):
+    return any('xt' in expr for expr in rule.get('expr', []) if isinstance(expr, dict)) or \
+        rule.get('comment', '').startswith('kvmnet.nat')
+
+
+def _chain_stops(key, chains, rules, seen):
+    if key in seen:
+        return []
+    seen.add(key)
+    family, table_name, _name = key
+    stops = []
+    for rule in rules.get(key, []):
+        ifaces, verdict, target = [], None, None
+        for expr in rule.get('expr', []):
+            if not isinstance(expr, dict):
+                continue
+            if 'match' in expr:
+                m = expr['match']
+                left = m.get('left', {})
+                meta = left.get('meta', {}).get('key') if isinstance(left, dict) and isinstance(left.get('meta'), dict) else None
+                if meta in ('iifname', 'oifname') and isinstance(m.get('right'), str):
+                    ifaces.append((meta, m['right'], m.get('op') == '!='))
+            for word in ('drop', 'reject'):
+                if word in expr:
+                    verdict = word
+            for word in ('jump', 'goto'):
+                if isinstance(expr.get(word), dict):
+                    target = expr[word].get('target')
+        text = _nft_text(rule, ifaces, verdict or ('-> %s' % target if target else ''))
+        if verdict:
+            stops.append((verdict, {'text': text, 'ifaces': tuple(ifaces)}))
+        elif target and (family, table_name, target) in chains:
+            for inner_verdict, inner in _chain_stops((family, table_name, target), chains, rules, seen):
+                stops.append((inner_verdict, {'text': inner['text'], 'ifaces': tuple(ifaces) + inner['ifaces']}))
+    return stops
+
+
+def _nft_text(rule, ifaces, verdict):
+    parts = ['%s %s"%s"' % (key, '!= ' if negated else '', value) for key, value, negated in ifaces]
+    return '"%s"' % ' '.join(parts + [verdict]).strip() + ' (chain %s)' % rule.get('chain')

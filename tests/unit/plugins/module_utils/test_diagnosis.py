@@ -1,0 +1,409 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The doctor's walker and diagnosis on recorded rulesets: each thing broken on purpose is named."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+
+import pytest
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor as D
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt as L
+from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils import _walk as W
+
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
+PUB = '203.0.113.10'
+WEB_MAC = '52:54:00:4b:01:10'
+DECLARED = [
+    dict(guest='web01', guest_ip='192.168.122.10', host_port=8080, guest_port=80),
+    dict(guest='web01', guest_ip='192.168.122.10', host_port=2222, guest_port=22, sources=['198.51.100.0/24']),
+    dict(guest='dns01', guest_ip='192.168.122.11', proto='udp', host_port=5353, guest_port=53),
+    dict(guest='app02', guest_ip='192.168.122.13', host_port=8443, guest_port=443, masquerade='always'),
+]
+NETWORK_XML = """<network><name>default</name><bridge name='virbr0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2' end='192.168.122.254'/>
+  </dhcp></ip></network>"""
+NETWORK_XML_ELSEWHERE = """<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>
+  <name>default</name><bridge name='virbr0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2' end='192.168.122.200'/>
+  </dhcp></ip>
+  <dnsmasq:options><dnsmasq:option value='dhcp-option=option:router,192.168.122.254'/></dnsmasq:options></network>"""
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name)) as handle:
+        return handle.read()
+
+
+def forwards():
+    parsed = F.parse_forwards(DECLARED, public_ip=PUB)
+    net = ipaddress.ip_network('192.168.122.0/24')
+    return [F.Forward(**dict(f.__dict__, guest_network=net)) if f.masquerade == 'auto' else f for f in parsed]
+
+
+def forward(label='web01 tcp/8080->80'):
+    return next(f for f in forwards() if f.label == label)
+
+
+def live_tables(with_ours=True):
+    """libvirt's and Docker's rules (recorded), with ours as the engine renders them on top."""
+    tables = P.parse_save(fixture('libvirt-docker.save'))
+    if with_ours:
+        desired = R.desired_state(forwards(), 4)
+        for (tname, chain), rules in desired.chains.items():
+            tables[tname].chains[chain] = '-'
+            tables[tname].rules[chain] = list(rules)
+        for tname, chain, spec in desired.jumps:
+            tables[tname].rules.setdefault(chain, []).insert(0, spec)
+    return tables
+
+
+def guest(name='web01', state='running', ip='192.168.122.10', mac=WEB_MAC):
+    iface = {'mac': mac, 'network': 'default', 'target': 'vnet0',
+             'addresses': [{'address': ip, 'mac': mac, 'source': 'lease'}] if ip else []}
+    return {'name': name, 'state': state, 'interfaces': [iface], 'ipv4': [ip] if ip else [], 'ipv6': []}
+
+
+def healthy_view(tables=None, network_xml=NETWORK_XML):
+    view = D.View()
+    view.families = {4: D.Family(4, 'nft', tables or live_tables()), 6: D.Family(6, 'nft', {})}
+    view.sysctl = {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {'all': 0, 'eth0': 2}, 'bridge_nf': None}
+    view.interfaces = [(ipaddress.ip_interface('203.0.113.10/24'), 'eth0'),
+                       (ipaddress.ip_interface('192.168.122.1/24'), 'virbr0'),
+                       (ipaddress.ip_interface('127.0.0.1/8'), 'lo')]
+    view.routes = {'192.168.122.10': 'virbr0', '192.168.122.11': 'virbr0', '192.168.122.13': 'virbr0',
+                   '198.51.100.0': 'eth0'}
+    view.default_dev = {4: 'eth0'}
+    view.nft = []
+    view.libvirt = {'domains': {'web01': guest(), 'dns01': guest('dns01', ip='192.168.122.11', mac='52:54:00:aa:00:02'),
+                                'app02': guest('app02', ip='192.168.122.13', mac='52:54:00:aa:00:03')},
+                    'networks': {'default': L.parse_network_xml(network_xml)},
+                    'leases': {'default': [{'mac': WEB_MAC, 'address': '192.168.122.10', 'hostname': 'web01'}]}}
+    view.answers = {('192.168.122.10', 'tcp', 80): (True, 'web01 192.168.122.1'),
+                    ('192.168.122.10', 'tcp', 22): (True, ''),
+                    ('192.168.122.13', 'tcp', 443): (True, '')}
+    view.desired = {4: R.desired_state(forwards(), 4), 6: R.desired_state(forwards(), 6)}
+    return view
+
+
+def verdict(view, label='web01 tcp/8080->80'):
+    return D.diagnose(forward(label), view)
+
+# ---------------------------------------------------------------- the walker
+
+
+CHAINS = {
+    'FORWARD': ['-j USER', '-o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-o virbr0 -j REJECT'],
+    'USER': ['-p tcp -m tcp --dport 22 -j RETURN', '-m set --match-set blocked src -j DROP', '-j GOTO_ME'],
+    'GOTO_ME': ['-s 10.0.0.0/8 -g DEEP', '-d 192.168.122.10/32 -p tcp -m tcp --dport 80 -j LOG', '-j RETURN'],
+    'DEEP': ['-j ACCEPT'],
+}
+
+
+@pytest.mark.parametrize('packet, target, rule, uncertain', [
+    # RETURN from USER: back in FORWARD, rejected by libvirt's rule
+    ({'proto': 'tcp', 'dport': 22, 'oface': 'virbr0', 'src': '203.0.113.50'}, 'REJECT', ('FORWARD', 3), 0),
+    # an ipset match cannot be told: passed over, reported; LOG goes on; RETURN; the REJECT
+    ({'proto': 'tcp', 'dport': 80, 'dst': '192.168.122.10', 'oface': 'virbr0', 'src': '203.0.113.50'},
+     'REJECT', ('FORWARD', 3), 1),
+    # -g into DEEP: accepted there
+    ({'proto': 'tcp', 'dport': 80, 'oface': 'virbr0', 'src': '10.1.2.3'}, 'ACCEPT', ('DEEP', 1), 1),
+    # an established packet never reaches the REJECT
+    ({'proto': 'udp', 'dport': 53, 'oface': 'virbr0', 'src': '203.0.113.50', 'states': ('ESTABLISHED',)},
+     'ACCEPT', ('FORWARD', 2), 1),
+    # another interface: the policy
+    ({'proto': 'udp', 'dport': 53, 'oface': 'eth1', 'src': '203.0.113.50'}, 'DROP', None, 1),
+])
+def test_walk_follows_jumps_returns_gotos_and_policies(packet, target, rule, uncertain):
+    out = W.walk(CHAINS, 'FORWARD', packet, {'FORWARD': 'DROP'})
+    assert out.target == target
+    assert (out.rule[:2] if out.rule else None) == rule
+    assert len(out.uncertain) == uncertain
+    assert out.policy == (rule is None)
+
+
+@pytest.mark.parametrize('spec, packet, expected', [
+    ('-s 192.168.122.0/24 -j ACCEPT', {'src_outside': (ipaddress.ip_network('192.168.122.0/24'),)}, False),
+    ('-s 198.51.100.0/24 -j ACCEPT', {}, None),                 # an unknown client may be there
+    ('-s 0.0.0.0/0 -j ACCEPT', {}, True),
+    ('! -s 192.168.122.0/24 -d 10.0.0.0/8 -j ACCEPT', {'src': '203.0.113.1', 'dst': '10.1.1.1'}, True),
+    ('-p tcp -m multiport --dports 80,443,8000:8010 -j ACCEPT', {'proto': 'tcp', 'dport': 8005}, True),
+    ('-p 17 -j ACCEPT', {'proto': 'udp'}, True),
+    ('-i virbr+ -j ACCEPT', {'iface': 'virbr0'}, True),
+    ('-m addrtype --dst-type LOCAL -j DOCKER', {'local': False}, False),
+    ('-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT', {'proto': 'tcp', 'states': ('NEW',)}, True),
+    ('-m mark --mark 0x1 -j ACCEPT', {}, None),
+    ('-p tcp -m tcp --dport 80 -m mark --mark 0x1 -j ACCEPT', {'proto': 'udp'}, False),   # False wins
+])
+def test_tests_are_true_false_or_unknown(spec, packet, expected):
+    assert W.evaluate(W.parse(spec), packet)[0] is expected
+
+
+def test_a_loop_in_the_rules_is_an_error():
+    with pytest.raises(ValueError, match='loop'):
+        W.walk({'A': ['-j B'], 'B': ['-j A']}, 'A', {})
+
+
+def test_parse_keeps_target_options():
+    rule = W.parse('-p tcp -j DNAT --to-destination 192.168.122.10:80')
+    assert (rule.target, rule.target_option('--to-destination')) == ('DNAT', '192.168.122.10:80')
+    assert D.destination('-j DNAT --to-destination [2001:db8::10]:8080') == ('2001:db8::10', 8080)
+    assert D.destination('-j DNAT --to-destination 192.168.122.12:20000-20009/10000') == ('192.168.122.12', 20000)
+    assert D.destination('-j DNAT --to-destination 2001:db8::10') == ('2001:db8::10', None)
+
+# ---------------------------------------------------------------- the diagnosis
+
+
+def test_a_healthy_host_is_all_green():
+    view = healthy_view()
+    for fwd in forwards():
+        result = D.diagnose(fwd, view)
+        assert result['verdict'] == 'ok', (fwd.label, result['causes'])
+        failing = [name for name, check in result['checks'].items() if check['ok'] is False]
+        assert failing == [], fwd.label
+    result = verdict(view)
+    assert result['checks']['rules']['detail'].startswith('DNAT: nat PREROUTING rule 1 -> KVMNAT_DNAT rule 2')
+    assert 'hairpin: nat POSTROUTING rule 1 -> KVMNAT_SNAT rule 2 (-s 192.168.122.0/24' in result['checks']['rules']['detail']
+    assert result['checks']['counters']['ok'] is None       # no probe asked for
+    assert result['checks']['saved']['ok'] is None          # no persist_path given
+
+
+def break_it(how):
+    """A healthy view with one thing broken on purpose."""
+    view = healthy_view()
+    nat, filt = view.families[4].tables['nat'], view.families[4].tables['filter']
+    if how == 'ip_forward off':
+        view.sysctl['ipv4_forward'] = '0'
+    elif how == 'REJECT above our FORWARD jump':
+        filt.rules['FORWARD'].insert(0, '-o virbr0 -j REJECT --reject-with icmp-port-unreachable')
+    elif how == 'DNAT jump deleted':
+        nat.rules['PREROUTING'].pop(0)
+    elif how == 'listener on the public port':
+        view.listeners = [_listeners.Listener('tcp', ipaddress.ip_address('0.0.0.0'), 8080, '1', 'nginx[812]')]
+    elif how == 'guest stopped':
+        view.libvirt['domains']['web01']['state'] = 'shut off'
+    elif how == 'address changed':
+        view.libvirt['domains']['web01'] = guest(ip='192.168.122.77')
+    elif how == 'address leased to another guest':
+        view.libvirt['leases']['default'] = [{'mac': '52:54:00:ee:ee:ee', 'address': '192.168.122.10', 'hostname': 'evil'}]
+    elif how == 'service down':
+        view.answers[('192.168.122.10', 'tcp', 80)] = (False, 'refused')
+    elif how == 'gateway elsewhere':
+        view.libvirt['networks']['default'] = L.parse_network_xml(NETWORK_XML_ELSEWHERE)
+    elif how == 'libvirt nftables reject':
+        view.nft = D.nft_tables(LIBVIRT_NFT)
+    elif how == 'Docker policy DROP, our jump gone':
+        filt.rules['FORWARD'].pop(0)
+    elif how == 'firewalld':
+        view.firewalld = True
+    elif how == 'rp_filter strict':
+        view.sysctl['rp_filter'] = {'all': 1, 'eth0': 1}
+        view.default_dev = {4: 'eth1'}
+    return view
+
+
+@pytest.mark.parametrize('how, check, words', [
+    ('ip_forward off', 'forwarding', ['net.ipv4.ip_forward is 0']),
+    ('rp_filter strict', 'forwarding', ['rp_filter strict', 'leaves through eth1']),
+    ('firewalld', 'layout', ['firewalld is running']),
+    ('libvirt nftables reject', 'layout', ['libvirt_network', 'reject', 'iptables backend']),
+    ('REJECT above our FORWARD jump', 'jumps', ['Above our jump in filter FORWARD', '-o virbr0 -j REJECT']),
+    ('DNAT jump deleted', 'jumps', ['Our jump in nat PREROUTING is missing']),
+    ('Docker policy DROP, our jump gone', 'jumps', ['filter FORWARD is missing', 'policy is DROP (Docker']),
+    ('listener on the public port', 'listener', ['nginx[812]', 'listens on the public port']),
+    ('guest stopped', 'guest', ['web01 is shut off', 'virsh start web01']),
+    ('address changed', 'guest', ['address is now 192.168.122.77', 'to 192.168.122.10']),
+    ('address leased to another guest', 'guest', ['leased to another machine', '52:54:00:ee:ee:ee']),
+    ('service down', 'guest', ['refuses tcp/80']),
+    ('gateway elsewhere', 'route', ['gateway is 192.168.122.254', 'masquerade: always']),
+])
+def test_each_break_is_named_as_the_first_failing_step(how, check, words):
+    result = verdict(break_it(how))
+    assert result['verdict'] == 'broken'
+    assert result['failed'] == check, result['causes']
+    text = result['cause'] + ' ' + result['fix']
+    for word in words:
+        assert word in text, text
+    assert result['checks'][check]['ok'] is False
+    # mended, it is green again
+    assert verdict(healthy_view())['verdict'] == 'ok'
+
+
+def test_a_masquerade_always_forward_does_not_care_about_the_gateway():
+    result = verdict(break_it('gateway elsewhere'), 'app02 tcp/8443->443')
+    assert result['verdict'] == 'ok'
+    assert 'whatever the guest' in result['checks']['route']['detail']
+
+
+def test_the_dnat_jump_deleted_also_shows_in_the_walk():
+    result = verdict(break_it('DNAT jump deleted'))
+    rules = [c for c in result['causes'] if c['check'] == 'rules']
+    assert rules and 'No DNAT takes tcp/8080' in rules[0]['cause']
+
+
+def test_a_dnat_to_another_guest_is_misdirection():
+    view = healthy_view()
+    view.families[4].tables['nat'].rules['PREROUTING'].insert(
+        0, '-p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.168.122.99:80')
+    result = verdict(view)
+    assert result['failed'] == 'jumps'
+    assert any('is sent to 192.168.122.99:80' in c['cause'] for c in result['causes'])
+
+
+LIBVIRT_NFT = {'nftables': [
+    {'metainfo': {'version': '1.0.9'}},
+    {'table': {'family': 'ip', 'name': 'libvirt_network', 'handle': 1}},
+    {'chain': {'family': 'ip', 'table': 'libvirt_network', 'name': 'forward', 'handle': 1, 'type': 'filter',
+               'hook': 'forward', 'prio': 0, 'policy': 'accept'}},
+    {'chain': {'family': 'ip', 'table': 'libvirt_network', 'name': 'guest_input', 'handle': 2}},
+    {'rule': {'family': 'ip', 'table': 'libvirt_network', 'chain': 'forward', 'handle': 5,
+              'expr': [{'counter': {'packets': 0, 'bytes': 0}}, {'jump': {'target': 'guest_input'}}]}},
+    {'rule': {'family': 'ip', 'table': 'libvirt_network', 'chain': 'guest_input', 'handle': 7,
+              'expr': [{'match': {'op': '==', 'left': {'meta': {'key': 'oifname'}}, 'right': 'virbr0'}},
+                       {'match': {'op': 'in', 'left': {'ct': {'key': 'state'}}, 'right': ['established', 'related']}},
+                       {'accept': None}]}},
+    {'rule': {'family': 'ip', 'table': 'libvirt_network', 'chain': 'guest_input', 'handle': 8,
+              'expr': [{'match': {'op': '==', 'left': {'meta': {'key': 'oifname'}}, 'right': 'virbr0'}},
+                       {'reject': {'type': 'icmp', 'expr': 'port-unreachable'}}]}},
+    # iptables-nft's own table: read through iptables-save, never reported from here
+    {'table': {'family': 'ip', 'name': 'filter', 'handle': 2}},
+    {'chain': {'family': 'ip', 'table': 'filter', 'name': 'FORWARD', 'handle': 1, 'type': 'filter', 'hook': 'forward',
+               'prio': 0, 'policy': 'drop'}},
+    {'rule': {'family': 'ip', 'table': 'filter', 'chain': 'FORWARD', 'handle': 4,
+              'expr': [{'xt': {'type': 'target', 'name': 'REJECT'}}]}},
+]}
+
+
+def test_nft_tables_follow_jumps_and_skip_iptables_own_tables():
+    tables = {(t['family'], t['name']): t for t in D.nft_tables(LIBVIRT_NFT)}
+    assert tables[('ip', 'filter')]['iptables'] is True
+    libvirt = tables[('ip', 'libvirt_network')]
+    assert libvirt['iptables'] is False
+    [chain] = libvirt['base']
+    assert (chain['name'], chain['hook']) == ('forward', 'forward')
+    assert [(v, r['ifaces']) for v, r in chain['stops']] == [('reject', (('oifname', 'virbr0', False),))]
+
+
+def test_a_reject_for_another_bridge_spares_this_forward():
+    other = copy.deepcopy(LIBVIRT_NFT)
+    other['nftables'][6]['rule']['expr'][0]['match']['right'] = 'virbr9'
+    view = healthy_view()
+    view.nft = D.nft_tables(other)
+    assert verdict(view)['checks']['layout']['ok'] is True
+
+
+SEED = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:LIBVIRT_PRT - [0:0]
+[7:420] -A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.168.122.10:80
+[0:0] -A POSTROUTING -j LIBVIRT_PRT
+[0:0] -A LIBVIRT_PRT -s 192.168.122.0/24 -d 224.0.0.0/24 -j RETURN
+[0:0] -A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -p tcp -j MASQUERADE --to-ports 1024-65535
+[0:0] -A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:LIBVIRT_FWI - [0:0]
+:LIBVIRT_FWO - [0:0]
+:LIBVIRT_FWX - [0:0]
+[0:0] -A FORWARD -j LIBVIRT_FWX
+[7:420] -A FORWARD -j LIBVIRT_FWI
+[0:0] -A FORWARD -j LIBVIRT_FWO
+[0:0] -A FORWARD -d 192.168.122.10/32 -p tcp -m tcp --dport 80 -j ACCEPT
+[0:0] -A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+[7:420] -A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp-port-unreachable
+[0:0] -A LIBVIRT_FWO -s 192.168.122.0/24 -i virbr0 -j ACCEPT
+[0:0] -A LIBVIRT_FWO -i virbr0 -j REJECT --reject-with icmp-port-unreachable
+[0:0] -A LIBVIRT_FWX -i virbr0 -o virbr0 -j ACCEPT
+COMMIT
+"""
+
+
+def test_the_seeds_hand_made_setup_is_diagnosed_with_its_three_causes():
+    view = healthy_view(P.parse_save(SEED))
+    view.desired = {}
+    result = verdict(view)
+    assert result['checks']['jumps']['ok'] is None          # not kvmnet.nat's: nothing to say about our jumps
+    assert result['failed'] == 'rules'
+    causes = [c['cause'] for c in result['causes'] if c['check'] == 'rules']
+    assert len(causes) == 3, causes
+    assert 'LIBVIRT_FWI rule 2 (-o virbr0 -j REJECT --reject-with icmp-port-unreachable) rejects tcp/8080' in causes[0]
+    assert 'before the accept at filter FORWARD rule 4' in causes[0]
+    assert 'No MASQUERADE for hairpin traffic' in causes[1]
+    assert 'has no -d' in causes[2]
+    assert 'DNAT 7, FORWARD accept - packet(s)' in result['checks']['counters']['detail']
+
+
+def test_saved_file_out_of_date_or_damaged():
+    view = healthy_view()
+    fam = view.families[4]
+    fam.saved_path = '/etc/iptables/kvmnet-nat.v4'
+    fam.saved_text = P.persist_text(view.desired[4], 'nft')
+    assert verdict(view)['checks']['saved']['ok'] is True
+    older = [f for f in forwards() if f.label != 'web01 tcp/8080->80']
+    fam.saved_text = P.persist_text(R.desired_state(older, 4), 'nft')
+    result = verdict(view)
+    assert (result['failed'], result['checks']['saved']['ok']) == ('saved', False)
+    assert 'does not hold this forward' in result['cause']
+    other = verdict(view, 'app02 tcp/8443->443')
+    assert other['failed'] == 'saved' and 'out of date' in other['cause']
+    fam.saved_text = P.persist_text(view.desired[4], 'nft').replace('8080', '8081')
+    assert 'checksum does not match' in verdict(view)['cause']
+    fam.saved_text = None
+    assert 'a reboot restores none' in verdict(view)['cause']
+
+
+def test_probe_counts_are_reported():
+    view = healthy_view()
+    fwd = forward()
+    view.probes[fwd.label] = {'address': PUB, 'delta': 1, 'answer': "the guest answered 'web01 203.0.113.10'"}
+    assert D.diagnose(fwd, view)['checks']['counters']['ok'] is True
+    view.probes[fwd.label] = {'address': PUB, 'delta': 0, 'answer': 'got no answer (refused)',
+                              'taken': 'no DNAT rule in nat OUTPUT takes it'}
+    result = D.diagnose(fwd, view)
+    assert result['failed'] == 'counters' and 'was not DNATed' in result['cause']
+
+
+def test_unresolved_forward_and_the_table():
+    view = healthy_view()
+    results = [verdict(break_it('service down')), verdict(view, 'dns01 udp/5353->53'),
+               D.unresolved('ghost', 'ghost tcp/9000->9000', 'no lease')]
+    lines = D.table(results)
+    assert lines[0].split()[:3] == ['forward', 'forwarding', 'layout'] and lines[0].split()[-1] == 'verdict'
+    assert lines[1].startswith('web01 tcp/8080->80') and lines[1].endswith('broken (guest)')
+    assert lines[2].endswith('ok') and '\u2013' in lines[2]      # UDP without send/expect: not checked
+    assert lines[3].endswith('broken (guest)')
+    assert any(line.startswith('web01 tcp/8080->80 [guest]: web01 refuses tcp/80') for line in lines)
+    assert any(line.startswith('ghost tcp/9000->9000 [guest]: No address is known for ghost') for line in lines)
+
+
+def test_network_routers_from_dnsmasq_options():
+    assert L.parse_network_xml(NETWORK_XML)['routers'] == {}
+    assert L.parse_network_xml(NETWORK_XML_ELSEWHERE)['routers'] == {4: '192.168.122.254'}
+    none = NETWORK_XML_ELSEWHERE.replace('option:router,192.168.122.254', '3')
+    assert L.parse_network_xml(none)['routers'] == {4: ''}
+
+
+def test_iptables_nft_tables_are_left_to_the_walk_even_with_native_rules_only():
+    docker = {'nftables': [
+        {'table': {'family': 'ip', 'name': 'filter'}},
+        {'chain': {'family': 'ip', 'table': 'filter', 'name': 'FORWARD', 'hook': 'forward', 'policy': 'drop'}},
+        {'rule': {'family': 'ip', 'table': 'filter', 'chain': 'FORWARD', 'expr': [{'drop': None}]}}]}
+    view = healthy_view()
+    view.nft = D.nft_tables(docker)
+    assert view.nft[0]['iptables'] is True
+    assert verdict(view)['checks']['layout']['ok'] is True
