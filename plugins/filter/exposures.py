@@ -96,24 +96,32 @@ def orphan_guests(hostvars, hypervisors):
 PORT_OPTIONS = ('public_ip', 'in_interface', 'allow_in_use')
 
 
-def exposure_forwards(exposures):
-    """Flatten exposures (a guest with its ports) into the forwards of kvmnet.nat.forwards."""
+DOCTOR_OPTIONS = ('send', 'expect')
+
+
+def exposure_forwards(exposures, doctor=False):
+    """Flatten exposures (a guest with its ports) into the forwards of kvmnet.nat.forwards.
+
+    With ``doctor``, for kvmnet.nat.doctor: a guest without ip is allowed (the doctor finds the address)
+    and each port's send/expect is kept."""
     forwards = []
     for guest in exposures or []:
         if 'name' not in guest:
             raise AnsibleFilterError('an exposure without a name: %r' % (guest,))
-        if not guest.get('ip'):
+        if not guest.get('ip') and not doctor:
             raise AnsibleFilterError('guest %s has no ip; resolve it (kvmnet.nat.guest_addresses) first' % guest['name'])
         for port in guest.get('ports') or []:
             if not isinstance(port, dict) or 'host' not in port:
                 raise AnsibleFilterError('guest %s: a port without "host": %r' % (guest['name'], port))
-            forward = {'guest': guest['name'], 'guest_ip': guest['ip'], 'host_port': port['host'],
+            forward = {'guest': guest['name'], 'host_port': port['host'],
                        'guest_port': port['guest'] if port.get('guest') is not None else port['host'],
                        'proto': port.get('proto') or 'tcp', 'sources': port.get('sources') or [],
                        'masquerade': port.get('masquerade') or guest.get('masquerade') or 'auto'}
+            if guest.get('ip'):
+                forward['guest_ip'] = guest['ip']
             if guest.get('guest_network'):
                 forward['guest_network'] = guest['guest_network']
-            for optional in PORT_OPTIONS:
+            for optional in PORT_OPTIONS + (DOCTOR_OPTIONS if doctor else ()):
                 if port.get(optional):
                     forward[optional] = port[optional]
             forwards.append(forward)

@@ -191,6 +191,15 @@ def test_exposure_forwards():
     ]
 
 
+def test_exposure_forwards_for_the_doctor_keep_send_expect_and_allow_no_ip():
+    exposures = [{'name': 'dns01', 'ports': [{'host': 5353, 'guest': 53, 'proto': 'udp', 'send': 'ping', 'expect': '^dns'}]}]
+    assert F.exposure_forwards(exposures, doctor=True) == [
+        {'guest': 'dns01', 'host_port': 5353, 'guest_port': 53, 'proto': 'udp', 'sources': [], 'masquerade': 'auto',
+         'send': 'ping', 'expect': '^dns'}]
+    exposures[0]['ip'] = '192.168.122.11'
+    assert 'send' not in F.exposure_forwards(exposures)[0]          # kvmnet.nat.forwards takes no send/expect
+
+
 @pytest.mark.parametrize('exposures, message', [
     ([{'ip': '192.168.122.10', 'ports': []}], 'an exposure without a name'),
     ([{'name': 'web01', 'ports': [{'host': 1}]}], 'guest web01 has no ip'),

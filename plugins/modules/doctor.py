@@ -1,0 +1,675 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: doctor
+short_description: Say where a forward's packets stop, and why
+version_added: 0.1.0
+description:
+  - Read only. For every forward given (or the ones O(guest) and O(port) select), runs nine checks in
+    the order a packet meets them and reports each one, and the first failing one as a one-sentence
+    cause with its fix.
+  - C(forwarding) the forwarding sysctl of the family; C(rp_filter) strict on the public interface
+    when the route back to the clients leaves elsewhere; C(br_netfilter) state (reported).
+  - C(layout) the iptables flavour (rules in both legacy and nf_tables), firewalld running, nftables
+    tables other than iptables-nft's own that drop or reject on the forward or prerouting hook
+    (libvirt's nftables backend), Docker's FORWARD policy DROP (reported).
+  - C(jumps) the collection's jump in nat C(PREROUTING), C(OUTPUT), C(POSTROUTING) and filter
+    C(FORWARD), present, once and first; if not first, whether a rule above takes this forward's packets.
+  - C(rules) the forward's packets walked through the live ruleset as the kernel would (an outside
+    client's first packet in nat C(PREROUTING), the same packet after the DNAT in filter C(FORWARD) and
+    nat C(POSTROUTING), a hairpin packet from another guest of its network), the rule that takes or
+    stops each, a DNAT to another address, an accept below libvirt's REJECT, a DNAT without C(-d), a
+    missing MASQUERADE; and the collection's own rules against the declaration. Rules written by hand
+    are diagnosed the same way.
+  - C(saved) the saved rules (O(persist_path)) against the declared forwards, which is what a reboot restores.
+  - C(counters) packet counts of the DNAT and the accept the packets meet; with O(probe), one TCP
+    connection from this host to the public address, and whether this forward's DNAT counted it.
+  - C(listener) a host process listening on the public port (the nginx case), with its name and PID.
+  - C(guest) the domain exists and runs, its address is still the one the rules use (lease, agent) and
+    no other machine holds it, its port answers a connection from this host.
+  - C(route) the guest's default gateway, where libvirt hands it out, is this host (else
+    O(forwards[].masquerade=auto) cannot work).
+author:
+  - kvmnet.nat maintainers (!UNKNOWN)
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; it runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
+  platform:
+    platforms: posix
+    support: full
+    description: Linux with iptables; libvirt (C(virsh)) and C(nft) are used when present.
+options:
+  forwards:
+    description:
+      - The declared forwards of this host, as M(kvmnet.nat.forwards) takes them, every one of them (the
+        saved rules are compared with all of them); O(guest) and O(port) select which are diagnosed.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      guest:
+        description: Name of the guest (libvirt domain).
+        type: str
+        required: true
+      guest_ip:
+        description:
+          - Address of the guest. When omitted, the address the collection's DNAT rule for this forward
+            sends to, else the guest's address in libvirt.
+        type: str
+      proto:
+        description: V(tcp), V(udp) or V(sctp).
+        type: str
+        default: tcp
+      host_port:
+        description: Port or range on the public side.
+        type: raw
+        required: true
+      guest_port:
+        description: Port or range on the guest; defaults to O(forwards[].host_port).
+        type: raw
+      sources:
+        description: Allow-list of source addresses or networks.
+        type: list
+        elements: str
+        default: []
+      masquerade:
+        description: V(auto), V(always) or V(never), as in M(kvmnet.nat.forwards).
+        type: str
+        default: auto
+      public_ip:
+        description: Overrides O(public_ip) for this forward.
+        type: str
+      in_interface:
+        description: Overrides O(in_interface) for this forward.
+        type: str
+      guest_network:
+        description: The guest's network (CIDR); found from the host's connected routes when omitted.
+        type: str
+      allow_in_use:
+        description: A host process listening on the host port is intended (the C(listener) check passes).
+        type: bool
+        default: false
+      send:
+        description: For a UDP forward, a datagram to send to the guest port from this host (checks the guest).
+        type: str
+      expect:
+        description: For a UDP forward, a regular expression the guest's answer must match.
+        type: str
+  public_ip:
+    description: The public IPv4 address. Default, the address of the default route.
+    type: str
+  public_ip6:
+    description: The public IPv6 address for IPv6 forwards.
+    type: str
+  in_interface:
+    description: Inbound interface the forwards are scoped to, as in M(kvmnet.nat.forwards).
+    type: str
+  chain_prefix:
+    description: Prefix of the collection's chains.
+    type: str
+    default: KVMNAT
+  persist_path:
+    description:
+      - Base name of the saved rules (C(<persist_path>.v4), C(.v6)) to compare; not checked when omitted.
+    type: path
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+  guest:
+    description: Diagnose only the forwards of this guest.
+    type: str
+  port:
+    description: Diagnose only the forwards whose host port (or range) holds this port.
+    type: int
+  probe:
+    description:
+      - Make one TCP connection from this host to the public address of each selected TCP forward and read
+        the DNAT rule's packet count before and after it.
+      - The connection passes nat C(OUTPUT), not C(PREROUTING) or filter C(FORWARD) (the kernel sends a
+        host's own packets through neither), so it proves the DNAT and the guest's answer; the FORWARD
+        accept is shown by the walk and by the counters of real traffic.
+    type: bool
+    default: false
+  timeout:
+    description: Seconds to wait for each connection (guest checks and O(probe)), 0.1 to 10.
+    type: float
+    default: 2.0
+notes:
+  - The module reads without the host lock of M(kvmnet.nat.forwards); a run of C(kvmnet.nat.expose) at the
+    same moment can show a state half-way through a change. Run it again.
+  - The walk evaluates the matches iptables-save prints for addresses, interfaces, protocols, ports,
+    conntrack, state and address types. A rule with another match (an ipset, a mark, physdev) is passed
+    over and counted in the C(rules) detail as not evaluated.
+seealso:
+  - module: kvmnet.nat.forwards
+  - module: kvmnet.nat.probe
+"""
+
+EXAMPLES = r"""
+- name: Diagnose every forward of this hypervisor
+  kvmnet.nat.doctor:
+    forwards:
+      - {guest: web01, guest_ip: 192.168.122.10, host_port: 8080, guest_port: 80}
+      - {guest: dns01, proto: udp, host_port: 5353, guest_port: 53, send: ping, expect: "."}
+    persist_path: /etc/iptables/kvmnet-nat
+  register: diagnosis
+
+- name: Show the table
+  ansible.builtin.debug:
+    msg: "{{ diagnosis.table }}"
+
+- name: Only web01's port 8080, with one connection from the hypervisor
+  kvmnet.nat.doctor:
+    forwards: "{{ declared_forwards }}"
+    guest: web01
+    port: 8080
+    probe: true
+"""
+
+RETURN = r"""
+forwards:
+  description: One entry per selected forward, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    label:
+      description: The forward as the collection names it.
+      type: str
+      sample: web01 tcp/8080->80
+    guest_ip:
+      description: The address diagnosed (declared, or found); null when none is known.
+      type: str
+    checks:
+      description: "Each check by name: C(ok) (true, false, or null when not applicable or not checked) and C(detail)."
+      type: dict
+      sample: {forwarding: {ok: true, detail: net.ipv4.ip_forward = 1}}
+    verdict:
+      description: V(ok), or V(broken) when a check failed.
+      type: str
+    failed:
+      description: The first failing check, or null.
+      type: str
+    cause:
+      description: The first failing check's cause, one sentence.
+      type: str
+      sample: "filter FORWARD rule 2 -> LIBVIRT_FWI rule 2 (-o virbr0 -j REJECT ...) rejects tcp/8080 to 192.168.122.10."
+    fix:
+      description: What to do about it.
+      type: str
+    causes:
+      description: Every failing check's causes in order, each with C(check), C(cause) and C(fix).
+      type: list
+      elements: dict
+broken:
+  description: Labels of the broken forwards.
+  returned: always
+  type: list
+  elements: str
+table:
+  description: The report as lines of text; a column per check (✔, ✘, – for not applicable), then every cause with its fix.
+  returned: always
+  type: list
+  elements: str
+host:
+  description: What was read about the host.
+  returned: always
+  type: dict
+  contains:
+    flavour:
+      description: iptables flavour per family.
+      type: dict
+    public_ip:
+      description: The public IPv4 address used.
+      type: str
+    libvirt:
+      description: Whether libvirt could be read, or why not.
+      type: str
+    nftables:
+      description: Whether the nftables ruleset could be read, or why not.
+      type: str
+matched:
+  description: False when O(guest) and O(port) select none of the forwards (RV(msg) lists them); nothing was diagnosed.
+  returned: always
+  type: bool
+msg:
+  description: With RV(matched=false), which forwards this host declares.
+  returned: when RV(matched) is false
+  type: str
+changed:
+  description: Always false.
+  returned: always
+  type: bool
+"""
+
+import json
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _command
+from ansible_collections.kvmnet.nat.plugins.module_utils import _connect
+from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
+from ansible_collections.kvmnet.nat.plugins.module_utils import _host
+from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
+from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
+from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render
+from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
+
+FORWARD_KEYS = ('guest', 'guest_ip', 'proto', 'host_port', 'guest_port', 'sources', 'masquerade', 'public_ip',
+                'in_interface', 'guest_network', 'allow_in_use')
+
+
+def argument_spec():
+    return dict(
+        forwards=dict(type='list', elements='dict', required=True, options=dict(
+            guest=dict(type='str', required=True),
+            guest_ip=dict(type='str'),
+            proto=dict(type='str', default='tcp'),
+            host_port=dict(type='raw', required=True),
+            guest_port=dict(type='raw'),
+            sources=dict(type='list', elements='str', default=[]),
+            masquerade=dict(type='str', default='auto'),
+            public_ip=dict(type='str'),
+            in_interface=dict(type='str'),
+            guest_network=dict(type='str'),
+            allow_in_use=dict(type='bool', default=False),
+            send=dict(type='str'),
+            expect=dict(type='str'),
+        )),
+        public_ip=dict(type='str'),
+        public_ip6=dict(type='str'),
+        in_interface=dict(type='str'),
+        chain_prefix=dict(type='str', default=_render.DEFAULT_PREFIX),
+        persist_path=dict(type='path'),
+        uri=dict(type='str', default='qemu:///system'),
+        guest=dict(type='str'),
+        port=dict(type='int'),
+        probe=dict(type='bool', default=False),
+        timeout=dict(type='float', default=2.0),
+    )
+
+# ---------------------------------------------------------------- reading the host, once
+
+
+def _read_iptables(module, family):
+    """Family view: the flavour holding the rules, its tables with packet counts, and a mix warning."""
+    fam = _doctor.Family(family)
+    base = _netfilter.TOOL[family]
+    found = {}
+    for flavour in ('legacy', 'nft'):
+        save = module.get_bin_path('%s-%s-save' % (base, flavour))
+        if not save or (flavour == 'legacy' and _netfilter.legacy_tables(family) == []):
+            continue
+        rc, out, _err = _command.run(module, [save, '-c'], check=False)
+        if rc == 0:
+            found[flavour] = out
+    if not found:
+        save = module.get_bin_path('%s-save' % base)
+        if not save:
+            return fam
+        found['unknown'] = _command.run(module, [save, '-c'], context='reading the IPv%d ruleset' % family)[1]
+    used = [f for f in found if _netfilter.in_use(found[f])]
+    if len(used) == 2:
+        fam.mixed = ('This host has %s rules in both iptables-legacy and iptables-nft: the kernel runs both, and '
+                     'rules in one are invisible to the other.' % base)
+        ours = [f for f in used if ':%s_' % module.params['chain_prefix'] in found[f]]
+        fam.flavour = ours[0] if ours else 'nft'
+    else:
+        fam.flavour = used[0] if used else ('nft' if 'nft' in found else next(iter(found)))
+    fam.tables = _plan.parse_save(found[fam.flavour])
+    fam.save_cmd = [module.get_bin_path('%s-%s-save' % (base, fam.flavour)) or module.get_bin_path('%s-save' % base)]
+    return fam
+
+
+def _nat_packets(module, fam):
+    """The nat table again, with packet counts, from the flavour the rules are in (the probe's second read)."""
+    out = _command.run(module, fam.save_cmd + ['-c', '-t', 'nat'], context='reading the IPv%d nat table' % fam.family)[1]
+    return _plan.parse_save(out).get('nat')
+
+
+def _sysctl(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _read_sysctls():
+    rp = {}
+    base = '/proc/sys/net/ipv4/conf'
+    for name in os.listdir(base) if os.path.isdir(base) else []:
+        value = _sysctl(os.path.join(base, name, 'rp_filter'))
+        if value is not None and value.isdigit():
+            rp[name] = int(value)
+    return {'ipv4_forward': _sysctl('/proc/sys/net/ipv4/ip_forward'),
+            'ipv6_forward': _sysctl('/proc/sys/net/ipv6/conf/all/forwarding'),
+            'rp_filter': rp, 'bridge_nf': _sysctl('/proc/sys/net/bridge/bridge-nf-call-iptables')}
+
+
+def _route_dev(module, address, family):
+    ip_cmd = module.get_bin_path('ip')
+    if not ip_cmd:
+        return None
+    rc, out, _err = _command.run(module, [ip_cmd, '-j', '-%d' % family, 'route', 'get', address], check=False)
+    try:
+        routes = json.loads(out) if rc == 0 else []
+    except ValueError:
+        return None
+    return routes[0].get('dev') if routes and isinstance(routes[0], dict) else None
+
+
+def _default_routes(module, interfaces):
+    devs, public = {}, ''
+    ip_cmd = module.get_bin_path('ip')
+    for family in (4, 6):
+        rc, out, _err = _command.run(module, [ip_cmd, '-j', '-%d' % family, 'route', 'show', 'default'], check=False)
+        try:
+            routes = json.loads(out) if rc == 0 and out.strip() else []
+        except ValueError:
+            routes = []
+        if routes and isinstance(routes[0], dict):
+            devs[family] = routes[0].get('dev')
+        if family == 4 and rc == 0:
+            public = _host.default_ipv4(out, interfaces)
+    return devs, public
+
+
+def _firewalld_active(module):
+    systemctl = module.get_bin_path('systemctl')
+    if systemctl:
+        _rc, out, _err = _command.run(module, [systemctl, 'is-active', 'firewalld.service'], check=False)
+        return out.strip() == 'active'
+    return _host.process_running('firewalld')
+
+
+def _read_nft(module, view):
+    nft = module.get_bin_path('nft')
+    if not nft:
+        view.nft_error = 'nft not installed'
+        return
+    rc, out, err = _command.run(module, [nft, '-j', 'list', 'ruleset'], check=False)
+    if rc != 0:
+        view.nft_error = 'nft -j list ruleset failed: %s' % (err or out).strip()
+        return
+    try:
+        view.nft = _doctor.nft_tables(json.loads(out or '{}'))
+    except ValueError as exc:
+        view.nft_error = 'nft printed no JSON: %s' % exc
+
+
+def _read_libvirt(module, view, guests, host_ips):
+    virsh = module.get_bin_path('virsh')
+    uri = module.params['uri']
+    if not virsh:
+        view.libvirt_error = 'virsh not installed'
+        return
+    try:
+        known = set(_libvirt.list_domains(module, virsh, uri))
+    except _command.CommandError as exc:
+        view.libvirt_error = str(exc)
+        return
+    networks, domains, warnings = {}, {}, []
+    for name in sorted(guests & known):
+        try:
+            domains[name], notes = _libvirt.describe(module, virsh, uri, name, ('lease', 'agent'), networks, host_ips)
+        except (_command.CommandError, ET.ParseError) as exc:
+            warnings.append('guest %s: %s' % (name, exc))
+            continue
+        warnings.extend(notes)
+        for iface in domains[name]['interfaces']:
+            if iface.get('network') and iface['network'] not in networks:
+                networks[iface['network']] = _libvirt.read_network(module, virsh, uri, iface['network'])
+    leases = {}
+    for name, network in networks.items():
+        if network is None:
+            continue
+        rc, out, _err = _command.run(module, [virsh, '--connect', uri, 'net-dhcp-leases', name], check=False)
+        leases[name] = _libvirt.parse_leases(out) if rc == 0 else []
+    view.libvirt = {'domains': domains, 'networks': {k: v for k, v in networks.items() if v}, 'leases': leases}
+    for warning in warnings:
+        module.warn(warning)
+
+# ---------------------------------------------------------------- the forwards
+
+
+def _label(raw):
+    try:
+        host = _forward.parse_ports(raw['host_port'])
+        guest = _forward.parse_ports(raw['guest_port']) if raw.get('guest_port') not in (None, '') else host
+    except (ValueError, TypeError):
+        return None
+    return '%s %s/%s->%s' % (raw['guest'], raw.get('proto') or 'tcp', host, guest)
+
+
+def _address_from_rules(view, label):
+    """Where the collection's DNAT for this forward sends it, from the live rules."""
+    comment = '--comment "%s: %s"' % (_render.OWNER_TAG, label)
+    for fam in view.families.values():
+        nat = fam.tables.get('nat')
+        for chain, rules in (nat.rules.items() if nat else ()):
+            if not _render.owned(chain, view.prefix, 'nat'):
+                continue
+            for spec in rules:
+                if comment in spec and '-j DNAT' in spec:
+                    return _doctor.destination(spec)[0]
+    return None
+
+
+def _address_from_libvirt(view, guest):
+    record = (view.libvirt or {}).get('domains', {}).get(guest)
+    if record is None:
+        return None
+    return (record.get('ipv4') or record.get('ipv6') or [None])[0]
+
+
+def _resolve(module, view, raws):
+    """Fill in guest_ip where it is missing; (raw forwards with an address, unresolved results)."""
+    complete, unresolved = [], []
+    for raw in raws:
+        if raw.get('guest_ip'):
+            complete.append(raw)
+            continue
+        label = _label(raw) or '%s %s/%s' % (raw['guest'], raw.get('proto'), raw.get('host_port'))
+        ip = _address_from_rules(view, label) or _address_from_libvirt(view, raw['guest'])
+        if ip:
+            complete.append(dict(raw, guest_ip=ip))
+        else:
+            unresolved.append(_doctor.unresolved(raw['guest'], label, 'no DNAT rule of kvmnet.nat names it and libvirt '
+                                                 'has no address for it (%s)' % (view.libvirt_error or 'no lease or agent address')))
+    return complete, unresolved
+
+
+def _parse(module, raws):
+    params = module.params
+    clean = [{k: v for k, v in raw.items() if k in FORWARD_KEYS} for raw in raws]
+    try:
+        return _forward.parse_forwards(clean, params['public_ip'], params['public_ip6'], params['in_interface'])
+    except _forward.ForwardError as exc:
+        module.fail_json(msg='invalid forwards: %s' % exc, errors=exc.errors)
+
+
+def _selected(module, fwd):
+    guest, port = module.params['guest'], module.params['port']
+    return (not guest or fwd.guest == guest) and (port is None or fwd.host_ports.first <= port <= fwd.host_ports.last)
+
+
+def _answers(module, view, forwards, raws):
+    """Connect from this host to each selected guest port (TCP, and UDP with send/expect), in parallel."""
+    extra = {_label(r): r for r in raws}
+    jobs = {}
+    for fwd in forwards:
+        record = (view.libvirt or {}).get('domains', {}).get(fwd.guest)
+        if view.libvirt is not None and (record is None or record['state'] != 'running'):
+            continue
+        key = (_forward.address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first)
+        raw = extra.get(fwd.label) or {}
+        if fwd.proto == 'udp' and not (raw.get('send') or raw.get('expect')):
+            continue
+        if fwd.proto in ('tcp', 'udp'):
+            jobs[key] = (raw.get('send') or '', raw.get('expect'))
+    timeout = module.params['timeout']
+
+    def one(item):
+        (ip, proto, port), (send, expect) = item
+        answer, error = _connect.probe(ip, port, proto, send, timeout)
+        if error:
+            return (ip, proto, port), (False, error)
+        if expect and not re.search(expect, answer):
+            return (ip, proto, port), (False, 'answered %r, which does not match %r' % (answer, expect))
+        return (ip, proto, port), (True, answer)
+
+    if jobs:
+        with ThreadPoolExecutor(max_workers=min(16, len(jobs))) as pool:
+            view.answers.update(pool.map(one, jobs.items()))
+
+
+def _probe(module, view, forwards):
+    """One TCP connection from this host to each selected forward's public address; the DNAT count before and after."""
+    timeout = module.params['timeout']
+    for fwd in forwards:
+        if fwd.proto != 'tcp':
+            view.probes[fwd.label] = {'skipped': 'only TCP forwards are probed'}
+            continue
+        fam = view.families[fwd.family]
+        packet = _doctor.local_packet(fwd, view)
+        if not packet['dst']:
+            view.probes[fwd.label] = {'skipped': 'no public address'}
+            continue
+        nat = fam.tables.get('nat')
+        outcome = _doctor.walk(nat, 'OUTPUT', packet)
+        rule = outcome.rule if outcome.target == 'DNAT' else None
+        before = _doctor.counted(nat, rule)
+        answer, error = _connect.probe(packet['dst'], fwd.host_ports.first, 'tcp', '', timeout)
+        time.sleep(0.05)
+        after = _doctor.counted(_nat_packets(module, fam), rule)
+        record = {'address': packet['dst'], 'answer': ('got no answer (%s)' % error) if error else
+                  ('the guest answered%s' % (' %r' % answer if answer else ''))}
+        record['delta'] = (after - before) if rule and before is not None and after is not None else 0
+        if not record['delta']:
+            record['taken'] = _doctor.where('nat', outcome) if outcome.rule else 'no DNAT rule in nat OUTPUT takes it'
+        view.probes[fwd.label] = record
+
+# ---------------------------------------------------------------- the run
+
+
+def _check_params(module):
+    params = module.params
+    problems = []
+    if not _render.valid_prefix(params['chain_prefix']):
+        problems.append('chain_prefix %r must be 1-16 upper-case letters or digits' % (params['chain_prefix'],))
+    if not 0.1 <= params['timeout'] <= 10:
+        problems.append('timeout %s must be between 0.1 and 10 seconds' % params['timeout'])
+    if params['persist_path'] and not os.path.isabs(params['persist_path']):
+        problems.append('persist_path %r must be absolute' % (params['persist_path'],))
+    if params['port'] is not None and not 1 <= params['port'] <= 65535:
+        problems.append('port %s must be between 1 and 65535' % params['port'])
+    for index, raw in enumerate(params['forwards']):
+        for key in ('send', 'expect'):
+            if raw.get(key) and raw.get('proto', 'tcp') != 'udp':
+                problems.append('forwards[%d]: %s is for UDP forwards (a TCP forward is checked by connecting)' % (index, key))
+        if raw.get('expect'):
+            try:
+                re.compile(raw['expect'])
+            except re.error as exc:
+                problems.append('forwards[%d]: expect %r is not a regular expression: %s' % (index, raw['expect'], exc))
+    if problems:
+        module.fail_json(msg='invalid parameters: %s' % '; '.join(problems), errors=problems)
+
+
+def _read_saved(view, path):
+    for family, fam in view.families.items():
+        fam.saved_path = '%s.v%d' % (path, family)
+        try:
+            with open(fam.saved_path) as handle:
+                fam.saved_text = handle.read()
+        except FileNotFoundError:
+            fam.saved_text = None
+        except OSError as exc:
+            fam.saved_text = '# unreadable: %s\n' % exc
+
+
+def _run(module):
+    params = module.params
+    _check_params(module)
+    view = _doctor.View(prefix=params['chain_prefix'])
+    view.interfaces = _routes.host_interfaces(module)
+    view.default_dev, default_ip = _default_routes(module, view.interfaces)
+    if not params['public_ip'] and default_ip:
+        params['public_ip'] = default_ip
+    view.families = {family: _read_iptables(module, family) for family in _forward.FAMILIES}
+    if params['persist_path']:
+        _read_saved(view, params['persist_path'])
+    view.sysctl = _read_sysctls()
+    view.firewalld = _firewalld_active(module)
+    _read_nft(module, view)
+    host_ips = {iface.ip for iface, _dev in view.interfaces}
+    _read_libvirt(module, view, {raw['guest'] for raw in params['forwards']}, host_ips)
+    complete, unresolved = _resolve(module, view, params['forwards'])
+    forwards, warnings = _routes.with_hairpin_networks(module, _parse(module, complete), view.interfaces)
+    for warning in warnings:
+        module.warn(warning)
+    view.desired = {family: _render.desired_state(forwards, family, view.prefix) for family in _forward.FAMILIES}
+    selected = [fwd for fwd in forwards if _selected(module, fwd)]
+    unresolved = [item for item in unresolved if not params['guest'] or item['guest'] == params['guest']]
+    if not selected and not unresolved:
+        module.exit_json(changed=False, forwards=[], broken=[], table=[], matched=False,
+                         msg='no declared forward of this host matches%s%s (declared: %s)' % (
+                             ' guest=%s' % params['guest'] if params['guest'] else '',
+                             ' port=%s' % params['port'] if params['port'] else '',
+                             ', '.join(f.label for f in forwards) or 'none'))
+    # the route back to each allow-listed source (rp_filter); guests are found on the connected networks
+    for fwd in selected:
+        for net in fwd.sources:
+            address = _forward.address_text(net.network_address)
+            if address not in view.routes:
+                view.routes[address] = _route_dev(module, address, net.version)
+    hits = [item for item in _listeners.read_listeners() if any(_listeners.covers(item, fwd) for fwd in selected)]
+    view.listeners = _listeners.name_processes(hits) if hits else []
+    _answers(module, view, selected, params['forwards'])
+    if params['probe']:
+        _probe(module, view, selected)
+    results = [_doctor.diagnose(fwd, view) for fwd in selected] + unresolved
+    module.exit_json(changed=False, matched=True, forwards=results, broken=[r['label'] for r in results if r['verdict'] != 'ok'],
+                     table=_doctor.table(results),
+                     host={'flavour': {'ipv%d' % f: fam.flavour for f, fam in view.families.items()},
+                           'public_ip': params['public_ip'] or '',
+                           'libvirt': 'read' if view.libvirt is not None else view.libvirt_error,
+                           'nftables': 'read' if view.nft is not None else view.nft_error})
+
+
+def run(module):
+    """Everything the module does; a command that fails ends it naming the command and its stderr."""
+    try:
+        _run(module)
+    except _command.CommandError as exc:
+        module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+    except (_routes.RouteError, _plan.RulesetError) as exc:
+        module.fail_json(msg=str(exc))
+
+
+def main():
+    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kvmnet.nat.doctor as a whole, without root: it reads the ruleset once per family whatever the number
+of forwards, runs no command that changes anything, and refuses bad parameters before reading."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.modules import doctor as M
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
+
+ADDR = ('[{"ifname":"virbr0","addr_info":[{"local":"192.168.122.1","prefixlen":24}]},'
+        '{"ifname":"eth0","addr_info":[{"local":"203.0.113.10","prefixlen":24}]}]')
+DEFAULT4 = '[{"dst":"default","gateway":"203.0.113.1","dev":"eth0","prefsrc":"203.0.113.10"}]'
+LIBVIRT = """*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:LIBVIRT_FWI - [0:0]
+[0:0] -A FORWARD -j LIBVIRT_FWI
+[0:0] -A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+"""
+DEFAULTS = {'public_ip': None, 'public_ip6': None, 'in_interface': None, 'chain_prefix': 'KVMNAT',
+            'persist_path': None, 'uri': 'qemu:///system', 'guest': None, 'port': None, 'probe': False, 'timeout': 2.0}
+BINARIES = {'iptables-nft-save', 'ip6tables-nft-save', 'ip', 'nft'}
+
+
+def declared(n):
+    return [{'guest': 'g%d' % (i % 3), 'guest_ip': '192.168.122.%d' % (10 + i % 3), 'host_port': 10000 + i,
+             'guest_port': 80, 'proto': 'tcp', 'sources': [], 'masquerade': 'auto'} for i in range(n)]
+
+
+def live(n):
+    """libvirt's rules with ours as the engine writes them for ``n`` forwards, as iptables-save -c prints them."""
+    tables = P.parse_save(LIBVIRT)
+    applied = [dict(f, guest_network='192.168.122.0/24') for f in declared(n)]    # as kvmnet.nat.forwards found it
+    desired = R.desired_state(F.parse_forwards(applied, public_ip='203.0.113.10'), 4)
+    lines = []
+    for table in ('nat', 'filter'):
+        lines.append('*' + table)
+        lines.extend(':%s %s [0:0]' % (c, p) for c, p in tables[table].chains.items())
+        lines.extend(':%s - [0:0]' % c for (t, c) in desired.chains if t == table)
+        for t, chain, spec in desired.jumps:
+            if t == table:
+                lines.append('[0:0] -A %s %s' % (chain, spec))
+        lines.extend('[0:0] -A %s %s' % (c, s) for c, rules in tables[table].rules.items() for s in rules)
+        lines.extend('[0:0] -A %s %s' % (c, s) for (t, c), rules in desired.chains.items() if t == table for s in rules)
+        lines.append('COMMIT')
+    return '\n'.join(lines) + '\n'
+
+
+@pytest.fixture
+def quiet_host(monkeypatch):
+    """No packet leaves this machine: guest connections are answered here; sysctls and listeners are canned."""
+    connects = []
+
+    def probe(host, port, proto, send, timeout):
+        connects.append((host, port, proto))
+        return 'answer', ''
+    monkeypatch.setattr(M._connect, 'probe', probe)
+    monkeypatch.setattr(M, '_read_sysctls', lambda: {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {},
+                                                     'bridge_nf': None})
+    monkeypatch.setattr(M._listeners, 'read_listeners', lambda: [])
+    monkeypatch.setattr(M._host, 'process_running', lambda name: False)
+    return connects
+
+
+def answers(n):
+    return {'ip -j addr show': (0, ADDR, ''), 'ip -j -4 route show default': (0, DEFAULT4, ''),
+            'ip -j -6 route show default': (0, '[]', ''),
+            'ip -j -4 route get 192.168.122.': (0, '[{"dst":"192.168.122.10","dev":"virbr0"}]', ''),
+            'iptables-nft-save -c': (0, live(n), ''), 'ip6tables-nft-save -c': (0, '', ''),
+            'nft -j list ruleset': (0, '{"nftables": []}', '')}
+
+
+@pytest.mark.parametrize('n', [1, 300])
+def test_one_read_per_family_and_nothing_that_changes_anything(quiet_host, n):
+    module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(n)), answers(n), check_mode=True, binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    assert result['changed'] is False and result['broken'] == [], [f['causes'] for f in result['forwards']][:1]
+    assert len(result['forwards']) == n and result['host']['public_ip'] == '203.0.113.10'
+    commands = module.commands()
+    assert commands.count('iptables-nft-save -c') == 1 and commands.count('ip6tables-nft-save -c') == 1
+    assert not [c for c in commands if 'restore' in c or ' -I ' in c or ' -D ' in c or 'sysctl' in c]
+    assert len([c for c in commands if c.startswith('ip -j -4 route get')]) == min(n, 3)   # one per guest address
+    assert sorted(set(quiet_host)) == sorted(quiet_host) and len(quiet_host) == min(n, 3)  # one connect per guest port
+    assert result['table'][0].startswith('forward')
+
+
+def test_an_address_is_found_in_the_rules_when_not_declared(quiet_host):
+    forwards = [dict(f) for f in declared(3)]
+    del forwards[1]['guest_ip']
+    forwards.append({'guest': 'ghost', 'host_port': 9000})
+    module = fakes.FakeModule(dict(DEFAULTS, forwards=forwards), answers(3), check_mode=True, binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    by_label = {item['label']: item for item in result['forwards']}
+    assert by_label['g1 tcp/10001->80']['guest_ip'] == '192.168.122.11'
+    assert by_label['g1 tcp/10001->80']['verdict'] == 'ok'
+    ghost = by_label['ghost tcp/9000->9000']
+    assert (ghost['verdict'], ghost['failed']) == ('broken', 'guest')
+    assert 'No address is known for ghost' in ghost['cause'] and 'virsh not installed' in ghost['cause']
+
+
+@pytest.mark.parametrize('params, message', [
+    ({'timeout': 0}, 'timeout 0 must be between 0.1 and 10'),
+    ({'chain_prefix': 'kvm nat'}, "chain_prefix 'kvm nat'"),
+    ({'persist_path': 'relative/rules'}, 'must be absolute'),
+    ({'port': 70000}, 'port 70000 must be between'),
+    ({'forwards': [{'guest': 'web01', 'host_port': 80, 'send': 'x', 'proto': 'tcp'}]}, 'send is for UDP forwards'),
+    ({'forwards': [{'guest': 'dns', 'host_port': 53, 'expect': '(', 'proto': 'udp'}]}, 'is not a regular expression'),
+    ({'forwards': [{'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 'x'}]}, 'invalid forwards'),
+])
+def test_bad_parameters_are_refused(quiet_host, params, message):
+    args = dict(DEFAULTS, forwards=declared(1))
+    args.update(params)
+    module = fakes.FakeModule(args, answers(1), check_mode=True, binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    assert result['failed'] and message in result['msg'], result['msg']
