@@ -160,13 +160,28 @@ class Lab(Topology):
         self.x('hv', self.ipt(4) + '-restore', '--noflush', data=LIBVIRT_RULES)
         self.x('hv', self.ipt(6) + '-restore', '--noflush', data=LIBVIRT_RULES6)
         # services: guests, and the host's own web server on :80 (the classic nginx case)
-        servers = [self.serve(guest, guest, ['--tcp'] + tcp + ['--udp'] + (udp or []) + ['--ipv6'])
-                   for guest, (_ip4, _ip6, tcp, udp) in GUESTS.items()]
-        servers.append(self.serve('hv', 'host', ['--tcp', '80', '--udp']))
-        for proc in servers:
-            line = proc.stdout.readline().strip()
-            if line != 'ready':
-                raise LabError('a lab server did not start: %s %s' % (line, proc.stderr.read()))
+        self.servers = {guest: self.serve(guest, guest, ['--tcp'] + tcp + ['--udp'] + (udp or []) + ['--ipv6'])
+                        for guest, (_ip4, _ip6, tcp, udp) in GUESTS.items()}
+        self.servers['hv'] = self.serve('hv', 'host', ['--tcp', '80', '--udp'])
+        for proc in self.servers.values():
+            self.ready(proc)
+
+    @staticmethod
+    def ready(proc):
+        line = proc.stdout.readline().strip()
+        if line != 'ready':
+            raise LabError('a lab server did not start: %s %s' % (line, proc.stderr.read()))
+
+    def stop_guest_service(self, guest):
+        """Stop a guest's server (started by this lab, stopped by its PID)."""
+        proc = self.servers.pop(guest)
+        proc.terminate()
+        proc.wait(timeout=5)
+
+    def start_guest_service(self, guest):
+        _ip4, _ip6, tcp, udp = GUESTS[guest]
+        self.servers[guest] = self.serve(guest, guest, ['--tcp'] + tcp + ['--udp'] + (udp or []) + ['--ipv6'])
+        self.ready(self.servers[guest])
 
     def serve(self, role, name, args):
         return self.spawn(role, [sys.executable, os.path.join(HERE, 'guest_server.py'), name] + args,
@@ -188,25 +203,39 @@ class Lab(Topology):
             cmd += ['--source', source]
         return self.x(role, *cmd, timeout=timeout + 10).stdout.strip()
 
-    def module_cmd(self, params, check=False, diff=False):
-        """The command that runs kvmnet.nat.forwards once in the hypervisor namespace, and its argument file.
+    def module_cmd(self, params, check=False, diff=False, name='forwards'):
+        """The command that runs a module of the collection (kvmnet.nat.forwards unless named) once in the
+        hypervisor namespace, and its argument file.
 
         The module runs as Ansible runs it on a host (AnsibleModule reads its arguments from the file),
-        without a playbook around it. Unless given, lock_path is this lab's own (never /run on this machine).
+        without a playbook around it. Unless given, the forwards module's lock_path is this lab's own
+        (never /run on this machine). The doctor runs with a PATH that hides virsh and systemctl: this
+        machine's libvirt and firewalld are not the lab's.
         """
         args = dict(params)
-        args.setdefault('lock_path', self.lock_path)
+        if name == 'forwards':
+            args.setdefault('lock_path', self.lock_path)
         args.update(_ansible_check_mode=check, _ansible_diff=diff)
         handle, path = tempfile.mkstemp(prefix='args-', suffix='.json', dir=self.tmp)
         with os.fdopen(handle, 'w') as out:
             json.dump({'ANSIBLE_MODULE_ARGS': args}, out)
-        code = 'from ansible_collections.kvmnet.nat.plugins.modules.forwards import main; main()'
-        return ['ip', 'netns', 'exec', self.ns['hv'], 'env', 'PYTHONPATH=' + self.collections_path,
-                sys.executable, '-c', code, path]
+        code = 'from ansible_collections.kvmnet.nat.plugins.modules.%s import main; main()' % name
+        env = ['PYTHONPATH=' + self.collections_path]
+        if name == 'doctor':
+            env.append('PATH=%s:/usr/sbin:/sbin' % self.tools_dir())
+        return ['ip', 'netns', 'exec', self.ns['hv'], 'env'] + env + [sys.executable, '-c', code, path]
 
-    def module(self, params, check=False, diff=False):
-        """Run kvmnet.nat.forwards inside the hypervisor namespace; returns its result (failed or not)."""
-        proc = subprocess.run(self.module_cmd(params, check, diff), capture_output=True, text=True, timeout=120,
+    def tools_dir(self):
+        """A directory holding only ``ip``: with /usr/sbin, the doctor's PATH in the lab."""
+        path = os.path.join(self.tmp, 'bin')
+        if not os.path.isdir(path):
+            os.mkdir(path)
+            os.symlink(shutil.which('ip'), os.path.join(path, 'ip'))
+        return path
+
+    def module(self, params, check=False, diff=False, name='forwards'):
+        """Run a module inside the hypervisor namespace; returns its result (failed or not)."""
+        proc = subprocess.run(self.module_cmd(params, check, diff, name), capture_output=True, text=True, timeout=120,
                               check=False)
         return self.result(proc.returncode, proc.stdout, proc.stderr)
 
