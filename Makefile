@@ -13,7 +13,7 @@ COLL_ROOT  ?= /var/tmp/kvmnet-nat-build/collections
 COLL_DIR   := $(COLL_ROOT)/ansible_collections/kvmnet/nat
 # the lab (tests/lab) adds: images, containers, the guests' static answer daemon, the apt repository index;
 # the benchmark adds iperf3 (bench/dataplane.py)
-APT_PKGS   := iptables iproute2 rsync python3 debootstrap systemd-container zstd gcc libc6-dev dpkg-dev \
+APT_PKGS   := iptables nftables iproute2 rsync python3 debootstrap systemd-container zstd gcc libc6-dev dpkg-dev \
               openssh-client iperf3
 LAB        := $(PYTHON) tests/lab/lab.py
 HV         ?= hv1
@@ -21,13 +21,15 @@ DEMO_DIR   := /var/tmp/kvmnet-lab/kvmlab
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs package netns netns-quick test test-quick clean \
+.PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs package netns netns-quick core-newest \
+        test test-quick clean \
         lab-images molecule demo lab-up lab-down lab-status lab-ssh bench bench-quick bench-deps
 
 help:
 	@echo "make demo        build a small lab, expose its guests, verify from outside, print the table"
-	@echo "make test        sanity, units, ansible-lint, changelog lint, docs, namespace tests, Molecule (CI)"
-	@echo "make test-quick  the same without Molecule and the legacy-iptables pass of the namespace tests"
+	@echo "make test        sanity, units, lint, changelog, docs, tarball, namespace tests, newest line, Molecule (CI)"
+	@echo "make test-quick  the same without Molecule, the newest ansible-core line and the legacy-iptables pass"
+	@echo "make core-newest units, sanity and nft namespace tests on the newest ansible-core line (Debian 13 root)"
 	@echo "make molecule    the Molecule scenarios on lab hypervisors (Debian 12 and 13)"
 	@echo "make bench       converge and dataplane benchmarks: table, bench/results.json, docs/bench.png"
 	@echo "make bench-quick the same, reduced (about 8 min)"
@@ -129,6 +131,12 @@ package: venv
 	  echo "installed tarball: playbook kvmnet.nat.$$p: syntax ok"; \
 	done
 
+# The newest ansible-core line: units, sanity and the nft namespace tests in a Debian 13 root made from
+# the lab's cached image (2.20 and later need Python >= 3.12; Debian 12 has 3.11). tests/tools/core_line.py
+CORE_NEWEST ?= ansible-core>=2.21,<2.22
+core-newest: deps venv collection lab-images
+	$(BIN)/python tests/tools/core_line.py --core '$(CORE_NEWEST)' --collection $(COLL_DIR) units sanity netns
+
 # real netfilter and packets, in throwaway namespaces only (needs root)
 netns: deps collection
 	cd tests/netns && $(BIN)/python -m pytest -p no:cacheprovider -q .
@@ -188,7 +196,7 @@ bench-quick: deps collection bench-deps lab-images
 
 test-quick: deps sanity units lint changelog-lint docs package netns-quick
 
-test: deps sanity units lint changelog-lint docs package netns molecule
+test: deps sanity units lint changelog-lint docs package netns core-newest molecule
 
 clean:
 	rm -rf build tests/output $(COLL_ROOT)
