@@ -60,6 +60,7 @@ class View:
     answers: dict = field(default_factory=dict)    # {(ip, proto, port): (ok, text)} the guest connect checks
     probes: dict = field(default_factory=dict)     # {label: probe record} with probe=true
     desired: dict = field(default_factory=dict)    # {family: _render.Desired} of the declared forwards
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # what every forward shares, made once
 
 
 @dataclass
@@ -477,29 +478,38 @@ def _saved_lines(text):
     return [line for line in text.splitlines() if line and not line.startswith('#')]
 
 
+def _saved_state(view, family):
+    """(header fields, saved lines, the file the declared forwards would be saved as, its lines): the
+    same for every forward of the family, so made once per run."""
+    fam, desired = view.families[family], view.desired.get(family)
+    key = ('saved', family, fam.saved_text, fam.flavour, id(desired))
+    if key not in view.memo:
+        fields, body = _plan.read_persisted(fam.saved_text)
+        expected = _plan.persist_text(desired, fam.flavour) if desired is not None and not desired.empty else None
+        wanted = set(_saved_lines(_plan.read_persisted(expected)[1])) if expected else set()
+        view.memo[key] = (fields, set(_saved_lines(body)), expected, wanted)
+    return view.memo[key]
+
+
 def check_saved(fwd, view):
     fam = view.families[fwd.family]
     if fam.saved_path is None:
         return Check(None, 'not checked (no persist_path)')
-    desired = view.desired.get(fwd.family)
     if fam.saved_text is None:
         if not fam.owned(view.prefix):
             return Check(None, 'no saved rules at %s (not set up by kvmnet.nat)' % fam.saved_path)
         return _fail('%s missing' % fam.saved_path, 'No saved rules at %s: a reboot restores none of the forwards.'
                      % fam.saved_path, '%s: it saves exactly what it applies.' % RUN_EXPOSE.capitalize())
-    fields, body = _plan.read_persisted(fam.saved_text)
+    fields, saved, expected, wanted = _saved_state(view, fwd.family)
     if not fields['valid']:
         return _fail('%s: checksum does not match' % fam.saved_path,
                      '%s was edited or damaged (its checksum does not match): kvmnet-nat-restore refuses it, so a '
                      'reboot restores none of the forwards.' % fam.saved_path,
                      '%s: it writes the file again.' % RUN_EXPOSE.capitalize())
-    expected = _plan.persist_text(desired, fam.flavour) if desired is not None and not desired.empty else None
     if expected is not None and fam.saved_text == expected:
         return Check(True, '%s matches the declared forwards' % fam.saved_path)
-    saved = set(_saved_lines(body))
     mine = _render.render_dnat(fwd) + [_render.render_accept(fwd)]
     absent = [spec for spec in mine if not any(line.endswith(' ' + spec) for line in saved)]
-    wanted = set(_saved_lines(_plan.read_persisted(expected)[1])) if expected else set()
     stale, lacking = len(saved - wanted), len(wanted - saved)
     if absent:
         cause = ('%s does not hold this forward: a reboot (or libvirt\'s hook) would restore the rules without it.'
