@@ -7,7 +7,8 @@ Runs bench/converge.py (converge cost against a loop of ansible.builtin.iptables
 against the same path with no NAT), both in network namespaces of their own, bench/role.py (the
 expose role over ssh on a lab hypervisor, against a minimal playbook) and bench/fleet.py (the role
 on 1, 4 and 8 lab hypervisors at once), as root. ``--quick``: N = 10 and 100, one short run each,
-the fleet of one hypervisor only, no role and no comparison with an older revision.
+the fleet of one hypervisor only, no role and no comparison with an older revision. bench/doctor.py
+times the doctor module over N forwards whose guests answer.
 
 Writes ``--out`` (per N: every number of both parts, null where a part did not run at that N, plus
 the machine) and, when matplotlib is importable, the plot ``--plot``.
@@ -27,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import converge  # noqa: E402  (same directory; run as a script)
 import dataplane  # noqa: E402
+import doctor  # noqa: E402
 import fleet  # noqa: E402
 import role  # noqa: E402
 
@@ -119,11 +121,13 @@ def main():
         dataplane_rows = dataplane.measure((10, 100), reps=1, seconds=2)
         role_rows = []
         fleet_rows = fleet.measure((1,), n=100, reps=1, forks=8)
+        doctor_rows = doctor.run((100,), reps=1)
     else:
         converge_rows = converge.run((10, 100, 1000), reps=3)
         dataplane_rows = dataplane.measure((1, 100, 1000), reps=5, seconds=3, before=args.before)
         role_rows = role.measure((10, 100, 1000), reps=3)
         fleet_rows = fleet.measure((1, 4, 8), n=100, reps=3, forks=8)
+        doctor_rows = doctor.run((10, 100, 1000), reps=3)
     import ansible  # the same ansible-core the runs used
     results = {
         'machine': {'cores': os.cpu_count(), 'kernel': platform.release(), 'iptables': iptables_version()},
@@ -132,6 +136,7 @@ def main():
         'seconds': round(time.monotonic() - started),
         'by_n': merge(converge_rows, dataplane_rows, role_rows),
         'fleet': fleet_rows,
+        'doctor': doctor_rows,
     }
     with open(args.out, 'w') as handle:
         json.dump(results, handle, indent=2)
@@ -151,6 +156,10 @@ def main():
     print('The role on a fleet of lab hypervisors at once (seconds, median of %d, forks %d):'
           % (fleet_rows[0]['fleet_reps'], fleet_rows[0]['forks']))
     print(fleet.table(fleet_rows))
+    print()
+    print('The doctor over all forwards of a hypervisor namespace, guests answering (module time, median of %d):'
+          % len(doctor_rows[0]['doctor_runs']))
+    print(doctor.table(doctor_rows))
     print('written: %s' % args.out)
     try:
         plot(results['by_n'], args.plot, fleet_rows)

@@ -1,0 +1,137 @@
+"""The doctor's cost: kvmnet.nat.doctor over N forwards whose guests answer, in namespaces of its own.
+
+    python3 bench/doctor.py [--sizes 10 100 1000] [--reps 3] [--out FILE]
+
+A hypervisor namespace with the public address and libvirt's bridge, N/25+1 guest namespaces on the
+bridge, each answering TCP on port 80 (tests/netns/guest_server.py); N tcp forwards (host ports
+10000..., guest port 80) applied by kvmnet.nat.forwards. Then the doctor module, as Ansible runs it
+on a host, over all N forwards with the saved rules compared: every check of every forward,
+including a connection to each guest's port. Median of ``--reps`` runs. The issue's target: under
+5 s per hypervisor for 100 forwards. The module's own time is measured (no ssh, no playbook): over
+ssh add one round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import converge  # noqa: E402  (same directory; run as a script)
+from converge import COLL_ROOT, PUBLIC_IP, Namespace, timed  # noqa: E402
+
+GUEST_SERVER = os.path.join(converge.REPO, 'tests', 'netns', 'guest_server.py')
+
+
+def forwards(n):
+    guests = n // 25 + 1
+    return [{'guest': 'g%03d' % (i % guests), 'guest_ip': '192.168.122.%d' % (10 + i % guests), 'host_port': 10000 + i,
+             'guest_port': 80} for i in range(n)]
+
+
+class Guests(Namespace):
+    """The hypervisor namespace of the converge benchmark, with guest namespaces that answer on :80."""
+
+    def __init__(self, guests):
+        super().__init__()
+        self.guest_roles = ['g%03d' % i for i in range(guests)]
+        self.ns.update({role: '%s-%s' % (self.tag, role) for role in self.guest_roles})
+
+    def up(self):
+        super().up()
+        try:
+            for index, role in enumerate(self.guest_roles):
+                self.link('hv', 'vg%d' % index, role, 'eth0')
+                self.run('hv', 'ip link set vg%d master virbr0 up' % index)
+                self.run(role, 'ip addr add 192.168.122.%d/24 dev eth0' % (10 + index))
+                self.run(role, 'ip link set eth0 up')
+                self.run(role, 'ip route add default via 192.168.122.1')
+                proc = self.spawn(role, [sys.executable, GUEST_SERVER, role, '--tcp', '80', '--udp'],
+                                  stdout=subprocess.PIPE, text=True)
+                if proc.stdout.readline().strip() != 'ready':
+                    raise RuntimeError('guest server %s did not start' % role)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+
+def run_doctor(ns, tmp, fwds, base):
+    path = os.path.join(tmp, 'doctor.json')
+    with open(path, 'w') as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds, 'persist_path': base,
+                                           '_ansible_check_mode': True}}, handle)
+    env = dict(os.environ, PYTHONPATH=COLL_ROOT, PATH='/usr/sbin:/sbin:/usr/bin:/bin')
+    module = os.path.join(COLL_ROOT, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'doctor.py')
+    elapsed, out = timed(ns.name, [sys.executable, module, path], env=env)
+    return elapsed, json.loads(out)
+
+
+def measure(n, reps):
+    fwds = forwards(n)
+    with Guests(n // 25 + 1) as ns, tempfile.TemporaryDirectory() as tmp:
+        ns.run('hv', 'sysctl -q -w net.ipv4.ip_forward=1')
+        base = os.path.join(tmp, 'rules')
+        _elapsed, result = run_module_persisting(ns, tmp, fwds, base)
+        assert not result.get('failed'), result.get('msg')
+        times, broken, checks = [], None, 0
+        for _rep in range(reps):
+            elapsed, result = run_doctor(ns, tmp, fwds, base)
+            assert not result.get('failed'), result.get('msg')
+            times.append(elapsed)
+            broken = result['broken']
+            checks = sum(1 for item in result['forwards'] for check in item['checks'].values() if check['ok'] is not None)
+        return {'n': n, 'doctor_s': round(statistics.median(times), 3), 'doctor_runs': [round(t, 3) for t in times],
+                'broken': len(broken), 'checks_made': checks, 'guests': n // 25 + 1}
+
+
+def run_module_persisting(ns, tmp, fwds, base):
+    path = os.path.join(tmp, 'args-persist.json')
+    with open(path, 'w') as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': fwds, 'persist_path': base,
+                                           'lock_path': os.path.join(tmp, 'kvmnet-nat.lock')}}, handle)
+    module = os.path.join(COLL_ROOT, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
+    elapsed, out = timed(ns.name, [sys.executable, module, path], env=dict(os.environ, PYTHONPATH=COLL_ROOT))
+    return elapsed, json.loads(out)
+
+
+def table(rows):
+    lines = ['|    N | guests | doctor (s, median) | runs (s) | checks made | broken |',
+             '|-----:|-------:|-------------------:|---------:|------------:|-------:|']
+    for row in rows:
+        lines.append('| %4d | %6d | %18.3f | %s | %11d | %6d |' % (
+            row['n'], row['guests'], row['doctor_s'], ' '.join('%.3f' % t for t in row['doctor_runs']),
+            row['checks_made'], row['broken']))
+    return '\n'.join(lines)
+
+
+def run(sizes, reps):
+    rows = []
+    for n in sizes:
+        print('doctor N=%d ...' % n, flush=True)
+        rows.append(measure(n, reps))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[10, 100, 1000])
+    parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--out', help='write the rows as JSON here')
+    args = parser.parse_args()
+    rows = run(args.sizes, args.reps)
+    print(table(rows))
+    if args.out:
+        with open(args.out, 'w') as handle:
+            json.dump(rows, handle, indent=1)
+            handle.write('\n')
+
+
+if __name__ == '__main__':
+    main()
