@@ -163,12 +163,25 @@ def walk(table, chain, packet):
     return _walk.walk(table.rules, chain, packet, policies)
 
 
+def _call_stack(steps):
+    """The jumps still open at the last step: a step in a chain already on the stack means the jumps
+    after that chain's entry returned (filter FORWARD rule 1 returned, rule 2 jumped on: only rule 2)."""
+    stack = []
+    for step in steps:
+        for depth, open_step in enumerate(stack):
+            if open_step[0] == step[0]:
+                del stack[depth:]
+                break
+        stack.append(step)
+    return stack
+
+
 def where(table_name, outcome, rule=None):
     """'filter FORWARD rule 2 -> LIBVIRT_FWI rule 2: <spec>' for the rule that ended the walk."""
     rule = rule or outcome.rule
     if rule is None:
         return '%s policy' % table_name
-    hops = [step for step in outcome.path if step != rule]
+    hops = _call_stack([step for step in outcome.path if step != rule] + [rule])[:-1]
     trail = ' -> '.join(['%s %s rule %d' % (table_name, hops[0][0], hops[0][1])] +
                         ['%s rule %d' % (c, i) for c, i, _s in hops[1:]] + ['%s rule %d' % (rule[0], rule[1])]) \
         if hops else '%s %s rule %d' % (table_name, rule[0], rule[1])

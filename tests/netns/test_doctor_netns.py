@@ -216,11 +216,13 @@ def test_the_seeds_hand_made_setup_is_diagnosed(lab, base):
         lab.settle()
         assert not web_reachable(lab)                                   # the seed's story: it does not answer
         results, raw = doctor(lab, None, forwards=[WEB], persist_path=None)
+        print('\n'.join(raw['table']))                                # shown with -s, and on failure
         web = results[WEB_LABEL]
         assert web['checks']['jumps']['ok'] is None                     # no chains of kvmnet.nat here
         assert web['failed'] == 'rules'
         causes = [c['cause'] for c in web['causes'] if c['check'] == 'rules']
-        assert 'LIBVIRT_FWI rule 2 (-o virbr0 -j REJECT --reject-with icmp-port-unreachable) rejects tcp/8080' in causes[0]
+        assert ('filter FORWARD rule 2 -> LIBVIRT_FWI rule 2 (-o virbr0 -j REJECT --reject-with icmp-port-unreachable) '
+                'rejects tcp/8080') in causes[0]
         assert 'before the accept at filter FORWARD rule 4' in causes[0]
         assert any('No MASQUERADE for hairpin traffic' in c for c in causes)
         assert any('has no -d' in c for c in causes)

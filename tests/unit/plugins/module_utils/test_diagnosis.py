@@ -407,3 +407,11 @@ def test_iptables_nft_tables_are_left_to_the_walk_even_with_native_rules_only():
     view.nft = D.nft_tables(docker)
     assert view.nft[0]['iptables'] is True
     assert verdict(view)['checks']['layout']['ok'] is True
+
+
+def test_the_trail_names_only_the_jumps_still_open():
+    """A jump that returned (FORWARD rule 1 into LIBVIRT_FWX, back) is not part of the way to the rule."""
+    steps = [('FORWARD', 1, '-j LIBVIRT_FWX'), ('FORWARD', 2, '-j LIBVIRT_FWI'), ('LIBVIRT_FWI', 2, '-j REJECT')]
+    assert D._call_stack(steps) == steps[1:]
+    nested = [('FORWARD', 1, '-j A'), ('A', 3, '-j B'), ('A', 4, '-j C'), ('C', 1, '-j DROP')]
+    assert D._call_stack(nested) == [nested[0], nested[2], nested[3]]
