@@ -17,6 +17,7 @@ first failing check, in the order of CHECKS (the order in which a packet meets t
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners, _plan, _render, _walk
@@ -154,6 +155,17 @@ def local_packet(fwd, view):
     dst = _public_address(fwd, view)
     return {'proto': fwd.proto, 'src': dst, 'dst': dst, 'dport': fwd.host_ports.first, 'iface': '',
             'oface': None, 'local': True, 'src_local': True, 'states': ('NEW',)}
+
+
+def allowed_source(fwd, address):
+    """Whether ``address`` (text) is in the forward's allow-list; True when it has none."""
+    if not fwd.sources:
+        return True
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed.version == net.version and parsed in net for net in fwd.sources)
 
 
 def walk(table, chain, packet):

@@ -139,6 +139,8 @@ options:
       - The connection passes nat C(OUTPUT), not C(PREROUTING) or filter C(FORWARD) (the kernel sends a
         host's own packets through neither), so it proves the DNAT and the guest's answer; the FORWARD
         accept is shown by the walk and by the counters of real traffic.
+      - A forward whose O(forwards[].sources) leave out this host's own address is not probed (its rules
+        rightly do not forward this host's connection); its C(counters) check says so.
     type: bool
     default: false
   timeout:
@@ -554,6 +556,10 @@ def _probe(module, view, forwards):
         packet = _doctor.local_packet(fwd, view)
         if not packet['dst']:
             view.probes[fwd.label] = {'skipped': 'no public address'}
+            continue
+        if fwd.sources and not _doctor.allowed_source(fwd, packet['src']):
+            view.probes[fwd.label] = {'skipped': 'this host (%s) is not in its sources, so its connection is not '
+                                                 'forwarded, by design' % packet['src']}
             continue
         nat = fam.tables.get('nat')
         outcome = _doctor.walk(nat, 'OUTPUT', packet)

@@ -95,6 +95,16 @@ def test_probe_counts_the_hosts_own_connection(lab, base):
     assert counters['ok'] is True and 'was DNATed (+1)' in counters['detail'] and 'the guest answered' in counters['detail']
 
 
+def test_the_probe_leaves_out_a_forward_whose_sources_exclude_this_host(lab, base):
+    """The ssh forward allows only the client: a connection from the hypervisor is not forwarded, by design,
+    so it is not probed (and not reported broken)."""
+    results, raw = doctor(lab, base, probe=True)
+    counters = results['web01 tcp/2222->22']['checks']['counters']
+    assert counters['ok'] is None and 'is not in its sources' in counters['detail'], counters
+    assert results[WEB_LABEL]['checks']['counters']['ok'] is True
+    assert raw['broken'] == []
+
+
 def _ipt(lab, *args):
     lab.x('hv', lab.ipt(4), *args)
 
