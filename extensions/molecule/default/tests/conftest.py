@@ -69,17 +69,31 @@ def saved_rules(host):
     return tables
 
 
+def run_playbook(playbook, report, *extra, netns=None):
+    """ansible-playbook kvmnet.nat.PLAYBOOK with Molecule's inventory (in the client namespace when
+    ``netns`` names it); returns the process and the JSON report it wrote to ``report`` (none when None)."""
+    inventory = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'inventory')
+    cmd = ['ansible-playbook', '-i', inventory, f'kvmnet.nat.{playbook}', *extra]
+    if report is not None:
+        cmd += ['-e', f'{playbook}_report={report}']
+    proc = subprocess.run((['ip', 'netns', 'exec', netns] if netns else []) + cmd,
+                          capture_output=True, text=True, check=False, timeout=300,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0'))
+    rows = json.loads(report.read_text()) if report is not None and report.exists() else []
+    return proc, rows
+
+
 def run_verify_playbook(tmp_path, *extra):
     """ansible-playbook kvmnet.nat.verify from the client namespace, with Molecule's inventory."""
-    inventory = os.path.join(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'inventory')
-    report = tmp_path / 'report.json'
-    proc = subprocess.run(
-        ['ip', 'netns', 'exec', CLIENT_NS, 'ansible-playbook', '-i', inventory, 'kvmnet.nat.verify',
-         '-e', f'verify_report={report}', *extra],
-        capture_output=True, text=True, check=False, timeout=300,
-        env=dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0'))
-    rows = json.loads(report.read_text()) if report.exists() else []
-    return proc, rows
+    return run_playbook('verify', tmp_path / 'report.json', *extra, netns=CLIENT_NS)
+
+
+def run_doctor(tmp_path, *extra):
+    """ansible-playbook kvmnet.nat.doctor on the hypervisors (it reads them, it changes nothing)."""
+    report = tmp_path / 'doctor.json'
+    if report.exists():
+        report.unlink()
+    return run_playbook('doctor', report, *extra)
 
 
 @pytest.fixture(scope='session')

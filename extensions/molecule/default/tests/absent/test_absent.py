@@ -1,9 +1,17 @@
-"""After expose_state: absent: nothing of ours is left, everything else is as it was."""
+"""The README's removal, run as written (ansible-playbook -i INVENTORY kvmnet.nat.expose -e expose_state=absent):
+nothing of ours is left, everything else is as it was."""
 import pytest
 
-from conftest import DECLARED, HV, probe, run_verify_playbook, saved_rules
+from conftest import DECLARED, HV, probe, run_playbook, run_verify_playbook, saved_rules
 
 testinfra_hosts = ['hv1', 'hv2']
+
+
+@pytest.fixture(scope='module', autouse=True)
+def removed():
+    proc, _rows = run_playbook('expose', None, '-e', 'expose_state=absent')
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert 'failed=0' in proc.stdout
 
 
 def test_no_chain_or_rule_of_ours(host):
