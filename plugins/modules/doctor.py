@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: doctor
 short_description: Say where a forward's packets stop, and why
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Read only. For every forward given (or the ones O(guest) and O(port) select), runs nine checks in
     the order a packet meets them and reports each one, and the first failing one as a one-sentence

@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: forwards
 short_description: Expose libvirt/KVM guest ports through DNAT, declaratively
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Brings the iptables chains owned by this module to exactly the given set of port
     forwards, in one C(iptables-restore --noflush) transaction per IP family.

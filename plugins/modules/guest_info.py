@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: guest_info
 short_description: Read libvirt guests, their interfaces and addresses
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Lists libvirt domains with their state, the MAC address, network or bridge of every interface,
     and their IPv4 and IPv6 addresses from the libvirt network's DHCP leases or the guest agent.

@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: probe
 short_description: Connect to one address and port, as a client would, and report what answered
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Opens one TCP connection (or sends one UDP datagram) from the host it runs on, reads what the
     server sends first, and reports whether the port is reachable, the answer and the time taken.
