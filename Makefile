@@ -96,10 +96,10 @@ docs: collection
 
 # The tarball as users get it: built, installed into an empty path, every plugin's and the role's
 # documentation rendered from there; it must hold no development path and stay small. Issue 14 asked
-# for 120 KB; with the licence text, the unit tests and the doctor the collection is 157 KB: the gate
-# is 165 KB, and docs/development.md ("The tarball") shows what each part costs.
+# for 120 KB; with the licence text, the unit tests, the doctor and the 1.0.0 changelog the collection is
+# 170 KB: the gate is 180 KB, and docs/development.md ("The tarball") shows what each part costs.
 PKG_DIR    := $(COLL_ROOT)/package
-PKG_MAX_KB := 165
+PKG_MAX_KB := 180
 PKG_DEV_PATHS := Makefile bench/ tests/lab/ tests/netns/ tests/tools/ extensions/ docs/ .ci/ tests/requirements.txt
 package: venv
 	@rm -rf $(PKG_DIR) && mkdir -p $(PKG_DIR)/installed
@@ -112,7 +112,8 @@ package: venv
 	  if printf '%s\n' "$$listing" | grep -q "^$$dev"; then echo "development path in the tarball: $$dev"; exit 1; fi; \
 	done; \
 	for need in LICENSE LICENSES/GPL-3.0-or-later.txt README.md MANIFEST.json FILES.json meta/runtime.yml \
-	            meta/execution-environment.yml roles/expose/meta/argument_specs.yml playbooks/expose.yml; do \
+	            meta/execution-environment.yml roles/expose/meta/argument_specs.yml playbooks/expose.yml \
+	            CHANGELOG.rst changelogs/changelog.yaml; do \
 	  printf '%s\n' "$$listing" | grep -qx "$$need" || { echo "missing from the tarball: $$need"; exit 1; }; \
 	done; \
 	ANSIBLE_COLLECTIONS_PATH= ansible-galaxy collection install -p $(PKG_DIR)/installed $$tarball >/dev/null
