@@ -29,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.environ.get('KVMLAB_CACHE', '/var/cache/kvmnet-lab')
 STATE_ROOT = os.environ.get('KVMLAB_STATE', '/var/tmp/kvmnet-lab')
+NSPAWN_PROPAGATE = '/run/systemd/nspawn/propagate'
 CGROUP_HIERARCHIES = ('/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified')
 PUBLIC_GW = '203.0.113.1'
 CLIENT_ADDRS = ('203.0.113.50', '203.0.113.51')
@@ -381,6 +382,7 @@ class Lab:
         for hv in (state.get('supervisors') or {}):
             kill_cgroup(self.name, hv)
             remove_cgroup(self.name, hv)
+            remove_nspawn_leftover(hv)
         for ns in (self.cli, self.pub):
             if os.path.exists(f'/run/netns/{ns}'):
                 run(['ip', 'netns', 'delete', ns], check=False)
@@ -467,6 +469,13 @@ def kill_cgroup(name, hv):
             for pid in f.read().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
+
+
+def remove_nspawn_leftover(machine):
+    """nspawn makes /run/systemd/nspawn/propagate/MACHINE and, where /run is not a tmpfs, refuses to
+    remove it on exit ("Attempted to remove disk file system"): an empty directory left behind."""
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.join(NSPAWN_PROPAGATE, machine))
 
 
 def remove_cgroup(name, hv):

@@ -95,9 +95,10 @@ def nspawn(root, cmd, private_network=False, chdir='/', env=None, check=True):
     try:
         return subprocess.run(argv + ['--'] + cmd, check=check, preexec_fn=own_cgroup).returncode
     finally:
-        for cgroup in CGROUPS:
+        # nspawn cannot remove its propagate directory where /run is not a tmpfs (docs/lab.md)
+        for leftover in CGROUPS + ['/run/systemd/nspawn/propagate/kvmnet-core-line']:
             try:
-                os.rmdir(cgroup)
+                os.rmdir(leftover)
             except OSError:
                 pass
 
