@@ -36,6 +36,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(REPO, 'tests', 'netns'), os.path.join(REPO, 'tests', 'unit', 'plugins', 'module_utils')]
 from topology import Topology  # noqa: E402
 COLL_ROOT = os.environ.get('ANSIBLE_COLLECTIONS_PATH', '/var/tmp/kvmnet-nat-build/collections').split(':')[0]
+sys.path.append(COLL_ROOT)    # the collection make copies there: rulewalk (the tests' walker) imports its _walk
 PUBLIC_IP = '203.0.113.10'
 BUILTIN_MAX_N = 100
 
