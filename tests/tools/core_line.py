@@ -95,12 +95,22 @@ def nspawn(root, cmd, private_network=False, chdir='/', env=None, check=True):
     try:
         return subprocess.run(argv + ['--'] + cmd, check=check, preexec_fn=own_cgroup).returncode
     finally:
-        # nspawn cannot remove its propagate directory where /run is not a tmpfs (docs/lab.md)
-        for leftover in CGROUPS + ['/run/systemd/nspawn/propagate/kvmnet-core-line']:
-            try:
-                os.rmdir(leftover)
-            except OSError:
-                pass
+        remove_leftovers()
+
+
+def remove_leftovers():
+    """The cgroups (nspawn adds payload/ and supervisor/ under ours), deepest first, their parent
+    when no lab uses it, and the propagate directory nspawn cannot remove where /run is not a tmpfs
+    (docs/lab.md)."""
+    dirs = []
+    for cgroup in CGROUPS:
+        dirs += sorted((path for path, _sub, _files in os.walk(cgroup)), key=lambda d: -d.count('/'))
+        dirs.append(os.path.dirname(cgroup))
+    for leftover in dirs + ['/run/systemd/nspawn/propagate/kvmnet-core-line']:
+        try:
+            os.rmdir(leftover)
+        except OSError:
+            pass
 
 
 def prepare_venv(root, core):
