@@ -81,7 +81,8 @@ def file_state(path):
     return {'exists': True, 'sha256': digest.hexdigest()}
 
 
-def _sysctl(path):
+def read_sysctl(path):
+    """A /proc/sys value, stripped; None when it cannot be read."""
     try:
         with open(path) as handle:
             return handle.read().strip()
@@ -109,8 +110,8 @@ def read(module, simulate_install=(), paths=None, units=()):
     ``units``: systemd units whose enablement to report."""
     facts = {'packages': {name: False for name in WATCHED},
              'files': {name: file_state(path) for name, path in (paths or {}).items()},
-             'forwarding': {'ipv4': _sysctl('/proc/sys/net/ipv4/ip_forward'),
-                            'ipv6': _sysctl('/proc/sys/net/ipv6/conf/all/forwarding')}}
+             'forwarding': {'ipv4': read_sysctl('/proc/sys/net/ipv4/ip_forward'),
+                            'ipv6': read_sysctl('/proc/sys/net/ipv6/conf/all/forwarding')}}
     ip_cmd = module.get_bin_path('ip')
     facts['default_ipv4'] = ''
     if ip_cmd:

@@ -348,24 +348,16 @@ def _nat_packets(module, fam):
     return _plan.parse_save(out).get('nat')
 
 
-def _sysctl(path):
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
-
-
 def _read_sysctls():
     rp = {}
     base = '/proc/sys/net/ipv4/conf'
     for name in os.listdir(base) if os.path.isdir(base) else []:
-        value = _sysctl(os.path.join(base, name, 'rp_filter'))
+        value = _host.read_sysctl(os.path.join(base, name, 'rp_filter'))
         if value is not None and value.isdigit():
             rp[name] = int(value)
-    return {'ipv4_forward': _sysctl('/proc/sys/net/ipv4/ip_forward'),
-            'ipv6_forward': _sysctl('/proc/sys/net/ipv6/conf/all/forwarding'),
-            'rp_filter': rp, 'bridge_nf': _sysctl('/proc/sys/net/bridge/bridge-nf-call-iptables')}
+    return {'ipv4_forward': _host.read_sysctl('/proc/sys/net/ipv4/ip_forward'),
+            'ipv6_forward': _host.read_sysctl('/proc/sys/net/ipv6/conf/all/forwarding'),
+            'rp_filter': rp, 'bridge_nf': _host.read_sysctl('/proc/sys/net/bridge/bridge-nf-call-iptables')}
 
 
 def _route_dev(module, address, family):
