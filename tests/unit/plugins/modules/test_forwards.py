@@ -30,7 +30,8 @@ FORWARDS = [{'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 
 
 
 DEFAULTS = {'forwards': [], 'check_listeners': False, 'public_ip': None, 'public_ip6': None, 'in_interface': None,
-            'state': 'present', 'chain_prefix': 'KVMNAT', 'persist_path': None, 'lock_timeout': 10, 'lock_path': None}
+            'state': 'present', 'chain_prefix': 'KVMNAT', 'persist_path': None, 'lock_timeout': 10, 'lock_path': None,
+            'return_details': True}
 BINARIES = {'iptables-nft-save', 'iptables-nft-restore', 'ip6tables-nft-save', 'ip6tables-nft-restore', 'ip'}
 
 
@@ -117,6 +118,19 @@ def test_apply_then_read_back(lock):
     result = run(module)
     assert result['changed'] is True and 'failed' not in result, result
     assert result['flavour'] == {'ipv4': 'nft', 'ipv6': 'nft'}
+
+
+@pytest.mark.parametrize('details', [True, False])
+def test_return_details_false_leaves_out_rules_and_forwards_and_nothing_else(lock, details):
+    params = {'forwards': FORWARDS, 'public_ip': '203.0.113.10', 'lock_path': lock, 'return_details': details}
+    module = FakeModule(params, HOST + detect(test4=(0, '', '')), check_mode=True, diff=True)
+    result = run(module)
+    assert result['changed'] is True and result['flavour'] == {'ipv4': 'nft', 'ipv6': 'nft'}
+    assert result['reasons'] and 'ipv4 nat :KVMNAT_DNAT' in result['diff']['after']
+    if details:
+        assert 'nat :KVMNAT_DNAT' in result['rules']['ipv4'] and result['forwards'][0]['guest'] == 'web01'
+    else:
+        assert result['rules'] == {} and result['forwards'] == []
 
 
 def test_a_read_back_that_differs_fails(lock):
