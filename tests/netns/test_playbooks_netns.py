@@ -117,3 +117,24 @@ def test_the_role_stops_on_a_bad_inventory_before_anything_changes(lab, tmp_path
     assert proc.returncode != 0 and expected in output, output[-3000:]
     assert 'nothing was changed' in output.lower() or 'Nothing was changed' in output
     assert {4: lab.save(4), 6: lab.save(6)} == before
+
+
+def test_the_role_names_every_refusal_of_the_host_at_once(lab, tmp_path):
+    """No default route (so no public address) and libvirt's nftables table with its reject: one
+    failure that names both, and the ruleset as it was."""
+    lab.x('hv', 'nft', '-f', '-', data='table ip libvirt_network {\n chain guest_input {\n'
+          '  oifname "virbr0" counter reject\n }\n}\n')
+    try:
+        before = {4: lab.save(4), 6: lab.save(6)}
+        hosts = {'hv1': local(expose_guests=[{'name': 'web01', 'ip': '192.168.122.10',
+                                              'ports': [{'host': 8080, 'guest': 80}]}])}
+        inventory = tmp_path / 'inventory.json'
+        inventory.write_text(json.dumps({'hypervisors': {'hosts': hosts}, 'all': {'hosts': {'localhost': local()}}}))
+        proc = playbook(lab, 'hv', inventory, 'kvmnet.nat.expose', '--check', '-e', 'expose_install_packages=false')
+        output = ' '.join((proc.stdout + proc.stderr).split())
+        assert proc.returncode != 0, output[-3000:]
+        assert 'hv1: nothing was changed. (1) No public address to expose guests on.' in output, output[-3000:]
+        assert '(2) libvirt uses its nftables firewall backend here' in output, output[-3000:]
+        assert {4: lab.save(4), 6: lab.save(6)} == before
+    finally:
+        lab.x('hv', 'nft', 'delete', 'table', 'ip', 'libvirt_network')
