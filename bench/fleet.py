@@ -11,6 +11,10 @@ interleaved, median of R:
   fleet_first_s    the role after ``expose_state: absent`` (iptables-persistent installed already)
   fleet_noop_s     the same inventory again (nothing to do)
   minimal_s        a playbook that gathers facts and runs one command, on the same hosts
+  one_call_s       a playbook of one task, kvmnet.nat.host_info, no facts: the least a role that
+                   reads each host can do, to show how the machine itself scales with hosts
+  noop_controller_cpu_s  CPU seconds (user + system) of the no-op's ansible-playbook, its workers
+                   and their ssh clients: the controller's share; the hypervisors' is not in it
 
 with ``-f FORKS``. The first run on the fresh hypervisors (package install) is run once, not timed.
 The lab goes down at the end, also on failure.
@@ -42,6 +46,11 @@ MINIMAL = """- hosts: "{{ target }}"
     - ansible.builtin.command: "true"
       changed_when: false
 """
+ONE_CALL = """- hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - kvmnet.nat.host_info:
+"""
 
 
 def inventory(tmp, hypervisors, sizes, n):
@@ -65,13 +74,15 @@ def inventory(tmp, hypervisors, sizes, n):
 def playbook(fleet, name, forks, extra=()):
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', os.path.join(STATE, 'hosts.json'),
             '-i', fleet, '-f', str(forks), name] + list(extra)
-    start = time.monotonic()
+    start, before = time.monotonic(), os.times()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
-    elapsed = time.monotonic() - start
+    elapsed, after = time.monotonic() - start, os.times()
     if proc.returncode != 0:
         raise RuntimeError('%s failed:\n%s\n%s' % (name, proc.stdout[-3000:], proc.stderr[-2000:]))
     changed = sum(int(c) for c in re.findall(r'changed=(\d+)', proc.stdout))
-    return elapsed, changed
+    # the controller's CPU: ansible-playbook, its workers and their ssh clients (all waited for)
+    cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    return elapsed, changed, cpu
 
 
 def measure(sizes, n, reps, forks):
@@ -81,9 +92,10 @@ def measure(sizes, n, reps, forks):
     try:
         with tempfile.TemporaryDirectory() as tmp:
             fleet = inventory(tmp, biggest, sizes, n)
-            minimal = os.path.join(tmp, 'minimal.yml')
-            with open(minimal, 'w') as handle:
-                handle.write(MINIMAL)
+            minimal, one_call = os.path.join(tmp, 'minimal.yml'), os.path.join(tmp, 'one-call.yml')
+            for path, text in ((minimal, MINIMAL), (one_call, ONE_CALL)):
+                with open(path, 'w') as handle:
+                    handle.write(text)
             playbook(fleet, 'kvmnet.nat.expose', forks, ['-e', 'target=fleet%d' % biggest])   # fresh: packages
             samples = {size: {} for size in sizes}
             for _rep in range(reps):
@@ -91,12 +103,14 @@ def measure(sizes, n, reps, forks):
                     print('fleet: %d hypervisor(s), N=%d ...' % (size, n), flush=True)
                     target = ['-e', 'target=fleet%d' % size]
                     playbook(fleet, 'kvmnet.nat.expose', forks, target + ['-e', 'expose_state=absent'])
-                    elapsed, _changed = playbook(fleet, 'kvmnet.nat.expose', forks, target)
+                    elapsed, _changed, _cpu = playbook(fleet, 'kvmnet.nat.expose', forks, target)
                     samples[size].setdefault('fleet_first_s', []).append(elapsed)
-                    elapsed, changed = playbook(fleet, 'kvmnet.nat.expose', forks, target)
+                    elapsed, changed, cpu = playbook(fleet, 'kvmnet.nat.expose', forks, target)
                     assert changed == 0, 'the no-op run changed %d tasks' % changed
                     samples[size].setdefault('fleet_noop_s', []).append(elapsed)
+                    samples[size].setdefault('noop_controller_cpu_s', []).append(cpu)
                     samples[size].setdefault('minimal_s', []).append(playbook(fleet, minimal, forks, target)[0])
+                    samples[size].setdefault('one_call_s', []).append(playbook(fleet, one_call, forks, target)[0])
             for size in sizes:
                 row = {key: round(statistics.median(values), 3) for key, values in samples[size].items()}
                 row.update(hypervisors=size, n=n, forks=forks, fleet_reps=reps)
@@ -107,13 +121,17 @@ def measure(sizes, n, reps, forks):
     for row in rows:
         row['noop_vs_one'] = round(row['fleet_noop_s'] / one['fleet_noop_s'], 2)
         row['noop_vs_minimal'] = round(row['fleet_noop_s'] / row['minimal_s'], 2)
+        row['minimal_vs_one'] = round(row['minimal_s'] / one['minimal_s'], 2)
+        row['one_call_vs_one'] = round(row['one_call_s'] / one['one_call_s'], 2)
     return rows
 
 
 def table(rows):
     return converge.rows_table([('hypervisors', 'hypervisors'), ('N each', 'n'), ('role first', 'fleet_first_s'),
                                 ('role no-op', 'fleet_noop_s'), ('minimal playbook', 'minimal_s'),
-                                ('no-op / 1 hypervisor', 'noop_vs_one'), ('no-op / minimal', 'noop_vs_minimal')],
+                                ('one call', 'one_call_s'), ('no-op / 1 hypervisor', 'noop_vs_one'),
+                                ('minimal / 1 hypervisor', 'minimal_vs_one'), ('one call / 1 hypervisor', 'one_call_vs_one'),
+                                ('no-op / minimal', 'noop_vs_minimal'), ('no-op controller CPU', 'noop_controller_cpu_s')],
                                rows)
 
 

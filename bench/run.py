@@ -89,7 +89,8 @@ def plot(by_n, path, fleet_rows=()):
         axis.set(xscale='log', ylim=(0, top * 1.12), xlabel='forwards (N), the measured one last', ylabel=ylabel, title=title)
     for key, label, style in (('fleet_first_s', 'role, first run (prepared hosts)', 's-'),
                               ('fleet_noop_s', 'role, no-op', 'D-'),
-                              ('minimal_s', 'minimal playbook (facts + one command)', 'o:')):
+                              ('minimal_s', 'minimal playbook (facts + one command)', 'o:'),
+                              ('one_call_s', 'one module call, no facts', 'x:')):
         points = [(row['hypervisors'], row[key]) for row in fleet_rows if row.get(key) is not None]
         if points:
             ships.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
