@@ -29,7 +29,7 @@ help:
 	@echo "make demo        build a small lab, expose its guests, verify from outside, print the table"
 	@echo "make test        sanity, units, lint, changelog, docs, tarball, namespace tests, newest line, Molecule (CI)"
 	@echo "make test-quick  the same without Molecule, the newest ansible-core line and the legacy-iptables pass"
-	@echo "make core-newest units, sanity and nft namespace tests on the newest ansible-core line (Debian 13 root)"
+	@echo "make core-newest units, sanity, nft and playbook namespace tests on the newest ansible-core line (Debian 13 root)"
 	@echo "make molecule    the Molecule scenarios on lab hypervisors (Debian 12 and 13)"
 	@echo "make bench       converge and dataplane benchmarks: table, bench/results.json, docs/bench.png"
 	@echo "make bench-quick the same, reduced (about 8 min)"
