@@ -58,21 +58,66 @@ def _compact(guest):
     return {key: value for key, value in guest.items() if value is not None}
 
 
-def declared_exposures(hostvars, host, hypervisor_name=None, guests=None):
+def guest_hosts(hostvars):
+    """The guest-side variables of every inventory host that sets ``expose_hypervisor``, read once and
+    grouped by the hypervisor name it gives.
+
+    Each ``hostvars[name]`` assembles that host's variables, so a play that scans ``hostvars`` once per
+    hypervisor costs hypervisors x hosts of those; read here once (a ``run_once`` task) and passed to
+    declared_exposures and orphan_guests as ``guest_hosts``, it costs hosts, and each hypervisor then
+    looks at its own group only. Returns ``{by_hypervisor: {name: {host: variables}}, not_text: {host:
+    variables}}``; ``not_text`` holds the hosts whose ``expose_hypervisor`` is not text (every hypervisor
+    reports them). Unset variables are left out.
+    """
+    by_hypervisor, not_text = {}, {}
+    for name in hostvars:
+        variables = hostvars[name]
+        wanted = variables.get('expose_hypervisor')
+        if wanted in (None, ''):
+            continue
+        values = {key: variables.get(key) for key in GUEST_VARS if key != 'expose_hypervisor'}
+        record = dict({key: value for key, value in values.items() if value is not None}, expose_hypervisor=wanted)
+        if _inventory.hypervisor_of(name, record)[1]:
+            not_text[name] = record
+        else:
+            by_hypervisor.setdefault(str(wanted), {})[name] = record
+    return {'by_hypervisor': by_hypervisor, 'not_text': not_text}
+
+
+def _index(guest_hosts):
+    if not isinstance(guest_hosts, dict) or not isinstance(guest_hosts.get('by_hypervisor'), dict) \
+            or not isinstance(guest_hosts.get('not_text'), dict):
+        raise AnsibleFilterError('guest_hosts must be what the filter kvmnet.nat.guest_hosts returns '
+                                 '({by_hypervisor: ..., not_text: ...}), not %r' % (type(guest_hosts).__name__,))
+    return guest_hosts
+
+
+def _guest_source(hostvars, guest_hosts, hypervisor):
+    """The mapping of inventory name to variables that the guest side of ``hypervisor`` is read from:
+    ``hostvars``, or from ``guest_hosts`` the hosts that name it and those that name nothing readable."""
+    if guest_hosts is None:
+        return hostvars
+    index = _index(guest_hosts)
+    return dict(index['not_text'], **index['by_hypervisor'].get(str(hypervisor), {}))
+
+
+def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_hosts=None):
     """Every exposure of hypervisor ``host``: its ``expose_guests`` and every guest host naming it
     (``hypervisor_name``, default ``host``), validated against one schema; all problems at once.
 
     ``guests`` is the hypervisor's ``expose_guests`` as the caller sees it (role parameters and play
     variables are not in ``hostvars``); when None, ``hostvars[host].expose_guests`` is used.
+    ``guest_hosts`` (what guest_hosts returns) spares reading every host's variables again.
     """
     name = hypervisor_name or host
     if guests is None:
         guests = (hostvars[host] if host in hostvars else {}).get('expose_guests')
+    source = _guest_source(hostvars, guest_hosts, name)
     guests, errors = _inventory.hypervisor_guests(host, guests)
-    for other in hostvars:
-        _wanted, problems = _inventory.hypervisor_of(other, hostvars[other])
+    for other in source:
+        _wanted, problems = _inventory.hypervisor_of(other, source[other])
         errors.extend(problems)
-    for record in _guest_hosts(hostvars, name):
+    for record in _guest_hosts(source, name):
         guest, problems = _inventory.guest_side(record['inventory_hostname'], record)
         guests.append(guest)
         errors.extend(problems)
@@ -87,10 +132,17 @@ def hypervisor_names(hostvars, hosts):
     return [(hostvars[host].get('expose_hypervisor_name') if host in hostvars else None) or host for host in hosts or []]
 
 
-def orphan_guests(hostvars, hypervisors):
+def orphan_guests(hostvars, hypervisors, guest_hosts=None):
     """Guest hosts whose ``expose_hypervisor`` names none of the hypervisors ``hypervisors`` (inventory
-    names, e.g. ``ansible_play_hosts_all``): ``[{host, expose_hypervisor}]``."""
-    return _inventory.orphans(hostvars, set(hypervisor_names(hostvars, hypervisors)))
+    names, e.g. ``ansible_play_hosts_all``): ``[{host, expose_hypervisor}]``. ``guest_hosts`` as for
+    declared_exposures."""
+    names = set(hypervisor_names(hostvars, hypervisors))
+    if guest_hosts is None:
+        return _inventory.orphans(hostvars, names)
+    index = _index(guest_hosts)
+    return [{'host': host, 'expose_hypervisor': wanted}
+            for host, wanted in sorted((host, name) for name, hosts in index['by_hypervisor'].items()
+                                       if name not in names for host in hosts)]
 
 
 PORT_OPTIONS = ('public_ip', 'in_interface', 'allow_in_use')
@@ -152,4 +204,4 @@ class FilterModule:
     def filters(self):
         return {'guest_exposures': guest_exposures, 'declared_exposures': declared_exposures,
                 'orphan_guests': orphan_guests, 'exposure_forwards': exposure_forwards,
-                'resolve_exposures': resolve_exposures}
+                'resolve_exposures': resolve_exposures, 'guest_hosts': guest_hosts}

@@ -236,3 +236,77 @@ def test_the_roles_own_expose_guests_win_over_hostvars():
     with pytest.raises(AnsibleFilterError) as exc:
         F.declared_exposures(HOSTVARS, 'hv1', 'hv1', [{'name': 'web01', 'ports': [{'host': 1, 'protocol': 'udp'}]}])
     assert "hv1: expose_guests[0] (web01) ports[0]: unknown key 'protocol'" in str(exc.value)
+
+
+class _CountingHostvars(dict):
+    """hostvars that count how often each host's variables are assembled (``hostvars[name]``)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reads = {}
+
+    def __getitem__(self, name):
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return super().__getitem__(name)
+
+
+def _outcome(call):
+    try:
+        return call()
+    except AnsibleFilterError as exc:
+        return 'refused: %s' % exc
+
+
+def _cases():
+    yield HOSTVARS
+    for port, _expected in BAD_PORTS:
+        yield _port('hv1', port)
+        yield _port('app01', port)
+    for variables in ({'expose_ports': '8080'}, {'expose_guest_ip': '192.168.122.300'},
+                      {'expose_hypervisor': 1}, {'expose_hypervisor': ''}, {'expose_hypervisor': ['hv1']}):
+        yield _with('app01', **variables)
+    yield _with('app02', expose_ports=[{'host': 8443}])
+
+
+@pytest.mark.parametrize('hostvars', list(_cases()))
+def test_read_once_the_guest_hosts_give_the_same_exposures_and_the_same_refusals(hostvars):
+    """The index the role reads once per play changes nothing of what either filter answers."""
+    index = F.guest_hosts(hostvars)
+    for hypervisor in ('hv1', 'hv2', 'hv3'):
+        assert _outcome(lambda: F.declared_exposures(hostvars, hypervisor, guest_hosts=index)) == \
+            _outcome(lambda: F.declared_exposures(hostvars, hypervisor))
+    for play in (['hv1', 'hv2'], ['hv1'], []):
+        assert F.orphan_guests(hostvars, play, guest_hosts=index) == F.orphan_guests(hostvars, play)
+
+
+def test_guest_hosts_groups_the_hosts_that_name_a_hypervisor_with_the_variables_they_set():
+    index = F.guest_hosts(_with('app01', expose_hypervisor=['hv1']))
+    assert list(index['by_hypervisor']) == ['hv1', 'hv2']
+    assert index['by_hypervisor']['hv1'] == {'app02': {'expose_hypervisor': 'hv1', 'expose_guest_name': 'app02-vm',
+                                                       'expose_guest_ip': '192.168.122.13', 'expose_masquerade': 'always',
+                                                       'expose_ports': [{'host': 9000}]}}
+    assert index['not_text'] == {'app01': {'expose_hypervisor': ['hv1'], 'expose_ports': [{'host': 8443, 'guest': 443}]}}
+
+
+def test_with_guest_hosts_a_fleet_reads_each_hosts_variables_once_not_once_per_hypervisor():
+    fleet = {'hv%d' % i: {'expose_guests': []} for i in range(20)}
+    fleet.update(('g%d' % i, {'expose_hypervisor': 'hv%d' % (i % 20), 'expose_ports': [{'host': 1000 + i}]})
+                 for i in range(200))
+    scanned = _CountingHostvars(fleet)
+    for hv in ('hv%d' % i for i in range(20)):
+        F.declared_exposures(scanned, hv)
+    assert scanned.reads['g0'] == 20 * 2          # every hypervisor reads every guest host, twice
+
+    indexed = _CountingHostvars(fleet)
+    index = F.guest_hosts(indexed)
+    for hv in ('hv%d' % i for i in range(20)):
+        assert F.declared_exposures(indexed, hv, guest_hosts=index) == F.declared_exposures(fleet, hv)
+    assert F.orphan_guests(indexed, ['hv%d' % i for i in range(20)], guest_hosts=index) == []
+    assert indexed.reads['g0'] == 1
+    assert max(count for name, count in indexed.reads.items() if name.startswith('g')) == 1
+
+
+@pytest.mark.parametrize('index', [[], {'by_hypervisor': []}, {'by_hypervisor': {}}, {'hosts': {}}, 'x'])
+def test_guest_hosts_that_are_not_the_filters_answer_are_refused(index):
+    with pytest.raises(AnsibleFilterError, match='guest_hosts must be what the filter kvmnet.nat.guest_hosts returns'):
+        F.declared_exposures(HOSTVARS, 'hv1', guest_hosts=index)
