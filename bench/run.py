@@ -8,7 +8,8 @@ against the same path with no NAT), both in network namespaces of their own, ben
 expose role over ssh on a lab hypervisor, against a minimal playbook) and bench/fleet.py (the role
 on 1, 4 and 8 lab hypervisors at once), as root. ``--quick``: N = 10 and 100, one short run each,
 the fleet of one hypervisor only, no role and no comparison with an older revision. bench/doctor.py
-times the doctor module over N forwards whose guests answer.
+times the doctor module over N forwards whose guests answer; bench/inventory.py the role's validate
+stage on the controller for 10, 25 and 50 hypervisors with 10 guest hosts each (``--quick``: 10).
 
 Writes ``--out`` (per N: every number of both parts, null where a part did not run at that N, plus
 the machine) and, when matplotlib is importable, the plot ``--plot``.
@@ -30,6 +31,7 @@ import converge  # noqa: E402  (same directory; run as a script)
 import dataplane  # noqa: E402
 import doctor  # noqa: E402
 import fleet  # noqa: E402
+import inventory  # noqa: E402
 import role  # noqa: E402
 
 CONVERGE_KEYS = ('ours_first_s', 'ours_noop_s', 'ours_one_change_s', 'builtin_first_s', 'builtin_noop_s')
@@ -123,12 +125,14 @@ def main():
         role_rows = []
         fleet_rows = fleet.measure((1,), n=100, reps=1, forks=8)
         doctor_rows = doctor.run((100,), reps=1)
+        inventory_rows = inventory.measure((10,), reps=1)
     else:
         converge_rows = converge.run((10, 100, 1000), reps=3)
         dataplane_rows = dataplane.measure((1, 100, 1000), reps=5, seconds=3, before=args.before)
         role_rows = role.measure((10, 100, 1000), reps=3)
         fleet_rows = fleet.measure((1, 4, 8), n=100, reps=3, forks=8)
         doctor_rows = doctor.run((10, 100, 1000), reps=3)
+        inventory_rows = inventory.measure((10, 25, 50), reps=3)
     import ansible  # the same ansible-core the runs used
     results = {
         'machine': {'cores': os.cpu_count(), 'kernel': platform.release(), 'iptables': iptables_version()},
@@ -138,6 +142,7 @@ def main():
         'by_n': merge(converge_rows, dataplane_rows, role_rows),
         'fleet': fleet_rows,
         'doctor': doctor_rows,
+        'inventory': inventory_rows,
     }
     with open(args.out, 'w') as handle:
         json.dump(results, handle, indent=2)
@@ -161,6 +166,10 @@ def main():
     print('The doctor over all forwards of a hypervisor namespace, guests answering (module time, median of %d):'
           % len(doctor_rows[0]['doctor_runs']))
     print(doctor.table(doctor_rows))
+    print()
+    print('The role\'s validate stage on the controller, %d guest hosts per hypervisor (seconds, median of %d):'
+          % (inventory.GUESTS_EACH, inventory_rows[0]['reps']))
+    print(inventory.table(inventory_rows))
     print('written: %s' % args.out)
     try:
         plot(results['by_n'], args.plot, fleet_rows)
