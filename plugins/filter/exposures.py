@@ -98,7 +98,12 @@ def _guest_source(hostvars, guest_hosts, hypervisor):
     if guest_hosts is None:
         return hostvars
     index = _index(guest_hosts)
-    return dict(index['not_text'], **index['by_hypervisor'].get(str(hypervisor), {}))
+    source = dict(index['not_text'])
+    source.update(index['by_hypervisor'].get(str(hypervisor)) or {})
+    if not all(isinstance(variables, dict) for variables in source.values()):
+        raise AnsibleFilterError('guest_hosts must be what the filter kvmnet.nat.guest_hosts returns: '
+                                 'each host with a mapping of its variables')
+    return source
 
 
 def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_hosts=None):
@@ -139,10 +144,12 @@ def orphan_guests(hostvars, hypervisors, guest_hosts=None):
     names = set(hypervisor_names(hostvars, hypervisors))
     if guest_hosts is None:
         return _inventory.orphans(hostvars, names)
-    index = _index(guest_hosts)
-    return [{'host': host, 'expose_hypervisor': wanted}
-            for host, wanted in sorted((host, name) for name, hosts in index['by_hypervisor'].items()
-                                       if name not in names for host in hosts)]
+    # only groups naming no hypervisor of the play are read; the not_text hosts name none at all
+    orphaned = {}
+    for wanted, hosts in _index(guest_hosts)['by_hypervisor'].items():
+        if wanted not in names:
+            orphaned.update(hosts)
+    return _inventory.orphans(orphaned, names)
 
 
 PORT_OPTIONS = ('public_ip', 'in_interface', 'allow_in_use')

@@ -306,7 +306,16 @@ def test_with_guest_hosts_a_fleet_reads_each_hosts_variables_once_not_once_per_h
     assert max(count for name, count in indexed.reads.items() if name.startswith('g')) == 1
 
 
-@pytest.mark.parametrize('index', [[], {'by_hypervisor': []}, {'by_hypervisor': {}}, {'hosts': {}}, 'x'])
+@pytest.mark.parametrize('index', [[], {'by_hypervisor': []}, {'by_hypervisor': {}}, {'hosts': {}}, 'x',
+                                   {'by_hypervisor': {'hv1': {'app01': 'hv1'}}, 'not_text': {}},
+                                   {'by_hypervisor': {}, 'not_text': {'app01': None}}])
 def test_guest_hosts_that_are_not_the_filters_answer_are_refused(index):
     with pytest.raises(AnsibleFilterError, match='guest_hosts must be what the filter kvmnet.nat.guest_hosts returns'):
         F.declared_exposures(HOSTVARS, 'hv1', guest_hosts=index)
+
+
+def test_a_guest_host_filed_under_another_hypervisor_in_guest_hosts_is_not_given_to_it():
+    """What a hypervisor takes from guest_hosts is still selected by each host's own expose_hypervisor."""
+    index = F.guest_hosts(HOSTVARS)
+    index['by_hypervisor']['hv1'].update(index['by_hypervisor'].pop('hv2'))
+    assert [g['name'] for g in F.declared_exposures(HOSTVARS, 'hv1', guest_hosts=index)] == ['web01', 'app01', 'app02-vm']
