@@ -233,6 +233,19 @@ def dump(path, rows):
             json.dump(rows, handle, indent=2)
 
 
+def sizes_main(doc, default_sizes, measure, table_of):
+    """The command line of a benchmark run over sizes: ``--sizes``, ``--reps`` and ``--out``; measures,
+    prints the table and writes the rows."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', type=int, nargs='+', default=list(default_sizes))
+    parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--out', help='write the rows as JSON here')
+    args = parser.parse_args()
+    rows = measure(args.sizes, args.reps)
+    print(table_of(rows))
+    dump(args.out, rows)
+
+
 def table(rows):
     return rows_table([('N', 'n'), ('ours first', 'ours_first_s'), ('ours no-op', 'ours_noop_s'),
                        ('ours 1 change', 'ours_one_change_s'), ('ours playbook first', 'ours_playbook_first_s'),

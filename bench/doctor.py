@@ -13,7 +13,6 @@ ssh add one round trip.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -120,17 +119,7 @@ def run(sizes, reps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', type=int, nargs='+', default=[10, 100, 1000])
-    parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--out', help='write the rows as JSON here')
-    args = parser.parse_args()
-    rows = run(args.sizes, args.reps)
-    print(table(rows))
-    if args.out:
-        with open(args.out, 'w') as handle:
-            json.dump(rows, handle, indent=1)
-            handle.write('\n')
+    converge.sizes_main(__doc__, (10, 100, 1000), run, table)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ those. Median of ``--reps`` runs, forks 8.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -42,11 +41,18 @@ READ_ONCE = """- hosts: hypervisors
 """
 PER_HV_SCAN = """- hosts: hypervisors
   gather_facts: false
-  tasks:
+  tasks:     # the three tasks of the role's validate.yml before 1.1.0, as a play
     - ansible.builtin.set_fact:
         declared: "{{ hostvars | kvmnet.nat.declared_exposures(inventory_hostname, inventory_hostname, []) }}"
       any_errors_fatal: true
     - ansible.builtin.fail:
+        msg: "{{ orphans }}"
+      vars:
+        orphans: "{{ hostvars | kvmnet.nat.orphan_guests(ansible_play_hosts_all) }}"
+      when: orphans | length > 0
+      run_once: true
+      any_errors_fatal: true
+    - ansible.builtin.debug:
         msg: "{{ orphans }}"
       vars:
         orphans: "{{ hostvars | kvmnet.nat.orphan_guests(ansible_play_hosts_all) }}"
@@ -106,14 +112,7 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', type=int, nargs='+', default=[10, 25, 50])
-    parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--out', help='write the rows as JSON here')
-    args = parser.parse_args()
-    rows = measure(args.sizes, args.reps)
-    print(table(rows))
-    converge.dump(args.out, rows)
+    converge.sizes_main(__doc__, (10, 25, 50), measure, table)
 
 
 if __name__ == '__main__':

@@ -23,7 +23,6 @@ namespace is as before.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -134,14 +133,7 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', type=int, nargs='+', default=[10, 100, 1000])
-    parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--out', help='write the rows as JSON here')
-    args = parser.parse_args()
-    rows = measure(args.sizes, args.reps)
-    print(table(rows))
-    converge.dump(args.out, rows)
+    converge.sizes_main(__doc__, (10, 100, 1000), measure, table)
 
 
 if __name__ == '__main__':
