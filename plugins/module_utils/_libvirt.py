@@ -12,6 +12,7 @@ virsh commands through _command.run.
 from __future__ import annotations
 
 import ipaddress
+import json
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
@@ -144,6 +145,54 @@ def agent_address_problem(interface, address, networks, host_ips):
             problem = _forward.target_problem(ip, iface.network)
             return problem if problem else None
     return 'outside network %s (%s)' % (network['name'], ', '.join(str(i.network) for i in network['ips']) or 'no addresses')
+
+
+def parse_neighbour(text, address):
+    """What ``ip -j neigh show dev BRIDGE to ADDRESS`` says answers for ``address``:
+    {'mac': its lladdr (None when there is none), 'state': e.g. 'REACHABLE', 'problem': why no MAC}."""
+    try:
+        entries = json.loads(text or '[]')
+    except ValueError as exc:
+        return {'mac': None, 'state': None, 'problem': 'ip -j neigh printed no JSON (%s)' % exc}
+    wanted = ipaddress.ip_address(address)
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            if not isinstance(entry, dict) or ipaddress.ip_address(entry.get('dst') or '') != wanted:
+                continue
+        except ValueError:
+            continue
+        state = '/'.join(entry.get('state') or []) or None
+        mac = str(entry.get('lladdr') or '').lower() or None
+        if mac is None or state in ('FAILED', 'INCOMPLETE'):
+            return {'mac': None, 'state': state, 'problem': 'its neighbour entry is %s, nothing answered' % (state or 'empty')}
+        return {'mac': mac, 'state': state, 'problem': None}
+    return {'mac': None, 'state': None, 'problem': 'no neighbour entry for it'}
+
+
+def read_neighbour(module, bridge, address):
+    """parse_neighbour of ``address`` on ``bridge``, after asking for it once.
+
+    One ``ping -c 1 -W 1 -I BRIDGE ADDRESS`` (iputils or busybox; its answer does not matter) makes the
+    kernel resolve the address on the bridge, so the entry read afterwards is the MAC this host would
+    send a forwarded packet to. Without ping, the table is read as it is; without ip (iproute2), the
+    problem says so.
+    """
+    ip_cmd = module.get_bin_path('ip')
+    if not ip_cmd:
+        return {'mac': None, 'state': None, 'problem': 'the ip command (iproute2) is missing, needed to read the '
+                                                       'neighbour table'}
+    ping = module.get_bin_path('ping')
+    if ping:
+        run(module, [ping, '-n', '-q', '-c', '1', '-W', '1', '-I', bridge, address], check=False)
+    rc, out, err = run(module, [ip_cmd, '-j', 'neigh', 'show', 'dev', bridge, 'to', address], check=False)
+    if rc != 0:
+        found = {'mac': None, 'state': None, 'problem': 'ip -j neigh show dev %s to %s failed (rc=%s): %s'
+                 % (bridge, address, rc, (err or out).strip())}
+    else:
+        found = parse_neighbour(out, address)
+    if not found['mac'] and not ping:
+        found['problem'] += '; ping (iputils) is missing, so the host could not ask who has it'
+    return found
 
 
 def merge(domain, state, addresses):

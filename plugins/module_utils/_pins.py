@@ -9,7 +9,10 @@ A forward points at an address. If libvirt hands that address to another domain 
 expired while the guest was off, or another MAC holds a reservation for it), the forward
 delivers to the wrong machine. ``check`` finds every such conflict; ``plan`` works out the DHCP
 host reservations ("pins") that make libvirt hand each exposed guest the address its forwards use.
-Only pins this collection made (the record) are ever changed or removed.
+Only pins this collection made (the record) are ever changed or removed; the record is written
+before a pin is made (``plan`` orders the actions, the module records each one first), so a pin in
+libvirt is never one the record does not know. ``agent_address_refusal`` decides whether an address
+the guest agent reports (the guest's word) may be used at all.
 """
 
 from __future__ import annotations
@@ -72,8 +75,12 @@ def check(guests, networks, leases, owners, record):
         for name in network_of(ip, networks):
             for reservation in networks[name]['reservations']:
                 if reservation['ip'] == ip and reservation['mac'] != mac:
-                    errors.append('%s is given %s, which network %s reserves for %s'
-                                  % (guest['name'], ip, name, _who(reservation['mac'], owners, reservation['name'])))
+                    if stale_pin(record, name, reservation['mac'], ip, guest['name']):
+                        continue          # our pin of this guest's former MAC: plan moves it
+                    made = next((p for p in record if (p.network, p.mac, p.ip) == (name, reservation['mac'], ip)), None)
+                    errors.append('%s is given %s, which network %s reserves for %s%s'
+                                  % (guest['name'], ip, name, _who(reservation['mac'], owners, reservation['name']),
+                                     ' (a pin kvmnet.nat made for %s)' % (made.guest or 'another guest') if made else ''))
                 elif mac and reservation['mac'] == mac and reservation['ip'] != ip and \
                         ipaddress.ip_address(reservation['ip']).version == ipaddress.ip_address(ip).version and \
                         (name, mac, reservation['ip']) not in ours:
@@ -81,16 +88,62 @@ def check(guests, networks, leases, owners, record):
                                   'kvmnet.nat did not make: change it or the inventory)'
                                   % (guest['name'], ip, name, reservation['ip'], mac))
             for lease in leases.get(name, []):
-                if lease['address'] == ip and lease['mac'] != mac:
+                if lease['address'] == ip and lease['mac'] != mac and \
+                        not stale_pin(record, name, lease['mac'], ip, guest['name']):
                     errors.append('%s is given %s, which network %s has leased to %s'
                                   % (guest['name'], ip, name, _who(lease['mac'], owners, lease['hostname'])))
     return errors
 
 
+def stale_pin(record, network, mac, ip, guest):
+    """Whether the reservation of ``ip`` for ``mac`` in ``network`` is a pin this collection made for
+    ``guest`` when the guest had that MAC: the guest's MAC changed since, and the pin is ours to move."""
+    return any((p.network, p.mac, p.ip, p.guest) == (network, mac, ip, guest) for p in record)
+
+
+def agent_address_refusal(name, ip, mac, network, leases, owners, neighbour):
+    """Why the address ``ip`` that the guest agent of domain ``name`` reports may not be used, or None.
+
+    The agent's answer is the guest's word: a guest (or whoever controls it) can report a neighbour's
+    address, and a forward and a pin to it would take the neighbour's traffic. It is used only when
+    (a) it lies in the libvirt network ``network`` (parsed net-dumpxml, or None) of the domain's
+    interface with MAC ``mac``, (b) no reservation or lease of another MAC in that network (``leases``)
+    claims it, and (c) on the network's bridge the host's neighbour table shows ``mac`` for it.
+    ``neighbour(bridge, ip)`` reads that entry ({'mac': lladdr or None, 'problem': why there is none});
+    it is called only when (a) and (b) hold. ``owners``: {mac: domain name}, to name the other machine.
+    """
+    address = ipaddress.ip_address(ip)
+    if network is None or not mac:
+        return 'the guest agent reports %s, which is on no libvirt network the domain has an interface in' % ip
+    if not any(i.version == address.version and address in i.network for i in network['ips']):
+        return 'the guest agent reports %s, outside network %s' % (ip, network['name'])
+    for reservation in network['reservations']:
+        if reservation['ip'] == ip and reservation['mac'] != mac:
+            return 'the guest agent reports %s, which network %s reserves for %s' \
+                % (ip, network['name'], _who(reservation['mac'], owners, reservation['name']))
+    for lease in leases:
+        if lease['address'] == ip and lease['mac'] != mac:
+            return 'the guest agent reports %s, which network %s has leased to %s' \
+                % (ip, network['name'], _who(lease['mac'], owners, lease['hostname']))
+    bridge = network.get('bridge')
+    if not bridge:
+        return 'the guest agent reports %s, and network %s has no bridge on which to check who answers for it' \
+            % (ip, network['name'])
+    found = neighbour(bridge, ip)
+    if not found.get('mac'):
+        return 'the guest agent reports %s, and nothing could be seen answering for it on %s (%s), so it is not ' \
+               'believed' % (ip, bridge, found.get('problem') or 'no neighbour entry')
+    if found['mac'] != mac:
+        return 'the guest agent reports %s, but on %s %s answers for it, not this guest\'s %s (another machine\'s ' \
+               'address, or a forged one)' % (ip, bridge, _who(found['mac'], owners), mac)
+    return None
+
+
 def plan(guests, networks, record, pin):
     """(actions, new record, notes): the pins to add, move or remove so that every guest on a libvirt
     network with DHCP is pinned to its address (when ``pin``), and no pin of ours is left for a
-    guest that is gone. Actions are ('add'|'modify'|'delete', Pin)."""
+    guest that is gone or for a MAC a guest no longer has. Actions are ('add'|'modify'|'delete', Pin),
+    removals first (so a stale pin frees its address before a new one takes it)."""
     wanted, notes = [], []
     if pin:
         for guest in guests:
@@ -110,23 +163,22 @@ def plan(guests, networks, record, pin):
             if any(p.matches(want) for p in record):
                 kept.append(want)             # ours, already right
             continue                          # right, and someone else's: leave it and its ownership
-        moved = next((p for p in record if p.network == want.network and p.mac == want.mac), None)
-        if moved is not None and any(r['mac'] == moved.mac and r['ip'] == moved.ip for r in live):
-            actions.append(('modify', want))
-        else:
-            actions.append(('add', want))
+        moved = any(p.network == want.network and p.mac == want.mac and r['mac'] == p.mac and r['ip'] == p.ip
+                    for p in record for r in live)
+        actions.append(('modify' if moved else 'add', want))
         kept.append(want)
     wanted_keys = {(p.network, p.mac) for p in wanted}
-    for old in record:
+    removals = []
+    for old in sorted(set(record)):
         if (old.network, old.mac) in wanted_keys:
             continue
         live = networks.get(old.network, {}).get('reservations', [])
         if any(r['mac'] == old.mac and r['ip'] == old.ip for r in live):
-            actions.append(('delete', old))
+            removals.append(('delete', old))
         else:
             notes.append('pin %s %s in %s is gone or was changed by someone else; forgotten, not touched'
                          % (old.mac, old.ip, old.network))
-    return actions, sorted(set(kept)), notes
+    return removals + actions, sorted(set(kept)), notes
 
 
 def host_xml(pin):
@@ -137,19 +189,57 @@ def host_xml(pin):
     return ET.tostring(element, encoding='unicode')
 
 
+class RecordError(ValueError):
+    """The record of pins is not what this collection writes: what is wrong with it."""
+
+
+RECORD_FORMAT = '{"version": 1, "pins": [{"network": ..., "mac": ..., "ip": ..., "guest": ...}, ...]}'
+
+
 def load_record(text):
-    """The record of pins this collection made, from its JSON text (empty when there is none)."""
-    if not text:
+    """The record of pins this collection made, from its JSON text (empty when the file is empty).
+
+    Anything else than what dump_record writes is a RecordError saying what is wrong: a record read
+    as empty would make every pin in it "someone else's", never moved or removed again.
+    """
+    if not text.strip():
         return []
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RecordError('it is not JSON (%s)' % exc) from None
+    if not isinstance(data, dict):
+        raise RecordError('it holds %s, not an object %s' % (_kind(data), RECORD_FORMAT))
+    if data.get('version', 1) != 1:
+        raise RecordError('it is of version %r, this kvmnet.nat reads version 1' % (data.get('version'),))
+    if not isinstance(data.get('pins'), list):
+        raise RecordError('its "pins" is %s, not a list' % ('missing' if 'pins' not in data else _kind(data['pins'])))
     pins = []
-    for item in data.get('pins', []) if isinstance(data, dict) else []:
+    for number, item in enumerate(data['pins'], 1):
+        if not isinstance(item, dict):
+            raise RecordError('pin %d is %s, not an object' % (number, _kind(item)))
+        missing = [key for key in ('network', 'mac', 'ip') if not isinstance(item.get(key), str) or not item[key]]
+        if missing:
+            raise RecordError('pin %d has no %s (or not as a string)' % (number, ', '.join(missing)))
+        mac = item['mac'].lower()
+        if not MAC_RE.fullmatch(mac):
+            raise RecordError('pin %d: mac %r is not a MAC address' % (number, item['mac']))
         try:
-            pins.append(Pin(str(item['network']), str(item['mac']).lower(), str(ipaddress.ip_address(item['ip'])),
-                            str(item.get('guest', ''))))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return pins
+            ip = str(ipaddress.IPv4Address(item['ip']))
+        except ValueError:
+            raise RecordError('pin %d: ip %r is not an IPv4 address' % (number, item['ip'])) from None
+        guest = item.get('guest', '')
+        if not isinstance(guest, str):
+            raise RecordError('pin %d: guest is %s, not a string' % (number, _kind(guest)))
+        pins.append(Pin(item['network'], mac, ip, guest))
+    return sorted(set(pins))
+
+
+def _kind(value):
+    if value is None:
+        return 'null'
+    return {bool: 'a boolean', int: 'a number', float: 'a number', str: 'a string', list: 'a list',
+            dict: 'an object'}.get(type(value), type(value).__name__)
 
 
 def dump_record(pins):

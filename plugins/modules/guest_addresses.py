@@ -13,14 +13,24 @@ version_added: 1.0.0
 description:
   - For each guest, takes its declared address or finds it in libvirt (the network's DHCP lease
     first; the guest agent only as M(kvmnet.nat.guest_info) allows it), so forwards can point at it.
+  - An address only the guest agent reports is the guest's word. It is used only when it lies in the
+    libvirt network of the domain's interface, no reservation or lease of another MAC claims it, and on
+    the network's bridge the host's neighbour table shows the domain's own MAC for it (after one C(ping)
+    from the bridge makes the host ask who has it). Otherwise the guest is unresolved, with the reason
+    (naming the MAC that answers instead, or why none could be seen).
   - Refuses, naming both guests, an address that a libvirt network reserves or has leased to another
     MAC, a declared address whose guest's MAC libvirt reserves for another address (unless the
     reservation is one this module made), and one address given to two guests. A forward to such an
     address would reach the wrong machine when the other one gets it.
   - With O(pin), makes sure every guest on a libvirt network with DHCP keeps its address, with a DHCP
     host reservation (live and persistent) for its MAC and address. The reservations it made are recorded
-    in O(record_path); only those are ever moved (when the address changes) or removed (when the guest
-    is not listed any more, or with O(state=absent)). Reservations it did not make are never touched.
+    in O(record_path); only those are ever moved (when the address or the guest's MAC changes) or removed
+    (when the guest is not listed any more, or with O(state=absent)). Reservations it did not make are
+    never touched.
+  - Each pin is recorded before it is made, and forgotten only once it is removed, so a run that fails
+    half-way (one C(virsh net-update) refused) leaves every pin it made in the record.
+  - A record that is not what this module writes is refused, naming the file and what is wrong, and
+    nothing is changed.
 author:
   - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
@@ -36,7 +46,7 @@ attributes:
   platform:
     platforms: posix
     support: full
-    description: Hosts with libvirt and C(virsh).
+    description: Hosts with libvirt and C(virsh); C(ip) (iproute2) and C(ping) (iputils) to check guest agent addresses.
 options:
   names:
     description: The libvirt domain names of the exposed guests.
@@ -74,6 +84,7 @@ options:
     choices: [lease, agent]
     default: [lease, agent]
 notes:
+  - Checking a guest agent address sends one ping from the network's bridge to it, also in check mode.
   - A guest whose address changes because of a new pin gets it from libvirt's DHCP at its next lease
     renewal; until then its forwards point at the new address.
 seealso:
@@ -172,11 +183,20 @@ def _interface_in(domain, ip, networks):
     return None, None
 
 
-def _resolve(module, virsh, networks, host_ips):
+def _agent_refusal(module, virsh, name, found, ip, networks, leases, owners):
+    """Why the agent-reported ``ip`` of domain ``name`` is not to be used (None when it is)."""
+    mac, network = _interface_in(found, ip, networks)
+    if not owners:
+        owners.update(_owners(virsh))
+    return _pins.agent_address_refusal(name, ip, mac, networks.get(network or ''), leases.get(network or '', []),
+                                       owners, lambda bridge, address: _libvirt.read_neighbour(module, bridge, address))
+
+
+def _resolve(module, virsh, networks, leases, host_ips):
     """Each named guest's address, MAC and network: (guests, unresolved, warnings)."""
     params = module.params
     known = set(_libvirt.list_domains(module, virsh.path, virsh.uri))
-    guests, unresolved, warnings = [], [], []
+    guests, unresolved, warnings, owners = [], [], [], {}
     for name in dict.fromkeys(params['names']):
         declared = params['declared'].get(name)
         if declared not in (None, ''):
@@ -201,11 +221,21 @@ def _resolve(module, virsh, networks, host_ips):
                                                        'believable guest agent answer); give its ip in the inventory '
                                                        'or start it' % found['state']})
             continue
-        ip = found['ipv4'][0]
-        source = next((a.get('source') for i in found['interfaces'] for a in i.get('addresses', [])
-                       if a['address'] == ip), 'lease')
-        mac, network = _interface_in(found, ip, networks)
-        guests.append({'name': name, 'ip': ip, 'source': source, 'mac': mac, 'network': network, 'pinned': False})
+        refusals = []
+        for ip in found['ipv4']:
+            source = next((a.get('source') for i in found['interfaces'] for a in i.get('addresses', [])
+                           if a['address'] == ip), 'lease')
+            refusal = _agent_refusal(module, virsh, name, found, ip, networks, leases, owners) \
+                if source == 'agent' else None
+            if refusal is None:
+                mac, network = _interface_in(found, ip, networks)
+                guests.append({'name': name, 'ip': ip, 'source': source, 'mac': mac, 'network': network,
+                               'pinned': False})
+                break
+            refusals.append(refusal)
+        else:
+            unresolved.append({'name': name, 'reason': '%s; give its ip in the inventory if it is right'
+                                                       % '; '.join(refusals)})
     return guests, unresolved, warnings
 
 
@@ -219,11 +249,37 @@ def _owners(virsh):
     return owners
 
 
-def _apply(virsh, networks, actions):
+def _write_record(module, path, pins):
+    if pins:
+        _files.write_atomic(module, path, _pins.dump_record(pins), 0o600, make_dirs=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _apply(module, virsh, networks, actions, record, path):
+    """Make the actions so that the record on disk holds every pin that may be in libvirt at any moment:
+    a pin is recorded before its net-update (a moved one keeps its old place in the record until the
+    move is done) and forgotten only after its removal. When a net-update fails, the record is left
+    holding what may be in libvirt (the failed pin too: libvirt may have made part of it)."""
+    held, done = set(record), []
     for action, pin in actions:
+        if action != 'delete' and pin not in held:
+            held.add(pin)
+            _write_record(module, path, held)
         flags = ['--live', '--config'] if networks[pin.network]['active'] else ['--config']
         command = {'add': 'add-last', 'modify': 'modify', 'delete': 'delete'}[action]
-        virsh('net-update', pin.network, command, 'ip-dhcp-host', _pins.host_xml(pin), *flags)
+        try:
+            virsh('net-update', pin.network, command, 'ip-dhcp-host', _pins.host_xml(pin), *flags)
+        except _command.CommandError as exc:
+            _write_record(module, path, held)
+            module.fail_json(msg='libvirt: %s. Done before it: %s. Every pin that may be in libvirt is recorded in %s, '
+                                 'so the next run moves or removes it' % (exc, '; '.join(done) or 'nothing', path),
+                             cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr, changes=done)
+        if action == 'delete':
+            held.discard(pin)
+        elif action == 'modify':
+            held = {p for p in held if p == pin or (p.network, p.mac) != (pin.network, pin.mac)}
+        done.append(_describe(action, pin))
 
 
 _DESCRIBE = {'add': '%s: pinned %s for %s in network %s', 'modify': '%s: pin moved to %s for %s in network %s',
@@ -242,8 +298,12 @@ def run(module):
             record = _pins.load_record(handle.read())
     except FileNotFoundError:
         record = []
-    except ValueError as exc:
-        module.fail_json(msg='the record of pins %s is not readable JSON (%s); nothing was changed' % (path, exc))
+    except (_pins.RecordError, UnicodeDecodeError) as exc:
+        module.fail_json(msg='the record of the DHCP pins kvmnet.nat made, %s, is corrupt: %s; nothing was changed. '
+                             'Repair it (it holds %s) or, if it is beyond repair, move it away: the reservations it '
+                             'listed are then left alone as someone else\'s (remove them with virsh net-update NETWORK '
+                             'delete ip-dhcp-host \'<host mac=... ip=.../>\' --live --config)'
+                         % (path, exc, _pins.RECORD_FORMAT))
     virsh = _Virsh(module)
     networks, leases = _read_networks(virsh)
     present = params['state'] == 'present'
@@ -252,7 +312,7 @@ def run(module):
         host_ips = set()
         if 'agent' in params['address_sources']:
             host_ips = {iface.ip for iface, _dev in _routes.host_interfaces(module)}
-        guests, unresolved, warnings = _resolve(module, virsh, networks, host_ips)
+        guests, unresolved, warnings = _resolve(module, virsh, networks, leases, host_ips)
         conflicts = _pins.check(guests, networks, leases, {}, record)
         if conflicts:
             conflicts = _pins.check(guests, networks, leases, _owners(virsh), record)
@@ -266,11 +326,8 @@ def run(module):
             r['mac'] == guest['mac'] and r['ip'] == guest['ip'] for r in reservations)
     changed = bool(actions) or sorted(pins) != sorted(record)
     if changed and not module.check_mode:
-        _apply(virsh, networks, actions)
-        if pins:
-            _files.write_atomic(module, path, _pins.dump_record(pins), 0o600, make_dirs=True)
-        elif os.path.exists(path):
-            os.remove(path)
+        _apply(module, virsh, networks, actions, record, path)
+        _write_record(module, path, pins)
     for warning in warnings + notes:
         module.warn(warning)
     result = dict(changed=changed, guests=guests, unresolved=unresolved, pins=[p.as_dict() for p in pins],

@@ -211,3 +211,50 @@ def test_shut_off_guest_has_no_addresses_and_is_not_queried():
     guest, _warnings = L.describe(module, 'virsh', 'qemu:///system', 'web01', ['lease'], {}, HOST_IPS)
     assert (guest['state'], guest['ipv4']) == ('shut off', [])
     assert len(module.calls) == 2
+
+
+# -------------------------------------------------------------- who answers for an address on the bridge
+
+@pytest.mark.parametrize('text, expected', [
+    ('[{"dst":"192.168.122.20","lladdr":"52:54:00:EE:00:09","state":["REACHABLE"]}]',
+     {'mac': '52:54:00:ee:00:09', 'state': 'REACHABLE', 'problem': None}),
+    ('[{"dst":"192.168.122.20","lladdr":"52:54:00:ee:00:09","state":["STALE"]}]',
+     {'mac': '52:54:00:ee:00:09', 'state': 'STALE', 'problem': None}),
+    ('[{"dst":"192.168.122.20","state":["FAILED"]}]',
+     {'mac': None, 'state': 'FAILED', 'problem': 'its neighbour entry is FAILED, nothing answered'}),
+    ('[{"dst":"192.168.122.20","state":["INCOMPLETE"]}]',
+     {'mac': None, 'state': 'INCOMPLETE', 'problem': 'its neighbour entry is INCOMPLETE, nothing answered'}),
+    ('[{"dst":"192.168.122.21","lladdr":"52:54:00:4b:01:10","state":["REACHABLE"]}]',
+     {'mac': None, 'state': None, 'problem': 'no neighbour entry for it'}),
+    ('[]', {'mac': None, 'state': None, 'problem': 'no neighbour entry for it'}),
+    ('', {'mac': None, 'state': None, 'problem': 'no neighbour entry for it'}),
+])
+def test_parse_neighbour(text, expected):
+    assert L.parse_neighbour(text, '192.168.122.20') == expected
+
+
+NEIGH = '[{"dst":"192.168.122.20","lladdr":"52:54:00:ee:00:09","state":["REACHABLE"]}]'
+
+
+@pytest.mark.parametrize('binaries, answers, commands, expected', [
+    # ping makes the host ask (its failure does not matter), then the table is read
+    (None, [('ping', (1, '', '')), ('ip', (0, NEIGH, ''))],
+     ['ping -n -q -c 1 -W 1 -I virbr0 192.168.122.20', 'ip -j neigh show dev virbr0 to 192.168.122.20'],
+     {'mac': '52:54:00:ee:00:09', 'state': 'REACHABLE', 'problem': None}),
+    # without ping the table is read as it is, and an empty answer says ping was missing
+    (['ip'], [('ip', (0, '[]', ''))], ['ip -j neigh show dev virbr0 to 192.168.122.20'],
+     {'mac': None, 'state': None, 'problem': 'no neighbour entry for it; ping (iputils) is missing, so the host could '
+                                             'not ask who has it'}),
+    # without ip nothing can be read
+    (['ping'], [], [],
+     {'mac': None, 'state': None, 'problem': 'the ip command (iproute2) is missing, needed to read the neighbour table'}),
+    # ip fails
+    (None, [('ping', (0, '', '')), ('ip', (1, '', 'Cannot find device "virbr0"'))],
+     ['ping -n -q -c 1 -W 1 -I virbr0 192.168.122.20', 'ip -j neigh show dev virbr0 to 192.168.122.20'],
+     {'mac': None, 'state': None, 'problem': 'ip -j neigh show dev virbr0 to 192.168.122.20 failed (rc=1): '
+                                             'Cannot find device "virbr0"'}),
+])
+def test_read_neighbour_asks_once_then_reads_the_table(binaries, answers, commands, expected):
+    module = fakes.FakeModule(answers=list(answers), binaries=binaries)
+    assert L.read_neighbour(module, 'virbr0', '192.168.122.20') == expected
+    assert module.commands() == commands

@@ -124,8 +124,129 @@ def test_host_xml_is_built_from_checked_values(pin, ok):
             P.host_xml(pin)
 
 
-def test_record_round_trip_and_garbage():
+def test_record_round_trip():
     pins = [P.Pin('default', APP, '192.168.122.77', 'app01')]
     assert P.load_record(P.dump_record(pins)) == pins
-    assert P.load_record('') == []
-    assert P.load_record('{"pins": [{"network": "default"}, {"network": "n", "mac": "M", "ip": "bad"}]}') == []
+    assert P.load_record('') == [] and P.load_record('\n') == []
+    assert P.load_record('{"pins": [{"network": "default", "mac": "%s", "ip": "192.168.122.77"}]}' % APP.upper()) == \
+        [P.Pin('default', APP, '192.168.122.77', '')]
+
+
+@pytest.mark.parametrize('text, wrong', [
+    ('{"pins": 5}', 'its "pins" is a number, not a list'),
+    ('null', 'it holds null, not an object'),
+    ('[]', 'it holds a list, not an object'),
+    ('{}', 'its "pins" is missing, not a list'),
+    ('{"pins": [1]}', 'pin 1 is a number, not an object'),
+    ('{"pins": [{"network": "default"}]}', 'pin 1 has no mac, ip (or not as a string)'),
+    ('{"pins": [{"network": "default", "mac": "M", "ip": "192.168.122.7"}]}', "pin 1: mac 'M' is not a MAC address"),
+    ('{"pins": [{"network": "n", "mac": "%s", "ip": "bad"}]}' % APP, "pin 1: ip 'bad' is not an IPv4 address"),
+    ('{"pins": [{"network": "n", "mac": "%s", "ip": "2001:db8::5"}]}' % APP, "ip '2001:db8::5' is not an IPv4 address"),
+    ('{"pins": [{"network": "n", "mac": "%s", "ip": "192.168.122.7", "guest": 3}]}' % APP, 'pin 1: guest is a number'),
+    ('{"version": 2, "pins": []}', 'it is of version 2, this kvmnet.nat reads version 1'),
+    ('{"pins": [', 'it is not JSON'),
+])
+def test_a_corrupt_record_is_refused_saying_what_is_wrong(text, wrong):
+    with pytest.raises(P.RecordError) as info:
+        P.load_record(text)
+    assert wrong in str(info.value)
+
+
+# -------------------------------------------------------------- a MAC that changed: our stale pin
+
+def test_a_pin_of_the_guests_former_mac_is_ours_to_move_not_another_machines():
+    record = [P.Pin('default', OTHER, '192.168.122.10', 'web01')]       # web01 had OTHER when we pinned it
+    live = network([(OTHER, '192.168.122.10', None)])
+    leases = {'default': [{'mac': OTHER, 'address': '192.168.122.10', 'hostname': 'web01'}]}
+    guests = [guest('web01', '192.168.122.10', WEB)]
+    assert P.check(guests, live, leases, OWNERS, record) == []
+    result = P.plan(guests, live, record, True)
+    assert actions(result) == [('delete', OTHER, '192.168.122.10'), ('add', WEB, '192.168.122.10')]   # freed first
+    assert result[1] == [P.Pin('default', WEB, '192.168.122.10', 'web01')]
+
+
+@pytest.mark.parametrize('record, expected', [
+    # a pin we made for another guest: still refused, but said to be ours
+    ([P.Pin('default', OTHER, '192.168.122.10', 'old01')],
+     ['web01 is given 192.168.122.10, which network default reserves for 52:54:00:ee:00:09 (old01) '
+      '(a pin kvmnet.nat made for old01)']),
+    # not ours at all: another machine's
+    ([], ['web01 is given 192.168.122.10, which network default reserves for 52:54:00:ee:00:09 (old01)']),
+    # ours for this guest but of another address: not the stale pin of this address
+    ([P.Pin('default', OTHER, '192.168.122.11', 'web01')],
+     ['web01 is given 192.168.122.10, which network default reserves for 52:54:00:ee:00:09 (old01)']),
+])
+def test_a_reservation_of_another_mac_is_stale_only_when_we_made_it_for_this_guest(record, expected):
+    live = network([(OTHER, '192.168.122.10', None)])
+    assert P.check([guest('web01', '192.168.122.10', WEB)], live, {}, OWNERS, record) == expected
+
+
+@pytest.mark.parametrize('record, reservations, expected', [
+    # a move whose net-update failed left both places recorded: the live one is moved, not added again
+    ([P.Pin('default', WEB, '192.168.122.10', 'web01'), P.Pin('default', WEB, '192.168.122.11', 'web01')],
+     [(WEB, '192.168.122.10', None)], [('modify', WEB, '192.168.122.11')]),
+    # ... also when the new place sorts first in the record
+    ([P.Pin('default', WEB, '192.168.122.11', 'web01'), P.Pin('default', WEB, '192.168.122.2', 'web01')],
+     [(WEB, '192.168.122.2', None)], [('modify', WEB, '192.168.122.11')]),
+    # an add that failed is recorded but not live: added again
+    ([P.Pin('default', WEB, '192.168.122.11', 'web01')], [], [('add', WEB, '192.168.122.11')]),
+    ([P.Pin('default', WEB, '192.168.122.11', 'web01')], [(OTHER, '192.168.122.9', 'admin')],
+     [('add', WEB, '192.168.122.11')]),
+    # removals come before additions
+    ([P.Pin('default', APP, '192.168.122.77', 'app01')], [(APP, '192.168.122.77', None)],
+     [('delete', APP, '192.168.122.77'), ('add', WEB, '192.168.122.11')]),
+])
+def test_plan_after_a_run_that_failed_half_way(record, reservations, expected):
+    result = P.plan([guest('web01', '192.168.122.11', WEB)], network(reservations), record, True)
+    assert actions(result) == expected
+    assert result[1] == [P.Pin('default', WEB, '192.168.122.11', 'web01')]
+
+
+# -------------------------------------------------------------- an address only the guest agent reports
+
+NET = network([(OTHER, '192.168.122.30', 'db01')])['default']
+SEEN = {'192.168.122.20': {'mac': OTHER, 'state': 'REACHABLE', 'problem': None},
+        '192.168.122.21': {'mac': WEB, 'state': 'REACHABLE', 'problem': None},
+        '192.168.122.22': {'mac': None, 'state': 'FAILED', 'problem': 'its neighbour entry is FAILED, nothing answered'},
+        '192.168.122.23': {'mac': None, 'state': None, 'problem': 'the ip command (iproute2) is missing, needed to read '
+                                                                  'the neighbour table'}}
+LEASED = [{'mac': APP, 'address': '192.168.122.77', 'hostname': 'app01'},
+          {'mac': WEB, 'address': '192.168.122.21', 'hostname': 'web01'}]
+
+
+@pytest.mark.parametrize('ip, mac, net, refusal, asked', [
+    # the example: another VM's static address (no lease, no reservation) answers with its own MAC
+    ('192.168.122.20', WEB, NET, "the guest agent reports 192.168.122.20, but on virbr0 52:54:00:ee:00:09 (old01) "
+                                 "answers for it, not this guest's 52:54:00:4b:01:10 (another machine's address, "
+                                 "or a forged one)", True),
+    # the guest itself answers: used
+    ('192.168.122.21', WEB, NET, None, True),
+    # nothing answers (or only a failed entry): not believed
+    ('192.168.122.22', WEB, NET, 'the guest agent reports 192.168.122.22, and nothing could be seen answering for it '
+                                 'on virbr0 (its neighbour entry is FAILED, nothing answered), so it is not believed',
+     True),
+    # the neighbour table cannot be read: not believed, with the reason
+    ('192.168.122.23', WEB, NET, 'the ip command (iproute2) is missing', True),
+    # another MAC's reservation or lease: refused before anyone is asked
+    ('192.168.122.30', WEB, NET, 'the guest agent reports 192.168.122.30, which network default reserves for '
+                                 '52:54:00:ee:00:09 (old01)', False),
+    ('192.168.122.77', WEB, NET, 'the guest agent reports 192.168.122.77, which network default has leased to '
+                                 '52:54:00:aa:00:01 (app01)', False),
+    # outside the domain's network, or on no libvirt network
+    ('10.0.0.5', WEB, NET, 'the guest agent reports 10.0.0.5, outside network default', False),
+    ('192.168.122.21', None, None, 'on no libvirt network the domain has an interface in', False),
+    # a network without a bridge cannot be checked
+    ('192.168.122.21', WEB, dict(NET, bridge=None), 'network default has no bridge on which to check', False),
+])
+def test_an_agent_address_is_used_only_when_the_guest_itself_answers_for_it(ip, mac, net, refusal, asked):
+    calls = []
+
+    def neighbour(bridge, address):
+        calls.append((bridge, address))
+        return SEEN[address]
+    found = P.agent_address_refusal('web01', ip, mac, net, LEASED, OWNERS, neighbour)
+    if refusal is None:
+        assert found is None
+    else:
+        assert refusal in (found or ''), found
+    assert calls == ([('virbr0', ip)] if asked else [])

@@ -41,15 +41,18 @@ DEFAULTS = {'names': [], 'declared': {}, 'pin': True, 'state': 'present', 'recor
 
 
 def FakeModule(params, answers, check_mode=False):  # noqa: N802  (reads like the class it builds)
-    """virsh commands are looked up without their "virsh --connect URI" head."""
+    """virsh commands are looked up without their "virsh --connect URI" head, others (ip, ping) whole;
+    an answer may be a function, called each time (answers that change from one call to the next)."""
     def answer(command):
-        args = command.split(' ', 3)[3]
-        return next(value for prefix, value in answers.items() if args.startswith(prefix))
+        args = command.split(' ', 3)[3] if command.startswith('virsh ') else command
+        value = next(value for prefix, value in answers.items() if args.startswith(prefix))
+        return value() if callable(value) else value
     return fakes.FakeModule(dict(DEFAULTS, **params), answer, check_mode)
 
 
 def net_updates(module):
-    return [c.split(' ', 3)[3] for c in module.commands() if c.split(' ', 3)[3].startswith('net-update')]
+    return [c.split(' ', 3)[3] for c in module.commands() if c.startswith('virsh ') and
+            c.split(' ', 3)[3].startswith('net-update')]
 
 
 def answers(extra_reservation=''):
@@ -153,3 +156,172 @@ def test_a_bad_declared_address_fails_naming_the_guest(record):
                             answers()))
     assert result['failed'] is True and "guest web01: address of web01 '192.168.122.10\\n' is not an IP address" in \
         result['msg']
+
+
+# -------------------------------------------------------------- issue 19: a pin is recorded before it is made
+
+WEB_XML = '<host mac="%s" ip="192.168.122.10" />' % WEB
+
+
+def without_web01(xml):
+    return xml.replace("<host mac='%s' name='web01' ip='192.168.122.10'/>" % WEB, '')
+
+
+def test_when_the_second_net_update_fails_the_first_pin_is_recorded_and_absent_removes_it(record):
+    """The issue's example: two domains share a MAC, libvirt refuses the second pin."""
+    replies = iter([(0, 'Updated network default live state\n', ''),
+                    (1, '', "error: Requested operation is not valid: there is an existing dhcp host entry in network "
+                            "'default' that matches \"<host mac='52:54:00:aa:00:01' ip='192.168.122.10'/>\"")])
+    net = answers()
+    net.update({'net-dumpxml default': (0, without_web01(NETWORK % (WEB, '')), ''),
+                'net-dhcp-leases default': (0, LEASES.splitlines(True)[0], ''),
+                'dumpxml web01': (0, domain('web01', APP), ''),    # a clone: web01 has app01's MAC
+                'net-update': lambda: next(replies)})
+    module = FakeModule({'names': ['app01', 'web01'], 'declared': {'web01': '192.168.122.10', 'app01': '192.168.122.77'},
+                         'record_path': record}, net)
+    result = run(module)
+    assert result['failed'] is True and result['changes'] == ['app01: pinned 192.168.122.77 for %s in network default' % APP]
+    assert 'there is an existing dhcp host entry' in result['msg'] and record in result['msg']
+    assert len(net_updates(module)) == 2
+    with open(record) as handle:
+        recorded = json.load(handle)['pins']
+    assert {'network': 'default', 'mac': APP, 'ip': '192.168.122.77', 'guest': 'app01'} in recorded
+    # libvirt holds the first pin; absent finds it in the record and removes it
+    net.update({'net-dumpxml default': (0, without_web01(NETWORK % (WEB, "<host mac='%s' ip='192.168.122.77'/>" % APP)),
+                                        ''),
+                'net-update': (0, 'Updated network default live state\n', '')})
+    module = FakeModule({'state': 'absent', 'record_path': record}, net)
+    result = run(module)
+    assert net_updates(module) == ['net-update default delete ip-dhcp-host %s --live --config' % APP_XML]
+    assert result['pins'] == [] and not os.path.exists(record)
+
+
+def test_when_a_removal_fails_the_pins_removed_before_it_are_forgotten_and_the_rest_kept(record):
+    pins = [{'network': 'default', 'mac': APP, 'ip': '192.168.122.77', 'guest': 'app01'},
+            {'network': 'default', 'mac': WEB, 'ip': '192.168.122.10', 'guest': 'web01'}]
+    os.makedirs(os.path.dirname(record))
+    with open(record, 'w') as out:
+        out.write(json.dumps({'version': 1, 'pins': pins}))
+    replies = iter([(0, '', ''), (1, '', 'error: Failed to update network default')])
+    net = dict(answers(extra_reservation="<host mac='%s' ip='192.168.122.77'/>" % APP), **{'net-update': lambda: next(replies)})
+    result = run(FakeModule({'state': 'absent', 'record_path': record}, net))
+    assert result['failed'] is True and result['changes'] == ['web01: pin of 192.168.122.10 for %s in network default '
+                                                              'removed' % WEB]
+    with open(record) as handle:
+        assert json.load(handle)['pins'] == pins[:1]       # web01's is gone from libvirt and the record, app01's kept
+
+
+def test_the_record_holds_a_pin_before_its_net_update_runs(record):
+    seen = []
+
+    def net_update():
+        with open(record) as handle:
+            seen.append([p['ip'] for p in json.load(handle)['pins']])
+        return (0, '', '')
+    run(FakeModule({'names': ['app01'], 'record_path': record}, dict(answers(), **{'net-update': net_update})))
+    assert seen == [['192.168.122.77']]
+
+
+def test_a_pin_of_the_guests_former_mac_is_moved_not_called_another_machines(record):
+    """web01 was pinned by us with MAC OLD; its interface now has WEB: our pin is stale, it moves."""
+    old = '52:54:00:0d:00:01'
+    os.makedirs(os.path.dirname(record))
+    with open(record, 'w') as out:
+        out.write(json.dumps({'version': 1, 'pins': [{'network': 'default', 'mac': old, 'ip': '192.168.122.10',
+                                                      'guest': 'web01'}]}))
+    net = answers()
+    net['net-dumpxml default'] = (0, NETWORK % (old, ''), '')
+    net['net-dhcp-leases default'] = (0, LEASES.replace(WEB, old), '')
+    module = FakeModule({'names': ['web01'], 'declared': {'web01': '192.168.122.10'}, 'record_path': record}, net)
+    result = run(module)
+    assert result.get('failed') is None, result.get('msg')
+    assert net_updates(module) == [
+        'net-update default delete ip-dhcp-host <host mac="%s" ip="192.168.122.10" /> --live --config' % old,
+        'net-update default add-last ip-dhcp-host %s --live --config' % WEB_XML]
+    with open(record) as handle:
+        assert json.load(handle)['pins'] == [{'network': 'default', 'mac': WEB, 'ip': '192.168.122.10', 'guest': 'web01'}]
+
+
+@pytest.mark.parametrize('text, wrong', [
+    ('{"pins": 5}', 'its "pins" is a number, not a list'),
+    ('null', 'it holds null, not an object'),
+    ('[]', 'it holds a list, not an object'),
+    ('{"pins": [1]}', 'pin 1 is a number, not an object'),
+    ('{"pins": [{"network": "default", "ip": "192.168.122.77"}]}', 'pin 1 has no mac'),
+    ('{"pins": [', 'it is not JSON'),
+    ('\xff\xfe', 'codec'),
+])
+@pytest.mark.parametrize('state', ['present', 'absent'])
+def test_a_corrupt_record_is_refused_naming_the_file_and_changing_nothing(record, text, wrong, state):
+    os.makedirs(os.path.dirname(record))
+    with open(record, 'wb') as out:
+        out.write(text.encode('latin-1'))
+    module = FakeModule({'names': ['app01'], 'state': state, 'record_path': record}, answers())
+    result = run(module)
+    assert result['failed'] is True
+    assert result['msg'].startswith('the record of the DHCP pins kvmnet.nat made, %s, is corrupt: ' % record)
+    assert wrong in result['msg'] and 'nothing was changed' in result['msg'] and 'move it away' in result['msg']
+    assert module.commands() == []
+    with open(record, 'rb') as handle:
+        assert handle.read() == text.encode('latin-1')
+
+
+# -------------------------------------------------------------- issue 19: an address only the guest agent reports
+
+NEW = '52:54:00:5e:00:01'
+DB = '52:54:00:ee:00:09'
+AGENT = (' Name       MAC address          Protocol     Address\n---------------------------------\n'
+         ' vnet0      %s    ipv4         192.168.122.20/24\n' % NEW)
+
+
+def agent_answers(neighbour_mac):
+    net = answers()
+    net.update({
+        'list --all --name': (0, 'web01\napp01\nnew01\ndb01\n', ''),
+        'dumpxml new01': (0, domain('new01', NEW), ''), 'dumpxml db01': (0, domain('db01', DB), ''),
+        'domstate new01': (0, 'running\n', ''),
+        'domifaddr new01 --full --source lease': (0, '', ''),
+        'domifaddr new01 --full --source agent': (0, AGENT, ''),
+        'ip -j addr show': (0, '[{"ifname": "virbr0", "addr_info": [{"local": "192.168.122.1", "prefixlen": 24}]}]', ''),
+        'ping ': (1, '', ''),
+        'ip -j neigh show dev virbr0 to 192.168.122.20':
+            (0, '[{"dst": "192.168.122.20", "lladdr": "%s", "state": ["REACHABLE"]}]' % neighbour_mac
+             if neighbour_mac else '[{"dst": "192.168.122.20", "state": ["FAILED"]}]', ''),
+    })
+    return net
+
+
+@pytest.mark.parametrize('neighbour, reason', [
+    # the issue's example: db01's static address, answered by db01
+    (DB, "the guest agent reports 192.168.122.20, but on virbr0 %s (db01) answers for it, not this guest's %s "
+         "(another machine's address, or a forged one); give its ip in the inventory if it is right" % (DB, NEW)),
+    (None, 'the guest agent reports 192.168.122.20, and nothing could be seen answering for it on virbr0 (its '
+           'neighbour entry is FAILED, nothing answered), so it is not believed; give its ip in the inventory if it '
+           'is right'),
+])
+def test_an_agent_address_another_machine_answers_for_is_neither_used_nor_pinned(record, neighbour, reason):
+    module = FakeModule({'names': ['new01'], 'record_path': record, 'address_sources': ['lease', 'agent']},
+                        agent_answers(neighbour))
+    result = run(module)
+    assert result['guests'] == [] and result['unresolved'] == [{'name': 'new01', 'reason': reason}]
+    assert 'ping -n -q -c 1 -W 1 -I virbr0 192.168.122.20' in module.commands()
+    assert not net_updates(module) and not os.path.exists(record)
+
+
+def test_an_agent_address_the_guest_itself_answers_for_is_used_and_pinned(record):
+    module = FakeModule({'names': ['new01'], 'record_path': record, 'address_sources': ['lease', 'agent']},
+                        agent_answers(NEW))
+    result = run(module)
+    assert result['unresolved'] == []
+    assert result['guests'] == [{'name': 'new01', 'ip': '192.168.122.20', 'source': 'agent', 'mac': NEW,
+                                 'network': 'default', 'pinned': True}]
+    assert net_updates(module) == [
+        'net-update default add-last ip-dhcp-host <host mac="%s" ip="192.168.122.20" /> --live --config' % NEW]
+
+
+def test_a_declared_address_is_not_asked_about(record):
+    module = FakeModule({'names': ['new01'], 'declared': {'new01': '192.168.122.20'}, 'record_path': record,
+                         'address_sources': ['lease', 'agent']}, agent_answers(DB))
+    result = run(module)
+    assert result['guests'][0]['source'] == 'declared'
+    assert not [c for c in module.commands() if c.startswith(('ping', 'ip -j neigh'))]
