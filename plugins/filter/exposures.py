@@ -38,15 +38,24 @@ def _guest_hosts(hostvars, hypervisor):
     return jmespath.search(QUERY, records) or []
 
 
-def guest_exposures(hostvars, hypervisor):
+def _may_set(guest_side_may_set, host):
+    allowed, errors = _inventory.may_set(guest_side_may_set, host)
+    if errors:
+        _raise(_inventory.DeclarationError(errors))
+    return allowed
+
+
+def guest_exposures(hostvars, hypervisor, guest_side_may_set=None):
     """Exposures declared on guest hosts whose ``expose_hypervisor`` is ``hypervisor``, validated.
 
     Returns ``[{name, ip, masquerade, guest_network, ports, declared_by}]`` (unset keys left out);
-    ``name`` is ``expose_guest_name`` or the inventory name.
+    ``name`` is ``expose_guest_name`` or the inventory name. ``guest_side_may_set``: which of public_ip,
+    in_interface, allow_in_use the guest hosts may set (default none).
     """
+    allowed = _may_set(guest_side_may_set, str(hypervisor))
     guests, errors = [], []
     for record in _guest_hosts(hostvars, hypervisor):
-        guest, problems = _inventory.guest_side(record['inventory_hostname'], record)
+        guest, problems = _inventory.guest_side(record['inventory_hostname'], record, allowed, str(hypervisor))
         guests.append(guest)
         errors.extend(problems)
     if errors:
@@ -106,26 +115,38 @@ def _guest_source(hostvars, guest_hosts, hypervisor):
     return source
 
 
-def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_hosts=None):
+def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_hosts=None, guest_side_may_set=None):
     """Every exposure of hypervisor ``host``: its ``expose_guests`` and every guest host naming it
     (``hypervisor_name``, default ``host``), validated against one schema; all problems at once.
 
     ``guests`` is the hypervisor's ``expose_guests`` as the caller sees it (role parameters and play
     variables are not in ``hostvars``); when None, ``hostvars[host].expose_guests`` is used.
     ``guest_hosts`` (what guest_hosts returns) spares reading every host's variables again.
+    ``guest_side_may_set`` (the hypervisor's ``expose_guest_side_may_set``, read from ``hostvars[host]``
+    when None): which of public_ip, in_interface and allow_in_use a guest host may set on its ports;
+    default none. A domain declared
+    twice (by the hypervisor and a guest host, or by two of them) is refused, naming both.
     """
     name = hypervisor_name or host
+    own = None
+    if guests is None or guest_side_may_set is None:
+        own = hostvars[host] if host in hostvars else {}
     if guests is None:
-        guests = (hostvars[host] if host in hostvars else {}).get('expose_guests')
+        guests = own.get('expose_guests')
+    if guest_side_may_set is None:
+        guest_side_may_set = own.get(_inventory.MAY_SET_VAR)
     source = _guest_source(hostvars, guest_hosts, name)
     guests, errors = _inventory.hypervisor_guests(host, guests)
+    allowed, problems = _inventory.may_set(guest_side_may_set, host)
+    errors.extend(problems)
     for other in source:
         _wanted, problems = _inventory.hypervisor_of(other, source[other])
         errors.extend(problems)
     for record in _guest_hosts(source, name):
-        guest, problems = _inventory.guest_side(record['inventory_hostname'], record)
+        guest, problems = _inventory.guest_side(record['inventory_hostname'], record, allowed, host)
         guests.append(guest)
         errors.extend(problems)
+    errors.extend(_inventory.duplicates(guests, host))
     errors.extend(_inventory.overlaps(guests))      # ports that failed their own check are left out
     if errors:
         _raise(_inventory.DeclarationError(errors))

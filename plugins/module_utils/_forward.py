@@ -202,19 +202,43 @@ def target_problem(ip, network=None, where=''):
     return None
 
 
-def host_address_problems(forwards, host_interfaces):
-    """Forwards that would point at the hypervisor itself: (errors, warnings).
+def parse_vip_addresses(values):
+    """``vip_addresses`` -> (set of addresses, errors): failover addresses that may be a forward's public
+    address although they are not (yet) on this host; each one a usable address."""
+    vips, errors = set(), []
+    if values in (None, ''):
+        return vips, errors
+    if not isinstance(values, (list, tuple)):
+        return vips, ['vip_addresses must be a list of addresses, not %r' % (values,)]
+    for value in values:
+        try:
+            ip = parse_address(value, 'vip_addresses')
+        except ValueError as exc:
+            errors.append(str(exc))
+            continue
+        if unusable(ip):
+            errors.append('vip_addresses %s is %s' % (ip, unusable(ip)))
+        else:
+            vips.add(ip)
+    return vips, errors
+
+
+def host_address_problems(forwards, host_interfaces, vip_addresses=()):
+    """Forwards that would point at the hypervisor itself, or take traffic for an address that is not
+    its own: (errors, warnings).
 
     ``host_interfaces``: the host's addresses, ``[(ipaddress.ip_interface, device)]``. A guest_ip
     that is one of them (the bridge's own 192.168.122.1, say) would publish a service bound only
     to it; the network or broadcast address of a connected network is no guest either, nor a
-    public address. A public address that is not the host's own is allowed (a failover address
-    routed to this host works that way) but said in a warning.
+    public address. A public address that is not the host's own is refused: its forwards would take
+    traffic routed through this host to someone else's service. Only ``vip_addresses`` (a failover
+    address that moves between hosts) may be a public address without being on this host.
     """
     errors, warnings = [], []
     local = {}
     for iface, dev in host_interfaces:
         local.setdefault(iface.ip, dev)
+    vips = set(vip_addresses or ())
     for fwd in forwards:
         if fwd.guest_ip in local:
             errors.append('forward %s: guest_ip %s is an address of this host (on %s): the forward would '
@@ -231,11 +255,16 @@ def host_address_problems(forwards, host_interfaces):
                 errors.append('forward %s: public_ip %s is the network or broadcast address of %s (on %s)'
                               % (fwd.label, public, iface.network, dev))
     refused = {e.split('public_ip ', 1)[1].split(' ', 1)[0] for e in errors if ': public_ip ' in e}
-    for public in sorted({f.public_ip for f in forwards if f.public_ip is not None and f.public_ip not in local
-                          and str(f.public_ip) not in refused}, key=str):
-        warnings.append('public_ip %s is not an address of this host: its forwards take traffic routed through '
-                        'this host to %s (as for a failover address routed here); check it if that is not '
-                        'what you meant' % (public, public))
+    foreign = {}
+    for fwd in forwards:
+        public = fwd.public_ip
+        if public is not None and public not in local and public not in vips and str(public) not in refused:
+            foreign.setdefault(public, []).append(fwd.label)
+    for public in sorted(foreign, key=str):
+        errors.append('public_ip %s is not an address of this host (forwards %s): they would take traffic routed '
+                      'through this host to %s, someone else\'s service; give an address of this host, or list '
+                      '%s in vip_addresses (role: expose_vip_addresses) if it is a failover address that moves '
+                      'between hosts' % (public, ', '.join(foreign[public]), public, public))
     return list(dict.fromkeys(errors)), warnings
 
 

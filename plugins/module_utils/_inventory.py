@@ -15,9 +15,9 @@ the key, and suggest the key that was probably meant.
 from __future__ import annotations
 
 import difflib
-import re
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
+from ansible_collections.kvmnet.nat.plugins.module_utils import _match
 
 # per port: what the module supports per forward, plus what the verify playbook sends and expects
 PORT_KEYS = ('host', 'guest', 'proto', 'sources', 'allow_in_use', 'public_ip', 'in_interface', 'masquerade',
@@ -26,6 +26,9 @@ PORT_KEYS = ('host', 'guest', 'proto', 'sources', 'allow_in_use', 'public_ip', '
 GUEST_KEYS = ('name', 'ip', 'masquerade', 'guest_network', 'ports')
 GUEST_VARS = {'expose_guest_name': 'name', 'expose_guest_ip': 'ip', 'expose_masquerade': 'masquerade',
               'expose_guest_network': 'guest_network', 'expose_ports': 'ports'}
+# per port: what only the hypervisor side decides, unless it lets its guest hosts choose (expose_guest_side_may_set)
+HYPERVISOR_CHOICES = ('public_ip', 'in_interface', 'allow_in_use')
+MAY_SET_VAR = 'expose_guest_side_may_set'
 # what people write instead (checked before the closest-spelling guess)
 ALIASES = {
     'protocol': 'proto', 'source': 'sources', 'src': 'sources', 'allow': 'sources', 'allowed': 'sources',
@@ -82,7 +85,11 @@ def _choice(value, choices, where, key, errors):
 
 
 def _address(value):
-    return str(_forward.parse_address(value, 'address'))
+    ip = _forward.parse_address(value, 'address')
+    reason = _forward.unusable(ip)
+    if reason:
+        raise ValueError('address %s is %s; no forward can use it' % (ip, reason))
+    return str(ip)
 
 
 def _network(value):
@@ -135,10 +142,9 @@ def check_port(port, where):
                 errors.append('%s: %s must be text, not %r' % (where, key, port[key]))
             result[key] = port[key]
     if _is_text(port.get('expect')):
-        try:
-            re.compile(port['expect'])
-        except re.error as exc:
-            errors.append('%s: expect %r is not a regular expression: %s' % (where, port['expect'], exc))
+        problem = _match.problem(port['expect'])
+        if problem:
+            errors.append('%s: expect %r %s' % (where, port['expect'], problem))
     return result, errors
 
 
@@ -199,14 +205,72 @@ def hypervisor_guests(host, guests):
     return result, errors
 
 
-def guest_side(host, variables):
-    """The guest side: inventory host ``host`` with ``expose_hypervisor`` and ``expose_ports``."""
-    guest = {'name': variables.get('expose_guest_name') or host, 'ports': variables.get('expose_ports') or []}
+def may_set(value, hypervisor=''):
+    """The hypervisor's ``expose_guest_side_may_set`` -> (tuple of choices, errors)."""
+    if value in (None, ''):
+        return (), []
+    where = '%s: %s' % (hypervisor, MAY_SET_VAR) if hypervisor else MAY_SET_VAR
+    if not isinstance(value, (list, tuple)):
+        return (), ['%s must be a list of %s, not %r' % (where, ', '.join(HYPERVISOR_CHOICES), value)]
+    bad = [item for item in value if item not in HYPERVISOR_CHOICES]
+    if bad:
+        return (), ['%s: %s not one of %s' % (where, ', '.join(repr(item) for item in bad), ', '.join(HYPERVISOR_CHOICES))]
+    return tuple(value), []
+
+
+def _guest_side_choices(host, ports, allowed, hypervisor):
+    """Ports of a guest host that choose what only the hypervisor side may (unless it allows it)."""
+    errors = []
+    for index, port in enumerate(ports if isinstance(ports, list) else []):
+        if not isinstance(port, dict):
+            continue
+        for key in HYPERVISOR_CHOICES:
+            if key in allowed or port.get(key) in (None, '', False):
+                continue
+            errors.append('%s: expose_ports[%d]: %s is chosen by the hypervisor side, not by a guest host (to let '
+                          'guest hosts choose it, set %s: [%s] on hypervisor %s)'
+                          % (host, index, key, MAY_SET_VAR, key, hypervisor or '(its expose_hypervisor)'))
+    return errors
+
+
+def guest_side(host, variables, allowed=(), hypervisor=''):
+    """The guest side: inventory host ``host`` with ``expose_hypervisor`` and ``expose_ports``.
+
+    ``allowed``: which of HYPERVISOR_CHOICES the hypervisor (inventory name ``hypervisor``) lets its
+    guest hosts set per port; any other one set here is refused.
+    """
+    errors = []
+    name = variables.get('expose_guest_name')
+    if name is None or name == '':
+        name = host
+    ports = variables.get('expose_ports')
+    if ports is None:
+        ports = []
+    guest = {'name': name, 'ports': ports}
     for var, key in GUEST_VARS.items():
         if var not in ('expose_guest_name', 'expose_ports') and variables.get(var) is not None:
             guest[key] = variables[var]
     names = {key: var for var, key in GUEST_VARS.items()}
-    return check_guest(guest, host, host, names=names, port_where=host + ': expose_ports[%d]')
+    result, problems = check_guest(guest, host, host, names=names, port_where=host + ': expose_ports[%d]')
+    errors.extend(problems)
+    errors.extend(_guest_side_choices(host, ports, allowed, hypervisor))
+    return result, errors
+
+
+def duplicates(guests, hypervisor):
+    """Domains declared more than once (two sources would give one domain two addresses): one error each."""
+    by_name = {}
+    for guest in guests:
+        if guest.get('name') is not None:
+            by_name.setdefault(guest['name'], []).append(guest['declared_by'])
+    errors = []
+    for name, sources in by_name.items():
+        if len(sources) < 2:
+            continue
+        places = ["%s's expose_guests" % source if source == hypervisor else 'guest host %s' % source for source in sources]
+        errors.append('guest %s is declared %d times, in %s: a domain has one declaration (one address, with '
+                      'all its ports); keep one and move the ports there' % (name, len(sources), ' and in '.join(places)))
+    return errors
 
 
 def hypervisor_of(host, variables):
@@ -221,21 +285,35 @@ def hypervisor_of(host, variables):
 
 
 def overlaps(guests):
-    """Two declarations claiming a host port on the same public address (or both on the default one)."""
-    errors = []
-    claims = {}
+    """Two declarations claiming a host port on the same public address (or both on the default one).
+
+    A sweep per (proto, address) over the claims sorted by first port: n log n, plus one step per
+    overlap found. Errors come in declaration order, the later claim named first.
+    """
+    groups = {}
+    claims = []
     for guest in guests:
         for port in guest['ports']:
             if not port or port.get('host') is None or guest.get('name') is None:
                 continue
             ports = _forward.parse_ports(port['host'])
             key = (port.get('proto') or 'tcp', port.get('public_ip') or 'the public address')
-            for other, other_ports in claims.get(key, []):
-                if ports.overlaps(other_ports):
-                    errors.append('%s %s/%s (declared by %s) and %s %s/%s (declared by %s) claim the same port on %s'
-                                  % (guest['name'], key[0], ports, guest['declared_by'], other['name'], key[0],
-                                     other_ports, other['declared_by'], key[1]))
-            claims.setdefault(key, []).append((guest, ports))
+            groups.setdefault(key, []).append(len(claims))
+            claims.append((guest, ports, key))
+    pairs = []
+    for members in groups.values():
+        active = []      # claims whose range may still reach the ports that follow
+        for index in sorted(members, key=lambda i: (claims[i][1].first, i)):
+            first = claims[index][1].first
+            active = [other for other in active if claims[other][1].last >= first]
+            pairs.extend((max(index, other), min(index, other)) for other in active)
+            active.append(index)
+    errors = []
+    for later, earlier in sorted(pairs):
+        (guest, ports, key), (other, other_ports, _key) = claims[later], claims[earlier]
+        errors.append('%s %s/%s (declared by %s) and %s %s/%s (declared by %s) claim the same port on %s'
+                      % (guest['name'], key[0], ports, guest['declared_by'], other['name'], key[0],
+                         other_ports, other['declared_by'], key[1]))
     return errors
 
 
@@ -245,15 +323,18 @@ def declared(hostvars, host, hypervisor_name):
     problems at once."""
     own = hostvars[host] if host in hostvars else {}
     guests, errors = hypervisor_guests(host, own.get('expose_guests'))
+    allowed, problems = may_set(own.get(MAY_SET_VAR), host)
+    errors.extend(problems)
     for name in sorted(hostvars):
         variables = hostvars[name]
         wanted, problems = hypervisor_of(name, variables)
         errors.extend(problems)
         if wanted is None or wanted != hypervisor_name:
             continue
-        guest, problems = guest_side(name, variables)
+        guest, problems = guest_side(name, variables, allowed, host)
         guests.append(guest)
         errors.extend(problems)
+    errors.extend(duplicates(guests, host))
     errors.extend(overlaps(guests))
     if errors:
         raise DeclarationError(errors)

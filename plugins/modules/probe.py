@@ -30,7 +30,12 @@ attributes:
     description: Any host with Python.
 options:
   host:
-    description: Address to connect to.
+    description:
+      - Address to connect to.
+      - Refused, before anything is sent, when it is an address no forward can have and a probe must not
+        reach (the declarations come from an inventory the controller need not trust) - loopback,
+        unspecified, multicast, link-local or the broadcast address 255.255.255.255, and their IPv6
+        equivalents.
     type: str
     required: true
   port:
@@ -49,7 +54,12 @@ options:
     default: ""
   expect:
     description:
-      - Regular expression the answer must match for the port to count as reachable.
+      - Python regular expression that must be found (C(re.search)) in the answer for the port to count
+        as reachable.
+      - Bounded, because it comes from the inventory - at most 256 characters, searched in the answer's
+        first line cut to 512 characters, in a child process that is stopped after 1 second. A pattern
+        that takes longer (a repeated group inside a repeat can take exponential time) makes the port
+        not reachable, with an RV(error) that says so.
       - Without it, an accepted TCP connection or any UDP answer is enough. A UDP port that does not
         answer cannot be judged without it (silence is normal for UDP), so RV(reachable) is then V(null).
     type: str
@@ -124,11 +134,12 @@ attempts:
 """
 
 import ipaddress
-import re
 import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
+from ansible_collections.kvmnet.nat.plugins.module_utils import _match
 from ansible_collections.kvmnet.nat.plugins.module_utils._connect import probe
 
 
@@ -166,6 +177,16 @@ def attempt_until(deadline, once):
         time.sleep(max(0.0, min(1.0 - (time.monotonic() - started), deadline - time.monotonic())))
 
 
+def judge(answer, expect):
+    """Why ``answer`` does not count (it does not match ``expect``, or the match took too long), or ''."""
+    if expect is None:
+        return ''
+    try:
+        return '' if _match.search(expect, answer) else 'answer does not match %r' % expect
+    except _match.MatchTimeout as exc:
+        return str(exc)
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(
         host=dict(type='str', required=True),
@@ -186,19 +207,21 @@ def main():
     if not 0 <= params['retry_for'] <= 600:
         problems.append('retry_for %s must be between 0 and 600 seconds' % params['retry_for'])
     try:
-        ipaddress.ip_address(params['host'])
+        reason = _forward.unusable(ipaddress.ip_address(params['host']))
     except ValueError:
         problems.append('host %r is not an IP address' % (params['host'],))
+    else:
+        if reason:
+            problems.append('host %s is %s: no forward has it, and a probe does not go there' % (params['host'], reason))
     sources = []
     for text in params['sources']:
         try:
             sources.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
             problems.append('source %r is not an address or network' % (text,))
-    try:
-        expect = re.compile(params['expect']) if params['expect'] else None
-    except re.error as exc:
-        problems.append('expect %r is not a regular expression: %s' % (params['expect'], exc))
+    expect = params['expect'] or None
+    if expect is not None and _match.problem(expect):
+        problems.append('expect %r %s' % (expect, _match.problem(expect)))
     if problems:
         module.fail_json(msg='; '.join(problems))
     source = vantage(params['host'], params['port'])
@@ -210,9 +233,7 @@ def main():
 
     def once():
         answer, error = probe(params['host'], params['port'], params['proto'], params['send'], params['timeout'])
-        if not error and expect is not None and not expect.search(answer):
-            error = 'answer does not match %r' % params['expect']
-        return answer, error
+        return answer, error or judge(answer, expect)
 
     answer, error, attempts = attempt_until(start + params['retry_for'], once)
     elapsed = round(time.monotonic() - start, 3)

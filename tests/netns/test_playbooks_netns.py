@@ -103,6 +103,20 @@ def test_a_play_that_matches_no_hypervisor_fails_saying_what_it_looked_for(lab, 
      "app01: expose_ports[0]: unknown key 'source' (did you mean 'sources'?)"),
     ({'app01': {'expose_hypervisor': 'hv9', 'expose_ports': [{'host': 8443}]}},
      'app01 names expose_hypervisor "hv9", which is no hypervisor of this play (hv1)'),
+    # issue 19: a guest host takes a neighbour's address, or the host's own :80
+    ({'app01': {'expose_hypervisor': 'hv1', 'expose_ports': [{'host': 8081, 'guest': 80, 'public_ip': '203.0.113.99'}]}},
+     'app01: expose_ports[0]: public_ip is chosen by the hypervisor side, not by a guest host (to let guest hosts '
+     'choose it, set expose_guest_side_may_set: [public_ip] on hypervisor hv1)'),
+    ({'app01': {'expose_hypervisor': 'hv1', 'expose_ports': [{'host': 80, 'allow_in_use': True}]}},
+     'app01: expose_ports[0]: allow_in_use is chosen by the hypervisor side, not by a guest host'),
+    # issue 19: one domain, two declarations
+    ({'hv1': {'expose_guests': [{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'host': 8080}]}]},
+      'app01': {'expose_hypervisor': 'hv1', 'expose_guest_name': 'web01', 'expose_guest_ip': '192.168.122.99',
+                'expose_ports': []}},
+     "guest web01 is declared 2 times, in hv1's expose_guests and in guest host app01"),
+    ({'hv1': {'expose_guest_side_may_set': ['public_ip']},
+      'app01': {'expose_hypervisor': 'hv1', 'expose_ports': [{'host': 6379, 'public_ip': '127.0.0.1'}]}},
+     'app01: expose_ports[0]: public_ip: address 127.0.0.1 is a loopback address; no forward can use it'),
 ])
 def test_the_role_stops_on_a_bad_inventory_before_anything_changes(lab, tmp_path, hostvars, expected):
     before = {4: lab.save(4), 6: lab.save(6)}
@@ -138,3 +152,57 @@ def test_the_role_names_every_refusal_of_the_host_at_once(lab, tmp_path):
         assert {4: lab.save(4), 6: lab.save(6)} == before
     finally:
         lab.x('hv', 'nft', 'delete', 'table', 'ip', 'libvirt_network')
+
+
+@pytest.mark.parametrize('may_set, address, expected', [
+    (['public_ip'], '127.0.0.1', 'app01: expose_ports[0]: public_ip: address 127.0.0.1 is a loopback address; '
+                                 'no forward can use it'),
+    (['public_ip'], '0.0.0.0', 'app01: expose_ports[0]: public_ip: address 0.0.0.0 is the unspecified address'),
+    (['public_ip'], '::1', 'app01: expose_ports[0]: public_ip: address ::1 is a loopback address'),
+    ([], '203.0.113.10', 'app01: expose_ports[0]: public_ip is chosen by the hypervisor side, not by a guest host'),
+    (['public_ip'], '169.254.169.254', 'app01: expose_ports[0]: public_ip: address 169.254.169.254 is a link-local'),
+])
+def test_verify_never_connects_to_an_address_the_role_would_refuse(lab, tmp_path, may_set, address, expected):
+    """The issue: a guest host's {host: 6379, public_ip: 127.0.0.1, send: FLUSHALL} made verify send it to a
+    listener on the controller's own loopback. The play stops at the declarations; nothing is probed."""
+    listener = lab.serve('client', 'client', ['--tcp', '6379'])
+    lab.ready(listener)
+    try:
+        inventory = tmp_path / 'inventory.json'
+        inventory.write_text(json.dumps({
+            'hypervisors': {'hosts': {'hv1': local(expose_public_ip=PUBLIC_IP, expose_guest_side_may_set=may_set)}},
+            'guests': {'hosts': {'app01': {'expose_hypervisor': 'hv1', 'expose_ports': [
+                {'host': 6379, 'public_ip': address, 'send': 'FLUSHALL\r\n'}]}}},
+            'all': {'hosts': {'localhost': local()}}}))
+        proc = playbook(lab, 'client', inventory, 'kvmnet.nat.verify', '-e', 'verify_retry_for=0')
+        output = ' '.join((proc.stdout + proc.stderr).split())
+        assert proc.returncode != 0 and expected in output, output[-3000:]
+        assert 'Connect to each public address and port' not in output
+    finally:
+        listener.terminate()
+        listener.wait(timeout=5)
+
+
+@pytest.mark.parametrize('params, refused', [
+    ({'public_ip': '203.0.113.99'}, 'public_ip 203.0.113.99 is not an address of this host'),
+    ({'public_ip': '203.0.113.99', 'vip_addresses': ['198.51.100.99']}, 'public_ip 203.0.113.99 is not an address'),
+    ({'public_ip': '203.0.113.99', 'vip_addresses': ['203.0.113.99']}, None),             # a VIP not (yet) here
+    ({'public_ip': PUBLIC_IP}, None),
+    ({'public_ip': PUBLIC_IP, 'forwards_public_ip': '198.51.100.7'}, 'public_ip 198.51.100.7 is not an address'),
+])
+def test_the_module_refuses_a_public_address_that_is_not_the_hosts_unless_a_vip(lab, params, refused):
+    before = {4: lab.save(4), 6: lab.save(6)}
+    params = dict(params)
+    forward = {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8081, 'guest_port': 80}
+    if 'forwards_public_ip' in params:
+        forward['public_ip'] = params.pop('forwards_public_ip')
+    result = lab.module(dict(params, forwards=[forward]))
+    try:
+        if refused:
+            assert result.get('failed') is True and refused in result['msg'], result
+            assert {4: lab.save(4), 6: lab.save(6)} == before
+        else:
+            assert not result.get('failed'), result.get('msg')
+            assert result['changed'] is True
+    finally:
+        lab.module({'state': 'absent'})

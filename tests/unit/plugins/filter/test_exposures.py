@@ -56,8 +56,11 @@ def _port(host, port):
         return _with('hv1', expose_guests=[{'name': 'web01', 'ip': '192.168.122.10', 'ports': [port]}])
     hostvars = _with(host, expose_ports=[port])
     hostvars['hv1']['expose_guests'] = []            # nothing else claims the table's ports
+    hostvars['hv1']['expose_guest_side_may_set'] = list(EVERY_CHOICE)    # the schema alone, on both sides
     return hostvars
 
+
+EVERY_CHOICE = ('public_ip', 'in_interface', 'allow_in_use')
 
 BAD_PORTS = [
     ({'host': 5353, 'guest': 53, 'protocol': 'udp'}, "unknown key 'protocol' (did you mean 'proto'?)"),
@@ -146,6 +149,7 @@ def test_a_port_claimed_by_two_guest_hosts_is_refused_naming_both():
 
 def test_ports_on_different_public_addresses_or_protocols_are_fine():
     hostvars = _with('app02', expose_ports=[{'host': 8443, 'public_ip': '203.0.113.11'}, {'host': 8443, 'proto': 'udp'}])
+    hostvars['hv1']['expose_guest_side_may_set'] = ['public_ip']
     assert len(F.declared_exposures(hostvars, 'hv1')) == 3
 
 
@@ -319,3 +323,168 @@ def test_a_guest_host_filed_under_another_hypervisor_in_guest_hosts_is_not_given
     index = F.guest_hosts(HOSTVARS)
     index['by_hypervisor']['hv1'].update(index['by_hypervisor'].pop('hv2'))
     assert [g['name'] for g in F.declared_exposures(HOSTVARS, 'hv1', guest_hosts=index)] == ['web01', 'app01', 'app02-vm']
+
+
+# ---------------------------------------------------------------- issue 19: trust boundaries
+
+def _problems(hostvars, hypervisor='hv1', **kwargs):
+    """The problem lines declared_exposures names (both ways of reading the guest hosts agree), or []."""
+    outcomes = []
+    for index in (None, F.guest_hosts(hostvars)):
+        try:
+            F.declared_exposures(hostvars, hypervisor, guest_hosts=index, **kwargs)
+            outcomes.append([])
+        except AnsibleFilterError as exc:
+            outcomes.append(str(exc).split('\n- ')[1:])
+    assert outcomes[0] == outcomes[1]
+    return outcomes[0]
+
+
+def _guest_host(**variables):
+    """hv1 with web01, and guest host app01 naming hv1 with ``variables``."""
+    return {'hv1': {'expose_guests': [{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'host': 8080, 'guest': 80}]}]},
+            'app01': dict({'expose_hypervisor': 'hv1'}, **variables)}
+
+
+def _choice_refused(index, key):
+    return ('app01: expose_ports[%d]: %s is chosen by the hypervisor side, not by a guest host (to let guest hosts '
+            'choose it, set expose_guest_side_may_set: [%s] on hypervisor hv1)' % (index, key, key))
+
+
+@pytest.mark.parametrize('ports, may_set, expected', [
+    # the issue's cases: a neighbour's address, the host's own :80 and :22 taken with allow_in_use
+    ([{'host': 8081, 'guest': 80, 'public_ip': '203.0.113.99'}], None, [_choice_refused(0, 'public_ip')]),
+    ([{'host': 80, 'allow_in_use': True}], None, [_choice_refused(0, 'allow_in_use')]),
+    ([{'host': 22, 'allow_in_use': True}], [], [_choice_refused(0, 'allow_in_use')]),
+    ([{'host': 8443, 'in_interface': 'eth0'}], ['public_ip'], [_choice_refused(0, 'in_interface')]),
+    ([{'host': 8443}, {'host': 8444, 'public_ip': '203.0.113.11', 'in_interface': 'eth0', 'allow_in_use': True}],
+     ['allow_in_use'], [_choice_refused(1, 'public_ip'), _choice_refused(1, 'in_interface')]),
+    ([{'host': 8443, 'allow_in_use': False, 'public_ip': '', 'in_interface': None}], None, []),     # nothing chosen
+    ([{'host': 8081, 'guest': 80, 'public_ip': '203.0.113.99'}], ['public_ip'], []),
+    ([{'host': 80, 'allow_in_use': True, 'in_interface': 'eth0'}], ['allow_in_use', 'in_interface'], []),
+])
+def test_a_guest_host_chooses_public_ip_interface_or_allow_in_use_only_when_the_hypervisor_lets_it(ports, may_set, expected):
+    hostvars = _guest_host(expose_ports=ports)
+    if may_set is not None:
+        hostvars['hv1']['expose_guest_side_may_set'] = may_set
+    assert _problems(hostvars) == expected
+
+
+@pytest.mark.parametrize('may_set', [['public_ip'], ['public_ip', 'allow_in_use', 'in_interface']])
+def test_the_roles_guest_side_may_set_wins_over_hostvars(may_set):
+    """The role passes expose_guest_side_may_set itself (role parameters are not in hostvars)."""
+    hostvars = _guest_host(expose_ports=[{'host': 8081, 'public_ip': '203.0.113.99'}])
+    hostvars['hv1']['expose_guest_side_may_set'] = ['public_ip']
+    assert _problems(hostvars, guest_side_may_set=may_set) == []
+    assert _problems(hostvars, guest_side_may_set=[]) == [_choice_refused(0, 'public_ip')]
+
+
+@pytest.mark.parametrize('may_set, expected', [
+    ('public_ip', "hv1: expose_guest_side_may_set must be a list of public_ip, in_interface, allow_in_use, not 'public_ip'"),
+    (True, 'hv1: expose_guest_side_may_set must be a list of public_ip, in_interface, allow_in_use, not True'),
+    (['public-ip'], "hv1: expose_guest_side_may_set: 'public-ip' not one of public_ip, in_interface, allow_in_use"),
+    (['sources', 'ip'], "hv1: expose_guest_side_may_set: 'sources', 'ip' not one of public_ip, in_interface, allow_in_use"),
+    ([None], 'hv1: expose_guest_side_may_set: None not one of public_ip, in_interface, allow_in_use'),
+])
+def test_a_wrong_expose_guest_side_may_set_is_refused(may_set, expected):
+    hostvars = _guest_host(expose_ports=[{'host': 8443}])
+    hostvars['hv1']['expose_guest_side_may_set'] = may_set
+    assert _problems(hostvars) == [expected]
+
+
+def test_guest_exposures_refuses_a_choice_the_hypervisor_did_not_allow():
+    hostvars = _guest_host(expose_ports=[{'host': 8081, 'public_ip': '203.0.113.99'}])
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.guest_exposures(hostvars, 'hv1')
+    assert str(exc.value).split('\n- ')[1:] == [_choice_refused(0, 'public_ip')]
+    assert F.guest_exposures(hostvars, 'hv1', ['public_ip'])[0]['ports'] == [{'host': 8081, 'public_ip': '203.0.113.99'}]
+
+
+UNUSABLE = [
+    ('127.0.0.1', 'a loopback address'),            # the issue: verify would send FLUSHALL to the controller
+    ('0.0.0.0', 'the unspecified address'),
+    ('224.0.0.1', 'a multicast address'),
+    ('169.254.169.254', 'a link-local address (it needs an interface to mean anything)'),
+    ('255.255.255.255', 'the broadcast address'),
+    ('::1', 'a loopback address'),
+    ('::', 'the unspecified address'),
+    ('ff02::1', 'a multicast address'),
+    ('fe80::1', 'a link-local address (it needs an interface to mean anything)'),
+]
+
+
+@pytest.mark.parametrize('host, where', [('hv1', 'hv1: expose_guests[0] (web01) ports[0]'),
+                                         ('app01', 'app01: expose_ports[0]')])
+@pytest.mark.parametrize('address, reason', UNUSABLE)
+def test_a_public_ip_no_forward_can_have_is_refused_on_both_sides(host, where, address, reason):
+    hostvars = _port(host, {'host': 6379, 'public_ip': address, 'send': 'FLUSHALL\r\n'})
+    assert _problems(hostvars) == ['%s: public_ip: address %s is %s; no forward can use it' % (where, address, reason)]
+
+
+@pytest.mark.parametrize('address, reason', UNUSABLE)
+def test_a_guest_ip_no_forward_can_have_is_refused_on_both_sides(address, reason):
+    hostvars = _guest_host(expose_guest_ip=address, expose_ports=[{'host': 8443}])
+    hostvars['hv1']['expose_guests'][0]['ip'] = address
+    assert _problems(hostvars) == [
+        'hv1: expose_guests[0] (web01): ip: address %s is %s; no forward can use it' % (address, reason),
+        'app01: expose_guest_ip: address %s is %s; no forward can use it' % (address, reason)]
+
+
+def _twice(name, *sources):
+    return ('guest %s is declared %d times, in %s: a domain has one declaration (one address, with all its ports); '
+            'keep one and move the ports there' % (name, len(sources), ' and in '.join(sources)))
+
+
+@pytest.mark.parametrize('variables, others, expected', [
+    # the issue: web01 on the hypervisor (.10, 8080) and by a guest host (.11, 9090)
+    ({'expose_guest_name': 'web01', 'expose_guest_ip': '192.168.122.11', 'expose_ports': [{'host': 9090}]}, {},
+     [_twice('web01', "hv1's expose_guests", 'guest host app01')]),
+    # the issue: a guest host that declares no port but would move web01's address to .99
+    ({'expose_guest_name': 'web01', 'expose_guest_ip': '192.168.122.99', 'expose_ports': []}, {},
+     [_twice('web01', "hv1's expose_guests", 'guest host app01')]),
+    ({'expose_ports': [{'host': 9090}]}, {'web01': {'expose_hypervisor': 'hv1', 'expose_ports': []}},
+     [_twice('web01', "hv1's expose_guests", 'guest host web01')]),          # a guest host named like the domain
+    ({'expose_guest_name': 'db01', 'expose_ports': [{'host': 9090}]},
+     {'db02': {'expose_hypervisor': 'hv1', 'expose_guest_name': 'db01', 'expose_ports': [{'host': 9091}]}},
+     [_twice('db01', 'guest host app01', 'guest host db02')]),
+    ({'expose_guest_name': 'db01', 'expose_ports': []},
+     {'db02': {'expose_hypervisor': 'hv1', 'expose_guest_name': 'db01', 'expose_ports': []},
+      'db03': {'expose_hypervisor': 'hv1', 'expose_guest_name': 'db01', 'expose_ports': []}},
+     [_twice('db01', 'guest host app01', 'guest host db02', 'guest host db03')]),
+    ({'expose_guest_name': 'web02', 'expose_ports': [{'host': 9090}]},
+     {'web01': {'expose_hypervisor': 'hv2', 'expose_ports': []}}, []),      # another hypervisor's web01: fine
+])
+def test_a_domain_declared_twice_is_refused_naming_both(variables, others, expected):
+    hostvars = _guest_host(**variables)
+    hostvars.update(others)
+    assert _problems(hostvars) == expected
+
+
+def test_a_domain_listed_twice_in_expose_guests_is_refused():
+    guests = [{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'host': 8080}]},
+              {'name': 'web01', 'ip': '192.168.122.11', 'ports': [{'host': 9090}]}]
+    assert _problems({'hv1': {'expose_guests': guests}}) == [_twice('web01', "hv1's expose_guests", "hv1's expose_guests")]
+
+
+@pytest.mark.parametrize('variables, expected', [
+    ({'expose_guest_name': 0}, "app01: expose_guest_name 0 must be a libvirt domain name"),
+    ({'expose_guest_name': False}, "app01: expose_guest_name False must be a libvirt domain name"),
+    ({'expose_guest_name': ['web01']}, "app01: expose_guest_name ['web01'] must be a libvirt domain name"),
+    ({'expose_ports': 0}, 'app01: expose_ports must be a list of port declarations like [{host: 8080, guest: 80}], not 0'),
+    ({'expose_ports': {}}, 'app01: expose_ports must be a list of port declarations like [{host: 8080, guest: 80}], not {}'),
+    ({'expose_ports': False}, 'app01: expose_ports must be a list of port declarations like [{host: 8080, guest: 80}], '
+                              'not False'),
+    ({'expose_ports': ''}, "app01: expose_ports must be a list of port declarations like [{host: 8080, guest: 80}], not ''"),
+])
+def test_guest_side_variables_of_the_wrong_type_are_refused_not_read_as_unset(variables, expected):
+    hostvars = _guest_host(**dict({'expose_ports': [{'host': 8443}]}, **variables))
+    problems = _problems(hostvars)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+@pytest.mark.parametrize('variables, name', [({}, 'app01'), ({'expose_guest_name': ''}, 'app01'),
+                                             ({'expose_guest_name': None}, 'app01'), ({'expose_ports': None}, 'app01'),
+                                             ({'expose_guest_name': 'app01-vm'}, 'app01-vm')])
+def test_an_unset_guest_name_is_the_inventory_name(variables, name):
+    hostvars = _guest_host(**dict({'expose_ports': [{'host': 8443}]}, **variables))
+    assert [g['name'] for g in F.declared_exposures(hostvars, 'hv1')] == ['web01', name]
