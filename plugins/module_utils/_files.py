@@ -14,13 +14,13 @@ import tempfile
 def write_atomic(module, path, text, mode, make_dirs=False):
     """Write ``text`` to ``path`` through a new temporary file in the same directory (``O_EXCL``, a
     random name: nothing planted next to the file is ever followed), renamed into place with
-    ``module.atomic_move``, then given ``mode``."""
+    ``module.atomic_move``, then given ``mode``. ``text`` may be bytes (a file put back as it was)."""
     directory = os.path.dirname(path)
     if make_dirs and not os.path.isdir(directory):
         os.makedirs(directory, 0o755)
     handle, tmp = tempfile.mkstemp(prefix='.kvmnet-nat.', dir=directory)
     try:
-        with os.fdopen(handle, 'w') as out:
+        with os.fdopen(handle, 'wb' if isinstance(text, bytes) else 'w') as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())

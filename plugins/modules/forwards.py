@@ -142,6 +142,17 @@ options:
         not arrive on that interface); use O(public_ip) alone if guests must reach each other through
         the public address.
     type: str
+  vip_addresses:
+    description:
+      - Addresses that may be a public address (O(public_ip), O(public_ip6), O(forwards[].public_ip))
+        although they are not (yet) an address of this host, such as a failover address (VIP) that
+        moves between hosts.
+      - Any other public address that is not one of this host's own is refused before anything changes;
+        its forwards would take traffic routed through this host to another machine's service.
+    type: list
+    elements: str
+    default: []
+    version_added: 1.1.0
   state:
     description:
       - V(present) makes the managed rules equal to O(forwards).
@@ -165,6 +176,10 @@ options:
       - Each file is written through a new temporary file with a random name in the same directory
         and renamed into place, with mode C(0640). Its header names the iptables flavour the rules were
         applied with and the SHA-256 of the rest, so a file cut short or edited is refused as a whole.
+      - The files are written before the rules are applied, so that they never describe other rules than
+        the live ones (C(kvmnet-nat-restore) would bring a removed forward back). When a file cannot be
+        written (for example a read-only directory), the task fails and no rule is applied; when a
+        payload fails after the files were written, they are put back as they were.
       - The files are removed with O(state=absent).
     type: path
   lock_timeout:
@@ -187,6 +202,11 @@ options:
       - The host-wide lock every kvmnet.nat writer takes for reading, planning and applying (this
         module, and C(kvmnet-nat-restore) from the libvirt hook and at boot), so two runs never
         interleave. When it is not free within O(lock_timeout), the module fails and changes nothing.
+      - It must be a regular file with a single link, or not exist (it is then created). A symlink, a
+        FIFO, a directory, a socket or device, or a hard-linked file is refused before anything is read,
+        here and by C(kvmnet-nat-restore) alike.
+      - In check mode the lock is taken only when the file exists (opened read-only); check mode never
+        creates or writes it.
     type: path
     default: /run/kvmnet-nat.lock
 notes:
@@ -204,8 +224,8 @@ notes:
     C(iptables-restore) each of its lines is checked against the grammar of the rules the module writes.
   - A forward whose O(forwards[].guest_ip) is an address of this host, or the network or broadcast
     address of a connected network, is refused, as are public addresses that are loopback, unspecified,
-    multicast, broadcast or link-local. A public address that is not one of this host's is accepted
-    with a warning (a failover address routed to the host works that way).
+    multicast, broadcast or link-local. A public address that is not one of this host's is refused
+    unless it is listed in O(vip_addresses) (a failover address that moves between hosts).
   - A rule in a built-in chain that jumps into the module's chains but is not the module's own jump
     is refused, naming the rule; it is never deleted.
 seealso:
@@ -302,6 +322,7 @@ def argument_spec():
         public_ip=dict(type='str'),
         public_ip6=dict(type='str'),
         in_interface=dict(type='str'),
+        vip_addresses=dict(type='list', elements='str', default=[]),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         chain_prefix=dict(type='str', default=_render.DEFAULT_PREFIX),
         persist_path=dict(type='path'),
@@ -371,7 +392,8 @@ def _parse(module):
 
 def _check_host(module, forwards):
     """What the host says about the forwards, before anything changes: guest addresses that are the
-    host's own (or a network's network/broadcast address), and ports a host process listens on."""
+    host's own (or a network's network/broadcast address), public addresses that are not (and are no
+    listed VIP), and ports a host process listens on."""
     if not forwards:
         return forwards
     try:
@@ -381,13 +403,16 @@ def _check_host(module, forwards):
     forwards, warnings = _routes.with_hairpin_networks(module, forwards, interfaces)
     for warning in warnings:
         module.warn(warning)
-    errors, warnings = _forward.host_address_problems(forwards, interfaces)
+    vips, errors = _forward.parse_vip_addresses(module.params.get('vip_addresses'))
+    problems, warnings = _forward.host_address_problems(forwards, interfaces, vips)
+    errors.extend(problems)
     for fwd in forwards:
         problem = _forward.target_problem(fwd.guest_ip, fwd.guest_network)
         if problem:
             errors.append('forward %s: %s' % (fwd.label, problem))
     if errors:
-        module.fail_json(msg='forwards to this host itself, nothing was changed: %s' % '; '.join(errors), errors=errors)
+        module.fail_json(msg='forwards to this host itself or to addresses not its own, nothing was changed: %s'
+                         % '; '.join(errors), errors=errors)
     for warning in warnings:
         module.warn(warning)
     if module.params['check_listeners']:
@@ -416,10 +441,14 @@ def _plan_families(module, forwards):
     return work
 
 
-def _apply(module, work, result):
-    """Apply each family's payload and read it back; True if anything changed."""
+def _apply(module, work, result, paths=None, previous=None):
+    """Apply each family's payload and read it back; True if anything changed.
+
+    When a payload fails, the saved files _persist wrote for it and for the families not applied yet are
+    put back as they were (``previous``), so that they still describe the live rules."""
     changed = False
-    for backend, desired, plan in work:
+    applied = set()
+    for index, (backend, desired, plan) in enumerate(work):
         key = 'ipv%d' % backend.family
         result['flavour'][key] = backend.flavour
         result['reasons'].extend('%s %s' % (key, r) for r in plan.reasons)
@@ -429,7 +458,13 @@ def _apply(module, work, result):
         changed = True
         if module.check_mode:
             continue
-        _netfilter.restore(module, backend, plan.payload, module.params['lock_timeout'])
+        try:
+            _netfilter.restore(module, backend, plan.payload, module.params['lock_timeout'])
+        except _command.CommandError as exc:
+            pending = {b.family for b, _d, p in work[index:] if p.changed}
+            module.fail_json(msg='%s; %s' % (exc, _after_failed_apply(module, paths, previous or {}, pending, applied)),
+                             cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+        applied.add(backend.family)
         recheck = _plan.plan(_plan.parse_save(_netfilter.save(module, backend)), desired)
         if recheck.changed:
             module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
@@ -440,40 +475,79 @@ def _apply(module, work, result):
 
 
 def _persist_one(module, path, text):
-    """Write (or with text=None remove) one persisted file; True if it changed."""
+    """Write (or with text=None remove) one persisted file. Returns (changed, what it held before: bytes,
+    or None when it did not exist)."""
+    try:
+        with open(path, 'rb') as handle:
+            before = handle.read()
+    except FileNotFoundError:
+        before = None
     if text is None:
-        if not os.path.lexists(path):
-            return False
+        if before is None:
+            return False, None
         if not module.check_mode:
             os.remove(path)
-        return True
-    try:
-        with open(path) as handle:
-            same = handle.read() == text
-    except FileNotFoundError:
-        same = False
-    if same and (os.stat(path).st_mode & 0o7777) == PERSIST_MODE:
-        return False
+        return True, before
+    if before == text.encode('utf-8') and (os.stat(path).st_mode & 0o7777) == PERSIST_MODE:
+        return False, before
     if not module.check_mode:
         _files.write_atomic(module, path, text, PERSIST_MODE)
-    return True
+    return True, before
 
 
-def _persist(module, work, paths, result):
-    changed = False
-    for backend, desired, _unused in work:
+def _put_back(module, paths, previous):
+    """Put the saved files of ``previous`` ({family: content or None}) back as they were; the problems."""
+    problems = []
+    for family in sorted(previous):
+        path, before = paths[family], previous[family]
+        try:
+            if before is None:
+                if os.path.lexists(path):
+                    os.remove(path)
+            else:
+                _files.write_atomic(module, path, before, PERSIST_MODE)
+        except OSError as exc:
+            problems.append('putting back %s failed (%s): it now holds rules that are not applied, which '
+                            'kvmnet-nat-restore would apply at the next libvirt event or boot; run again'
+                            % (path, exc.strerror or exc))
+    return problems
+
+
+def _after_failed_apply(module, paths, previous, pending, applied):
+    """What became of the saved files when a payload failed: the ones of the families not applied are put back."""
+    back = {family: previous[family] for family in pending if family in previous}
+    problems = _put_back(module, paths, back)
+    notes = ['IPv%d rules were applied and saved' % family for family in sorted(applied)] or ['nothing was changed']
+    if back and not problems:
+        notes.append('%s put back as it was' % ', '.join(paths[family] for family in sorted(back)))
+    return '; '.join(notes + problems)
+
+
+def _persist(module, work, paths):
+    """Write (or remove) every family's saved file before any rule is applied (issue 19).
+
+    kvmnet-nat-restore applies these files at boot and at every libvirt network event; a file that
+    disagrees with the live rules would bring back a forward that was removed. So a file that cannot be
+    written (a read-only /etc, a full disk) fails the task before anything is applied, and the files
+    already written in this run are put back (a read-only directory allows neither writing nor deleting
+    nor renaming a file in it, so an older file there cannot be made unrestorable: it must stay right).
+    Returns (reasons, {family: what the file held before}) for the files it changed."""
+    reasons, previous = [], {}
+    for backend, desired, _plan_unused in work:
         path = paths[backend.family]
         text = _plan.persist_text(desired, backend.flavour) if not desired.empty else None
         try:
-            written = _persist_one(module, path, text)
+            written, before = _persist_one(module, path, text)
         except OSError as exc:
-            module.fail_json(msg='the rules are applied, but writing %s failed: %s; the next run writes it again'
-                             % (path, exc), **result)
+            problems = _put_back(module, paths, previous)
+            module.fail_json(msg='%s %s failed: %s; no rule was applied (the saved files must describe the '
+                             'live rules, or kvmnet-nat-restore would bring old forwards back), %s'
+                             % ('writing' if text else 'removing', path, exc.strerror or exc,
+                                '; '.join(problems) or 'nothing was changed'))
         if written:
-            changed = True
-            result['reasons'].append('ipv%d persisted rules in %s %s'
-                                     % (backend.family, path, 'updated' if text else 'removed'))
-    return changed
+            previous[backend.family] = before
+            reasons.append('ipv%d persisted rules in %s %s' % (backend.family, path, 'updated' if text else 'removed'))
+    return reasons, previous
 
 
 def _diff(work):
@@ -491,11 +565,14 @@ def _run(module):
     paths = _check_params(module)
     forwards = _check_host(module, _parse(module))
     result = dict(rules={}, reasons=[], flavour={}, forwards=[_forward_result(f) for f in forwards])
-    with _lock.host_lock(params['lock_path'], params['lock_timeout'], 'kvmnet.nat.forwards'):
+    # check mode takes the lock only when its file exists, and never writes it (see _lock)
+    with _lock.host_lock(params['lock_path'], params['lock_timeout'], 'kvmnet.nat.forwards',
+                         write=not module.check_mode):
         work = _plan_families(module, forwards)
-        changed = _apply(module, work, result)
-        if paths:
-            changed = _persist(module, work, paths, result) or changed
+        saved, previous = _persist(module, work, paths) if paths else ([], {})     # saved first, then applied
+        changed = _apply(module, work, result, paths, previous)
+        result['reasons'].extend(saved)
+        changed = changed or bool(saved)
     result['changed'] = changed
     if module._diff:
         result['diff'] = _diff(work)
