@@ -8,7 +8,9 @@ against the same path with no NAT), both in network namespaces of their own, ben
 expose role over ssh on a lab hypervisor, against a minimal playbook) and bench/fleet.py (the role
 on 1, 4 and 8 lab hypervisors at once), as root. ``--quick``: N = 10 and 100, one short run each,
 the fleet of one hypervisor only, no role and no comparison with an older revision. bench/doctor.py
-times the doctor module over N forwards whose guests answer; bench/inventory.py the role's validate
+times the doctor module over N forwards whose guests answer, written by kvmnet.nat (N = 10, 100, 1000,
+5000) and as hand-made flat rules (N = 1000, 5000; ``--quick``: N = 100 and 5000, and 5000 hand-made);
+bench/inventory.py the role's validate
 stage on the controller for 10, 25 and 50 hypervisors with 10 guest hosts each (``--quick``: 10).
 
 Writes ``--out`` (per N: every number of both parts, null where a part did not run at that N, plus
@@ -124,14 +126,14 @@ def main():
         dataplane_rows = dataplane.measure((10, 100), reps=1, seconds=2)
         role_rows = []
         fleet_rows = fleet.measure((1,), n=100, reps=1, forks=8)
-        doctor_rows = doctor.run((100,), reps=1)
+        doctor_rows = doctor.run((100, 5000), reps=1, hand_made_sizes=(5000,))
         inventory_rows = inventory.measure((10,), reps=1)
     else:
         converge_rows = converge.run((10, 100, 1000), reps=3)
         dataplane_rows = dataplane.measure((1, 100, 1000), reps=5, seconds=3, before=args.before)
         role_rows = role.measure((10, 100, 1000), reps=3)
         fleet_rows = fleet.measure((1, 4, 8), n=100, reps=3, forks=8)
-        doctor_rows = doctor.run((10, 100, 1000), reps=3)
+        doctor_rows = doctor.run((10, 100, 1000, 5000), reps=3, hand_made_sizes=(1000, 5000))
         inventory_rows = inventory.measure((10, 25, 50), reps=3)
     import ansible  # the same ansible-core the runs used
     results = {

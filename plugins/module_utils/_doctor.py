@@ -12,7 +12,9 @@ written by hand are diagnosed the same way as the collection's own.
 
 Each check gives ok True (✔), False (✘) or None (– not applicable or not checked) with a detail;
 a failing check gives its causes, each one sentence with its fix. The verdict of a forward is the
-first failing check, in the order of CHECKS (the order in which a packet meets them).
+first failing check, in the order of CHECKS (the order in which a packet meets them); with none, but a
+rule on the way the doctor could not evaluate (or a walk it could not finish), the verdict is
+"unknown", never "ok".
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Check:
     ok: bool | None
     detail: str
     causes: list = field(default_factory=list)     # [(cause, fix)]
+    doubts: list = field(default_factory=list)     # [(cause, fix)]: what the doctor could not tell (ok is None)
 
 
 def _fail(detail, cause, fix):
@@ -125,7 +128,7 @@ def outside_packet(fwd, view):
         src = address_text(net.network_address if net.prefixlen >= net.max_prefixlen - 1 else net.network_address + 1)
     return {'proto': fwd.proto, 'src': src, 'src_outside': _host_networks(view, fwd.family),
             'dst': _public_address(fwd, view), 'dport': fwd.host_ports.first, 'iface': public_iface(fwd, view),
-            'oface': None, 'local': True, 'src_local': False, 'states': ('NEW',)}
+            'oface': None, 'local': True, 'src_local': False, 'states': ('NEW',), 'varies': ('src', 'sport')}
 
 
 def after_dnat(fwd, view, packet):
@@ -140,14 +143,14 @@ def hairpin_packet(fwd, view):
     net = fwd.guest_network
     if net is None or net.num_addresses < 4:
         return None
-    own = {iface.ip for iface, _dev in view.interfaces}
+    own = _once(view, ('own addresses', id(view.interfaces)), lambda: {iface.ip for iface, _dev in view.interfaces})
     src = next((ip for ip in (net.network_address + n for n in range(2, 6))
                 if ip != fwd.guest_ip and ip not in own and ip in net), None)
     if src is None:
         return None
     return {'proto': fwd.proto, 'src': address_text(src), 'dst': _public_address(fwd, view),
             'dport': fwd.host_ports.first, 'iface': guest_iface(fwd, view), 'oface': None, 'local': True,
-            'src_local': False, 'states': ('NEW',)}
+            'src_local': False, 'states': ('NEW',), 'varies': ('src', 'sport')}
 
 
 def local_packet(fwd, view):
@@ -168,11 +171,87 @@ def allowed_source(fwd, address):
     return any(parsed.version == net.version and parsed in net for net in fwd.sources)
 
 
+def _policies(table):
+    return {name: policy for name, policy in table.chains.items() if policy != '-'}
+
+
 def walk(table, chain, packet):
+    """One walk through a table read apart from a View (the probe's); the diagnosis walks through ``ruleset``."""
     if table is None:
         return _walk.Outcome(None)
-    policies = {name: policy for name, policy in table.chains.items() if policy != '-'}
-    return _walk.walk(table.rules, chain, packet, policies)
+    return _walk.walk(_walk.Ruleset(table.rules, _policies(table)), chain, packet)
+
+
+def ruleset(view, family, table_name):
+    """The table as a _walk.Ruleset, made once per run (each rule parsed once, long chains indexed), or None."""
+    fam = view.families.get(family)
+    table = fam.tables.get(table_name) if fam is not None else None
+    if table is None:
+        return None
+    key = ('ruleset', family, table_name, id(table))
+    if key not in view.memo:
+        view.memo[key] = _walk.Ruleset(table.rules, _policies(table))
+    return view.memo[key]
+
+
+def walk_in(view, family, table_name, chain, packet):
+    rules = ruleset(view, family, table_name)
+    if rules is None:
+        return _walk.Outcome(None)
+    return _walk.walk(rules, chain, packet)
+
+
+# The tables a forwarded packet meets, in the kernel's order (hook priorities: raw -300, conntrack -200,
+# mangle -150, nat -100 on PREROUTING; mangle, filter, security on FORWARD; mangle, nat on POSTROUTING).
+ARRIVING = (('raw', 'PREROUTING'), ('mangle', 'PREROUTING'))
+FORWARDED = (('mangle', 'FORWARD'), ('filter', 'FORWARD'), ('security', 'FORWARD'), ('mangle', 'POSTROUTING'))
+
+
+def untracked(packet):
+    """The packet as the raw table sees it: before conntrack, so --ctstate reads INVALID and no entry exists."""
+    return {k: v for k, v in dict(packet, states=('INVALID',)).items() if k not in ('origdst', 'origdstport', 'replsrc')}
+
+
+@dataclass
+class Trip:
+    """A packet's way through every table, from its arrival to nat POSTROUTING: ``arriving`` and
+    ``forwarded`` [(table, chain, Outcome)], ``pre`` the nat PREROUTING walk, ``post`` nat POSTROUTING's
+    (None when no DNAT took it), ``after``: the packet after the DNAT (None without)."""
+    packet: dict
+    arriving: list
+    pre: _walk.Outcome
+    after: dict | None = None
+    forwarded: list = field(default_factory=list)
+    post: _walk.Outcome | None = None
+
+    def stages(self):
+        return self.arriving + [('nat', 'PREROUTING', self.pre)] + self.forwarded + \
+            ([('nat', 'POSTROUTING', self.post)] if self.post is not None else [])
+
+
+def trip(fwd, view, packet):
+    """Walk ``packet`` (a first packet to the public address) through raw, mangle and nat PREROUTING and,
+    when nat DNATs it to this forward's guest, through mangle, filter and security FORWARD, mangle and
+    nat POSTROUTING. Every stage is walked, whether or not an earlier one stops the packet."""
+    family = fwd.family
+    arriving = [(t, c, walk_in(view, family, t, c, untracked(packet) if t == 'raw' else packet)) for t, c in ARRIVING]
+    pre = walk_in(view, family, 'nat', 'PREROUTING', packet)
+    result = Trip(packet, arriving, pre)
+    if pre.target == 'DNAT' and destination(pre.rule[2])[0] == address_text(fwd.guest_ip):
+        result.after = after_dnat(fwd, view, packet)
+        result.forwarded = [(t, c, walk_in(view, family, t, c, result.after)) for t, c in FORWARDED]
+        result.post = walk_in(view, family, 'nat', 'POSTROUTING', result.after)
+    return result
+
+
+def trips(fwd, view):
+    """(the outside client's Trip, the hairpin Trip or None), made once per forward and shared by the checks."""
+    key = ('trips', fwd)
+    if key not in view.memo:
+        hairpin = hairpin_packet(fwd, view)
+        view.memo[key] = (trip(fwd, view, outside_packet(fwd, view)),
+                          trip(fwd, view, hairpin) if hairpin is not None else None)
+    return view.memo[key]
 
 
 def _call_stack(steps):
@@ -202,7 +281,7 @@ def where(table_name, outcome, rule=None):
 
 def destination(rule_spec):
     """(address text, first port or None) of a DNAT rule's --to-destination."""
-    value = _walk.parse(rule_spec).target_option('--to-destination')
+    value = _walk.parsed(rule_spec).target_option('--to-destination')
     if not value:
         return None, None
     if value.startswith('['):
@@ -325,22 +404,53 @@ _JUMP_HARM = {
 }
 
 
-def _jump_packets(fwd, view):
-    outside = outside_packet(fwd, view)
-    forwarded = after_dnat(fwd, view, outside)
-    return {'PREROUTING': outside, 'OUTPUT': local_packet(fwd, view), 'POSTROUTING': forwarded, 'FORWARD': forwarded}
+def _jump_packet(fwd, view, chain):
+    outside, hairpin = trips(fwd, view)
+    if chain == 'PREROUTING':
+        return outside.packet
+    if chain == 'OUTPUT':
+        return local_packet(fwd, view)
+    if chain == 'POSTROUTING' and fwd.masquerade == 'auto' and hairpin is not None and hairpin.after is not None:
+        return hairpin.after                   # what our POSTROUTING rules are there for
+    return outside.after or after_dnat(fwd, view, outside.packet)
+
+
+def _does_our_job(fwd, chain, outcome):
+    """A rule above our jump that takes the packet does what our rules would: the forward still works."""
+    if chain == 'FORWARD':
+        return outcome.target == 'ACCEPT'
+    if chain in ('PREROUTING', 'OUTPUT'):
+        guest = address_text(fwd.guest_ip)
+        return outcome.target == 'DNAT' and destination(outcome.rule[2]) in ((guest, fwd.guest_ports.first), (guest, None))
+    return outcome.target in ('MASQUERADE', 'SNAT') or fwd.masquerade == 'never'
+
+
+def owned(view, fam):
+    """Whether kvmnet.nat's chains are in the family's tables, looked up once per run."""
+    key = ('owned', fam.family, id(fam))
+    if key not in view.memo:
+        view.memo[key] = fam.owned(view.prefix)
+    return view.memo[key]
+
+
+def _jump_positions(view, fam, table_name, chain):
+    """Where our jumps are in a built-in chain (rule numbers), read once per run."""
+    key = ('jumps', fam.family, id(fam), table_name, chain)
+    if key not in view.memo:
+        table = fam.tables.get(table_name)
+        rules = table.rules.get(chain, []) if table else []
+        view.memo[key] = [i for i, spec in enumerate(rules, 1) if _plan.jumps_into_ours(spec, view.prefix, table_name)]
+    return view.memo[key]
 
 
 def check_jumps(fwd, view):
     fam = view.families[fwd.family]
-    if not fam.owned(view.prefix):
+    if not owned(view, fam):
         return Check(None, 'no kvmnet.nat chains here: the rules below are this host\'s own')
-    packets = _jump_packets(fwd, view)
     details, causes = [], []
     for table_name, chain, _spec in _render.render_jumps(view.prefix):
         table = fam.tables.get(table_name)
-        rules = table.rules.get(chain, []) if table else []
-        positions = [i for i, spec in enumerate(rules, 1) if _plan.jumps_into_ours(spec, view.prefix, table_name)]
+        positions = _jump_positions(view, fam, table_name, chain)
         label = '%s %s' % (table_name, chain)
         if not positions:
             harm = _JUMP_HARM[chain]
@@ -357,9 +467,15 @@ def check_jumps(fwd, view):
         if positions[0] == 1:
             details.append('%s: first' % label)
             continue
-        outcome = walk(table, chain, packets[chain])
+        outcome = walk_in(view, fwd.family, table_name, chain, _jump_packet(fwd, view, chain))
         first = outcome.path[0] if outcome.path else None
-        if first is not None and first[0] == chain and first[1] < positions[0] and outcome.target in _walk.TERMINAL | {'RETURN'}:
+        above = first is not None and first[0] == chain and first[1] < positions[0]
+        if outcome.unfinished:
+            details.append('%s: rule %d; the walk could not finish (%s)' % (label, positions[0], outcome.unfinished))
+        elif above and outcome.target in _walk.TERMINAL and _does_our_job(fwd, chain, outcome):
+            details.append('%s: rule %d, below %s, which %ss the packet as ours would'
+                           % (label, positions[0], where(table_name, outcome), outcome.target.lower()))
+        elif above and outcome.target in _walk.TERMINAL:
             causes.append(('Above our jump in %s, %s %ss this forward\'s packets.'
                            % (label, where(table_name, outcome), outcome.target.lower()),
                            '%s: it moves the jump back to the top (or delete that rule).' % RUN_EXPOSE.capitalize()))
@@ -377,96 +493,170 @@ def counted(table, rule):
     return counts[rule[1] - 1] if len(counts) >= rule[1] else None
 
 
+def _stop_cause(table_name, outcome, port, dst, fwd, before):
+    return ('%s %ss %s to %s %s: the packet never reaches %s.'
+            % (where(table_name, outcome), outcome.target.lower(), port, dst, before, fwd.guest),
+            'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for %s above it.' % port)
+
+
+def _unfinished(table_name, chain, outcome, what=''):
+    return ('%sThe walk through %s %s could not finish: %s; the doctor cannot say whether the packet passes.'
+            % (what, table_name, chain, outcome.unfinished),
+            'Look at that chain with iptables-save -t %s (the kernel refuses loops in the rules it runs).' % table_name)
+
+
+def _harmful(table_name, chain, item, fwd):
+    """Would a rule passed over (an Outcome.uncertain item) keep the packet from the guest if it matched?"""
+    effect = item[5]
+    if table_name == 'nat' and chain == 'PREROUTING':
+        if effect == 'take':
+            rule = _walk.parsed(item[2])
+            return not (rule.target == 'DNAT' and destination(item[2])[0] == address_text(fwd.guest_ip))
+        return effect in ('stop', 'return')
+    if table_name == 'nat':
+        return False                    # POSTROUTING: the masquerade findings say what is missing
+    return effect == 'stop'
+
+
+def _doubts(fwd, trip_, port, what, details):
+    """Rules passed over on the way that could have stopped the packet: a match the doctor does not read is a
+    doubt (the verdict cannot be ok); one that depends on the client's address is noted in the details."""
+    doubts, some, count = [], [], 0
+    for table_name, chain, outcome in trip_.stages():
+        count += len(outcome.uncertain)
+        for item in outcome.uncertain:
+            if not _harmful(table_name, chain, item, fwd):
+                continue
+            text = '%s %s rule %d (%s)' % (table_name, item[0], item[1], item[2])
+            if item[4] == 'varies':
+                some.append(text)
+                continue
+            doubts.append(('%s%s was not evaluated (the doctor does not read %s): if it matches, it keeps %s from %s.'
+                           % (what, text, item[3], port, fwd.guest),
+                           'Check that rule by hand (iptables -t %s -L %s -v shows its counter), or narrow it so that '
+                           'it cannot take this forward\'s packets.' % (table_name, item[0])))
+    if some:
+        details.append('%sstops some clients: %s%s' % (what, some[0], ' and %d more' % (len(some) - 1) if len(some) > 1 else ''))
+    return doubts, count
+
+
 def _rules_findings(fwd, view, fam):
-    """What happens to the forward's packets, rule by rule: (findings [(cause, fix)], details)."""
-    nat, filt = fam.tables.get('nat'), fam.tables.get('filter')
-    outside = outside_packet(fwd, view)
-    public = '%s:%d' % (outside['dst'] or '?', fwd.host_ports.first)
+    """What happens to the forward's packets, table by table: (findings [(cause, fix)], details, doubts)."""
+    outside, hairpin = trips(fwd, view)
+    packet = outside.packet
     port = '%s/%d' % (fwd.proto, fwd.host_ports.first)
     guest = address_text(fwd.guest_ip)
     findings, details, scope = [], [], []
-    pre = walk(nat, 'PREROUTING', outside)
+    for table_name, chain, outcome in outside.arriving:
+        if outcome.unfinished:
+            return [], details, [_unfinished(table_name, chain, outcome)]
+        if outcome.stopped:
+            return [_stop_cause(table_name, outcome, port, packet['dst'], fwd, 'before any DNAT')], details, []
+        if outcome.untracked:
+            return [('%s exempts %s to %s from connection tracking: the nat table never sees an untracked packet, so '
+                     'no DNAT takes it.' % (where(table_name, outcome, outcome.untracked), port, packet['dst']),
+                     'Remove or narrow that NOTRACK rule (it is not kvmnet.nat\'s).')], details, []
+    pre = outside.pre
+    if pre.unfinished:
+        return [], details, [_unfinished('nat', 'PREROUTING', pre)]
     if pre.target == 'DNAT' and destination(pre.rule[2]) in ((guest, fwd.guest_ports.first), (guest, None)):
         details.append('DNAT: %s' % where('nat', pre))
-        if not _is_ours(pre.rule[2]) and not any(t[0] in ('-d', '--destination') for t in _walk.parse(pre.rule[2]).tests):
+        if not _is_ours(pre.rule[2]) and not any(t[0] in ('-d', '--destination') for t in _walk.parsed(pre.rule[2]).tests):
             scope.append(('The DNAT (%s) has no -d: it takes %s on every address of this host and from traffic '
-                          'routed through it, not only on %s.' % (where('nat', pre), port, outside['dst']),
-                          'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (outside['dst'], RUN_EXPOSE)))
+                          'routed through it, not only on %s.' % (where('nat', pre), port, packet['dst']),
+                          'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (packet['dst'], RUN_EXPOSE)))
     elif pre.target in ('DNAT', 'REDIRECT', 'NETMAP'):
         host, to_port = destination(pre.rule[2]) if pre.target == 'DNAT' else ('this host', None)
         findings.append(('%s to %s is sent to %s%s by %s, not to %s at %s.'
-                         % (port, outside['dst'], host, ':%d' % to_port if to_port else '', where('nat', pre),
+                         % (port, packet['dst'], host, ':%d' % to_port if to_port else '', where('nat', pre),
                             fwd.guest, guest),
                          'Remove or narrow that rule, then %s.' % RUN_EXPOSE))
-        return findings, details
+        return findings, details, []
     else:
         ended = 'the nat walk ends at %s' % where('nat', pre) if pre.rule else 'no rule in nat PREROUTING takes it'
-        findings.append(('No DNAT takes %s to %s (%s): the packet stays on this host.' % (port, outside['dst'], ended),
+        findings.append(('No DNAT takes %s to %s (%s): the packet stays on this host.' % (port, packet['dst'], ended),
                          '%s to write the DNAT.' % RUN_EXPOSE.capitalize()))
-        return findings, details
-    forwarded = after_dnat(fwd, view, outside)
-    fwd_walk = walk(filt, 'FORWARD', forwarded)
-    if fwd_walk.target == 'ACCEPT':
-        details.append('accept: %s' % (where('filter', fwd_walk) if fwd_walk.rule else 'FORWARD policy ACCEPT'))
-    elif fwd_walk.policy:
-        findings.append(('No rule in filter FORWARD accepts %s to %s %s and FORWARD\'s policy is %s.'
-                         % (fwd.proto, fwd.guest, guest, fwd_walk.target),
-                         '%s: it writes the accept above everything else.' % RUN_EXPOSE.capitalize()))
-    else:
-        accept = _first_accept_below(filt, forwarded, fwd_walk)
-        below = ' before the accept at filter %s rule %d (%s)' % accept if accept else ''
-        libvirt = 'LIBVIRT_' in (fwd_walk.rule[0] + fwd_walk.rule[2])
-        findings.append(('%s %ss %s to %s%s%s.' % (
-            where('filter', fwd_walk), fwd_walk.target.lower(), port, guest, below,
-            ' (libvirt\'s REJECT: an accept appended below it never matches)' if libvirt else ''),
-            '%s: its accept goes above libvirt\'s rules (or insert yours with iptables -I FORWARD 1).'
-            % RUN_EXPOSE.capitalize()))
-    post = walk(nat, 'POSTROUTING', forwarded)
+        return findings, details, _doubts(fwd, outside, port, '', details)[0]
+    if outside.after is None:           # a DNAT to this guest with another port: nothing was walked after it
+        after = after_dnat(fwd, view, packet)
+        outside.forwarded = [(t, c, walk_in(view, fwd.family, t, c, after)) for t, c in FORWARDED]
+        outside.after, outside.post = after, walk_in(view, fwd.family, 'nat', 'POSTROUTING', after)
+    forwarded = outside.after
+    for table_name, chain, outcome in outside.forwarded:
+        if outcome.unfinished:
+            return findings, details, [_unfinished(table_name, chain, outcome)]
+        if table_name == 'filter':
+            if outcome.target == 'ACCEPT':
+                details.append('accept: %s' % (where('filter', outcome) if outcome.rule else 'FORWARD policy ACCEPT'))
+                continue
+            findings.append(_filter_stop(fwd, view, forwarded, outcome, port, guest))
+            break
+        if outcome.stopped:
+            findings.append(_stop_cause(table_name, outcome, port, guest, fwd, 'after the DNAT'))
+            break
+    post = outside.post
     masqueraded = post.target in ('MASQUERADE', 'SNAT')
     if masqueraded:
         details.append('masquerade: %s' % where('nat', post))
     if fwd.masquerade == 'always' and not masqueraded:
         findings.append(('masquerade: always, but no MASQUERADE or SNAT applies to %s to %s: the guest answers '
                          'through its own gateway.' % (port, guest), '%s to write it.' % RUN_EXPOSE.capitalize()))
-    findings.extend(_hairpin_findings(fwd, view, nat, details))
+    findings.extend(_hairpin_findings(fwd, hairpin, details))
     findings.extend(scope)
     findings.extend(_declaration_findings(fwd, view, fam))
-    uncertain = pre.uncertain + fwd_walk.uncertain
-    if uncertain:
-        first = uncertain[0]
-        details.append('%d rule(s) not evaluated (first: %s rule %d uses %s)' % (len(uncertain), first[0], first[1], first[3]))
-    return findings, details
+    doubts, count = _doubts(fwd, outside, port, '', details)
+    if hairpin is not None and hairpin.after is not None and fwd.masquerade != 'never':
+        doubts.extend(_doubts(fwd, hairpin, port, 'hairpin: ', details)[0])
+    if count:
+        first = next(item for _t, _c, outcome in outside.stages() for item in outcome.uncertain)
+        details.append('%d rule(s) not evaluated (first: %s rule %d uses %s)' % (count, first[0], first[1], first[3]))
+    return findings, details, doubts
 
 
-def _first_accept_below(filt, packet, outcome):
+def _filter_stop(fwd, view, forwarded, outcome, port, guest):
+    if outcome.policy:
+        return ('No rule in filter FORWARD accepts %s to %s %s and FORWARD\'s policy is %s.'
+                % (fwd.proto, fwd.guest, guest, outcome.target),
+                '%s: it writes the accept above everything else.' % RUN_EXPOSE.capitalize())
+    accept = _first_accept_below(view, fwd.family, forwarded, outcome)
+    below = ' before the accept at filter %s rule %d (%s)' % accept if accept else ''
+    libvirt = 'LIBVIRT_' in (outcome.rule[0] + outcome.rule[2])
+    return ('%s %ss %s to %s%s%s.' % (
+        where('filter', outcome), outcome.target.lower(), port, guest, below,
+        ' (libvirt\'s REJECT: an accept appended below it never matches)' if libvirt else ''),
+        '%s: its accept goes above libvirt\'s rules (or insert yours with iptables -I FORWARD 1).'
+        % RUN_EXPOSE.capitalize())
+
+
+def _first_accept_below(view, family, packet, outcome):
     """The accept the packet would have met had the rules that stopped it not been there (a hand-made
     accept appended below libvirt's REJECT), as (chain, index, spec), or None."""
-    if filt is None or outcome.rule is None:
+    rules = ruleset(view, family, 'filter')
+    if rules is None or outcome.rule is None:
         return None
-    chains = {name: list(rules) for name, rules in filt.rules.items()}
-    policies = {name: policy for name, policy in filt.chains.items() if policy != '-'}
-    current = outcome
+    skip, current = set(), outcome
     for _attempt in range(16):
-        chain, index, _spec = current.rule
-        chains[chain][index - 1] = '-m comment --comment "passed over by the doctor"'
-        current = _walk.walk(chains, 'FORWARD', packet, policies)
-        if current.rule is None:
+        skip.add(current.rule[:2])
+        current = _walk.walk(rules, 'FORWARD', packet, skip=skip)
+        if current.rule is None or current.unfinished:
             return None
         if current.target == 'ACCEPT':
             return current.rule
     return None
 
 
-def _hairpin_findings(fwd, view, nat, details):
-    if fwd.masquerade == 'never':
-        return []
-    packet = hairpin_packet(fwd, view)
-    if packet is None:
-        return []
-    pre = walk(nat, 'PREROUTING', packet)
-    if pre.target != 'DNAT' or destination(pre.rule[2])[0] != address_text(fwd.guest_ip):
+def _hairpin_findings(fwd, hairpin, details):
+    if fwd.masquerade == 'never' or hairpin is None or hairpin.after is None:
         return []       # guests reaching the public address are not DNATed: nothing to answer for
-    post = walk(nat, 'POSTROUTING', after_dnat(fwd, view, packet))
+    packet = hairpin.packet
+    for table_name, chain, outcome in hairpin.arriving + hairpin.forwarded:
+        if outcome.stopped:
+            return [('Hairpin traffic stops: guests on %s that connect to %s:%d %s %s at %s (%s %ss them).'
+                     % (fwd.guest_network, packet['dst'], fwd.host_ports.first,
+                        'are DNATed to' if (table_name, chain) in FORWARDED else 'are meant for', fwd.guest,
+                        address_text(fwd.guest_ip), where(table_name, outcome), outcome.target.lower()),
+                     'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for them above it.')]
+    post = hairpin.post
     if post.target in ('MASQUERADE', 'SNAT'):
         details.append('hairpin: %s' % where('nat', post))
         return []
@@ -477,12 +667,21 @@ def _hairpin_findings(fwd, view, nat, details):
              % (RUN_EXPOSE, fwd.guest_network, address_text(fwd.guest_ip)))]
 
 
+def _live_ours(view, fam):
+    """{table: set of the specs in our chains}, made once per run."""
+    key = ('live', fam.family, id(fam))
+    if key not in view.memo:
+        view.memo[key] = {table_name: {spec for chain, rules in table.rules.items()
+                                       if _render.owned(chain, view.prefix, table_name) for spec in rules}
+                          for table_name, table in fam.tables.items()}
+    return view.memo[key]
+
+
 def _declaration_findings(fwd, view, fam):
     """kvmnet.nat's own rules for the forward, against its declaration."""
-    if not fam.owned(view.prefix):
+    if not owned(view, fam):
         return []
-    live = {table_name: {spec for chain, rules in table.rules.items() if _render.owned(chain, view.prefix, table_name)
-                         for spec in rules} for table_name, table in fam.tables.items()}
+    live = _live_ours(view, fam)
     wanted = [('nat', s, 'DNAT') for s in _render.render_dnat(fwd)] + [('filter', _render.render_accept(fwd), 'accept')] + \
              [('nat', s, 'MASQUERADE') for s in _render.render_masquerade(fwd)]
     missing = [what for table_name, spec, what in wanted if spec not in live.get(table_name, set())]
@@ -495,12 +694,20 @@ def _declaration_findings(fwd, view, fam):
 
 def check_rules(fwd, view):
     fam = view.families[fwd.family]
-    findings, details = _rules_findings(fwd, view, fam)
-    return Check(not findings, '; '.join(details) or 'no rule takes it', findings)
+    findings, details, doubts = _rules_findings(fwd, view, fam)
+    return Check(False if findings else (None if doubts else True), '; '.join(details) or 'no rule takes it',
+                 findings, doubts)
 
 
 def _saved_lines(text):
     return [line for line in text.splitlines() if line and not line.startswith('#')]
+
+
+def _once(view, key, make):
+    """``make()``, made once per run for ``key`` (what every forward of a run shares)."""
+    if key not in view.memo:
+        view.memo[key] = make()
+    return view.memo[key]
 
 
 def _saved_state(view, family):
@@ -528,13 +735,16 @@ def check_saved(fwd, view):
     fields, saved, expected, wanted = _saved_state(view, fwd.family)
     if not fields['valid']:
         return _fail('%s: checksum does not match' % fam.saved_path,
-                     '%s was edited or damaged (its checksum does not match): kvmnet-nat-restore refuses it, so a '
-                     'reboot restores none of the forwards.' % fam.saved_path,
+                     '%s was edited, cut short or damaged (its checksum does not match): kvmnet-nat-restore refuses '
+                     'it, so neither a reboot nor the libvirt hook restores any of the forwards (the hook logs it to the '
+                     'journal, tag kvmnet-nat-hook).' % fam.saved_path,
                      '%s: it writes the file again.' % RUN_EXPOSE.capitalize())
-    if expected is not None and fam.saved_text == expected:
+    if expected is not None and _once(view, ('saved equal', fam.saved_text, id(expected)), lambda: fam.saved_text == expected):
         return Check(True, '%s matches the declared forwards' % fam.saved_path)
     mine = _render.render_dnat(fwd) + [_render.render_accept(fwd)]
-    absent = [spec for spec in mine if not any(line.endswith(' ' + spec) for line in saved)]
+    specs = _once(view, ('saved specs', fam.saved_text), lambda: {line.split(' ', 2)[2] for line in saved
+                                                                  if line.startswith('-A ') and line.count(' ') >= 2})
+    absent = [spec for spec in mine if spec not in specs]
     stale, lacking = len(saved - wanted), len(wanted - saved)
     if absent:
         cause = ('%s does not hold this forward: a reboot (or libvirt\'s hook) would restore the rules without it.'
@@ -549,11 +759,11 @@ def check_saved(fwd, view):
 def check_counters(fwd, view):
     fam = view.families[fwd.family]
     nat, filt = fam.tables.get('nat'), fam.tables.get('filter')
-    outside = outside_packet(fwd, view)
-    pre = walk(nat, 'PREROUTING', outside)
+    outside = trips(fwd, view)[0]
+    pre = outside.pre
     dnat = counted(nat, pre.rule) if pre.target == 'DNAT' else None
-    accept_walk = walk(filt, 'FORWARD', after_dnat(fwd, view, outside))
-    accept = counted(filt, accept_walk.rule) if accept_walk.target == 'ACCEPT' else None
+    accept_walk = next((outcome for t, _c, outcome in outside.forwarded if t == 'filter'), None)
+    accept = counted(filt, accept_walk.rule) if accept_walk is not None and accept_walk.target == 'ACCEPT' else None
     seen = 'DNAT %s, FORWARD accept %s packet(s) since the rules were made' % (
         '-' if dnat is None else dnat, '-' if accept is None else accept)
     probe = view.probes.get(fwd.label)
@@ -698,16 +908,18 @@ CHECK_FUNCTIONS = {'forwarding': check_forwarding, 'layout': check_layout, 'jump
 
 def diagnose(fwd, view):
     """One forward: every check, and the verdict (the first failing check's first cause)."""
-    checks, causes = {}, []
+    checks, causes, doubts = {}, [], []
     for name in CHECKS:
         result = CHECK_FUNCTIONS[name](fwd, view)
         checks[name] = {'ok': result.ok, 'detail': result.detail}
         causes.extend({'check': name, 'cause': cause, 'fix': fix} for cause, fix in result.causes)
-    first = causes[0] if causes else None
+        doubts.extend({'check': name, 'cause': cause, 'fix': fix, 'unknown': True} for cause, fix in result.doubts)
+    first = (causes + doubts)[0] if causes or doubts else None
+    verdict_ = 'broken' if causes else 'unknown' if doubts else 'ok'
     return {'label': fwd.label, 'guest': fwd.guest, 'guest_ip': address_text(fwd.guest_ip), 'proto': fwd.proto,
             'host_port': str(fwd.host_ports), 'guest_port': str(fwd.guest_ports), 'checks': checks,
-            'verdict': 'broken' if first else 'ok', 'failed': first['check'] if first else None,
-            'cause': first['cause'] if first else None, 'fix': first['fix'] if first else None, 'causes': causes}
+            'verdict': verdict_, 'failed': first['check'] if first else None,
+            'cause': first['cause'] if first else None, 'fix': first['fix'] if first else None, 'causes': causes + doubts}
 
 
 def unresolved(guest, label, reason):
@@ -724,12 +936,13 @@ def table(results):
     """The console table: one row per forward, a column per check, the verdict; then the causes."""
     heads = ['forward'] + list(CHECKS) + ['verdict']
     rows = [[r['label']] + [MARKS[r['checks'][name]['ok']] for name in CHECKS] +
-            ['ok' if r['verdict'] == 'ok' else 'broken (%s)' % r['failed']] for r in results]
+            ['ok' if r['verdict'] == 'ok' else '%s (%s)' % (r['verdict'], r['failed'])] for r in results]
     widths = [max(len(row[i]) for row in [heads] + rows) for i in range(len(heads))]
     lines = ['  '.join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [heads] + rows]
     for r in results:
         for item in r['causes']:
-            lines.append('%s [%s]: %s Fix: %s' % (r['label'], item['check'], item['cause'], item['fix']))
+            check = item['check'] + (', unknown' if item.get('unknown') else '')
+            lines.append('%s [%s]: %s Fix: %s' % (r['label'], check, item['cause'], item['fix']))
     return lines
 
 

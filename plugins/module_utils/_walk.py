@@ -14,17 +14,27 @@ A packet is a dict. Keys (all optional; a missing value makes the tests that nee
 be in (a client outside this host is in none of its networks); ``sport``, ``dport``; ``iface`` and
 ``oface`` (in and out interface, ``''`` when there is none); ``local``: the destination is an address
 of this host; ``states``: conntrack states (default ``('NEW',)``, a DNATed first packet has
-``('NEW', 'DNAT')``); ``origdst``, ``origdstport``, ``replsrc``: its conntrack entry.
+``('NEW', 'DNAT')``); ``origdst``, ``origdstport``, ``replsrc``: its conntrack entry; ``varies``:
+the keys whose value depends on which client sends the packet (``('src', 'sport')`` for any client).
 
 A test is True, False or None (cannot tell: an option this walker does not evaluate, or a value the
 packet does not give). A rule matches when every test is True; a rule with a False test never does;
-a rule that could match only through None tests is passed over and reported as uncertain.
+a rule that could match only through None tests is passed over and reported as uncertain, with what
+it would do if it matched (its ``effect``) and whether it is only the client's values that are not
+known (``varies``) or a match this walker does not read (``unknown``).
+
+A ruleset is walked through a Ruleset: every rule parsed once, and in long chains the rules indexed
+by destination port and address so that a walk tests only the rules that can match the packet. A
+walk is a loop with an explicit stack: a loop in the rules, chains nested too deep or a walk longer
+than ``limit`` rules end it with ``unfinished`` set, never with an exception.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import ipaddress
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -36,6 +46,9 @@ CONTINUE = frozenset(('LOG', 'NFLOG', 'ULOG', 'MARK', 'CONNMARK', 'CHECKSUM', 'T
                       'DSCP', 'TOS', 'TTL', 'HL', 'AUDIT', 'SECMARK', 'CONNSECMARK', 'TEE', 'NOTRACK', 'IDLETIMER',
                       'LED', 'SET', 'HMARK', 'RATEEST', 'TPROXY'))
 STOPS = frozenset(('DROP', 'REJECT'))
+LIMIT = 1000000         # rules a walk may pass before it gives up (no real ruleset comes near)
+MAX_DEPTH = 64          # chains a walk may be nested in (iptables-nft allows 16)
+_INDEX_FROM = 16        # chains this long are indexed by destination port and address
 
 _NO_VALUE = frozenset(('--syn', '-f', '--fragment', '--rcheck', '--update', '--set', '--remove', '--rttl',
                        '--rsource', '--rdest', '--limit-iface-in', '--limit-iface-out', '--physdev-is-in',
@@ -50,6 +63,15 @@ class Rule:
     how: str | None       # '-j', '-g' or None (a rule without a target only counts packets)
     target: str | None
     target_args: tuple    # the words after the target (--to-destination ..., --reject-with ...)
+    checks: tuple | None = field(default=None, compare=False, repr=False)   # (option, function, packet key, negated)
+    keys: tuple = field(default=(), compare=False)   # ('dport' | 'origdstport' | 'dst', value) a match needs: the index
+
+    def compiled(self):
+        """The tests as functions of a prepared packet, made the first time the rule is evaluated."""
+        if self.checks is None:
+            object.__setattr__(self, 'checks', tuple((option,) + _compile(option, value) + (negated,)
+                                                     for option, value, negated in self.tests))
+        return self.checks
 
     def target_option(self, name):
         args = self.target_args
@@ -58,27 +80,42 @@ class Rule:
                 return args[i + 1]
         return None
 
+    @property
+    def untracks(self):
+        """The rule exempts the packet from connection tracking (raw table): no nat table sees it."""
+        return self.target == 'NOTRACK' or (self.target == 'CT' and '--notrack' in self.target_args)
+
 
 @dataclass
 class Outcome:
     """Where the walk ended: ``target`` (a terminal target, a built-in chain's policy, or None when
     it left a user chain it started in); ``rule``: (chain, index from 1, spec) of the rule that ended
     it, None for a policy; ``path``: the rules taken on the way, jumps included, as (chain, index,
-    spec); ``uncertain``: the rules passed over because a test could not be evaluated; ``tested``:
-    how many rules the packet was tested against."""
+    spec); ``uncertain``: the rules passed over because a test could not be evaluated, as (chain,
+    index, spec, option, kind, effect), kind 'unknown' or 'varies', effect 'stop', 'take', 'return'
+    or 'pass' (what the rule would do to the packet if it matched); ``tested``: how many rules the
+    packet was tested against; ``unfinished``: why the walk could not be finished ('' when it was);
+    ``untracked``: the rule that exempted the packet from connection tracking, if one did."""
     target: str | None
     rule: tuple | None = None
     path: list = field(default_factory=list)
     uncertain: list = field(default_factory=list)
     tested: int = 0
     policy: bool = False
+    unfinished: str = ''
+    untracked: tuple | None = None
 
     @property
     def stopped(self):
         return self.target in STOPS
 
 
+_TOKEN = re.compile(r'"([^"]*)"|(\S+)')
+
+
 def _words(spec):
+    if '\\' not in spec and "'" not in spec:        # what iptables-save prints: only double quotes, no escapes
+        return [m.group(1) if m.group(2) is None else m.group(2) for m in _TOKEN.finditer(spec)]
     try:
         return shlex.split(spec)
     except ValueError:
@@ -99,7 +136,6 @@ def _target_index(words):
     return len(words)
 
 
-@functools.lru_cache(maxsize=4096)
 def parse(spec):
     """One rule spec -> Rule. The target is found first, so a match this walker reads wrongly can make
     a test unknown but never hide the rule's target."""
@@ -130,56 +166,97 @@ def parse(spec):
             tests.append((word, words[i + 1] if i + 1 < end else None, negate))
             i += 2
         negate = False
-    return Rule(tuple(tests), how, target, tuple(words[end + 2:]))
+    return Rule(tuple(tests), how, target, tuple(words[end + 2:]), None, _index_keys(tests))
 
 
-@functools.lru_cache(maxsize=4096)
-def _network(text):
-    return ipaddress.ip_network(text, strict=False)
+# for walks over plain {chain: [spec]} dicts (the tests) and the few rules the doctor reads again (a DNAT's
+# destination): a Ruleset parses each of its rules once and does not use it
+parsed = functools.lru_cache(maxsize=16384)(parse)
 
 
-def _address_test(value, text, outside=()):
-    """Is the address ``value`` in the network ``text``? ``outside``: networks known not to hold it."""
+_KEY_OPTIONS = {'--dport': 'dport', '--destination-port': 'dport', '--ctorigdstport': 'origdstport',
+                '-d': 'dst', '--destination': 'dst'}
+
+
+def _index_keys(tests):
+    """The values a packet must have for the rule to match: one port, or one address (a /32 or /128)."""
+    keys = []
+    for option, value, negated in tests:
+        kind = _KEY_OPTIONS.get(option)
+        if kind is None or negated or not value:
+            continue
+        if kind != 'dst':
+            if value.isdigit():
+                keys.append((kind, int(value)))
+            continue
+        found = network(value)
+        if found is not None and found[3] == (32 if found[0] == 4 else 128):
+            keys.append((kind, found[:2]))
+    return tuple(keys)
+
+# ---------------------------------------------------------------- the tests, compiled once per rule
+
+
+@functools.lru_cache(maxsize=65536)
+def network(text):
+    """(version, network as int, netmask as int, prefix length) of an address or network, or None."""
+    head, _sep, tail = text.partition('/')
+    parts = head.split('.')
+    if len(parts) == 4 and all(part.isdigit() and len(part) <= 3 for part in parts) and (not tail or tail.isdigit()):
+        value = (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+        plen = int(tail) if tail else 32
+        if max(int(part) for part in parts) <= 255 and plen <= 32:
+            mask = (0xffffffff << (32 - plen)) & 0xffffffff
+            return 4, value & mask, mask, plen
     try:
-        net = _network(text)
-    except ValueError:
+        net = ipaddress.ip_network(text, strict=False)
+    except (ValueError, TypeError):
         return None
-    if value is None:
-        if net.prefixlen == 0:
-            return True
-        if any(net.version == o.version and net.subnet_of(o) for o in outside):
-            return False
-        return None
-    ip = ipaddress.ip_address(value)
-    return ip.version == net.version and ip in net
+    return net.version, int(net.network_address), int(net.netmask), net.prefixlen
 
 
-def _port_test(text, port):
-    """``text``: ``80``, ``80:90`` or a multiport list ``80,443,1000:2000``."""
-    if port is None:
-        return None
-    for item in text.split(','):
+def _address_check(key, text):
+    found = network(text) if isinstance(text, str) else None
+    if found is None:
+        return _unknown
+    version, base, mask, plen = found
+    outside = key == 'src'
+
+    def check(p):
+        ip = p['_ip'].get(key)
+        if ip is None:
+            if plen == 0:
+                return True
+            if outside and any(o[0] == version and o[3] <= plen and (base & o[2]) == o[1] for o in p['_outside']):
+                return False
+            return None
+        return ip[0] == version and (ip[1] & mask) == base
+    return check
+
+
+def _port_check(key, text):
+    ranges = []
+    for item in (text or '').split(','):
         first, _sep, last = item.partition(':')
         try:
-            if int(first or 0) <= port <= int(last or first or 65535):
-                return True
+            ranges.append((int(first or 0), int(last or first or 65535)))
         except ValueError:
+            return _unknown
+
+    def check(p):
+        port = p.get(key)
+        if port is None:
             return None
-    return False
+        return any(lo <= port <= hi for lo, hi in ranges)
+    return check
 
 
-def _iface_test(name, value):
-    if name is None:
-        return None
-    return name.startswith(value[:-1]) if value.endswith('+') else name == value
+def _unknown(_p):
+    return None
 
 
-def _proto_test(proto, value):
-    if value == 'all' or value == '0':
-        return True
-    if proto is None:
-        return None
-    return proto == _PROTOCOL_NUMBERS.get(value, value)
+def _always(_p):
+    return True
 
 
 def _tcp_flags(packet, masks):
@@ -191,11 +268,46 @@ def _tcp_flags(packet, masks):
     return (flags & mask) == compare
 
 
-def _types_test(local, value):
-    if local is None:
-        return None
-    types = {'LOCAL', 'UNICAST'} if local else {'UNICAST'}
-    return bool(types & set(value.split(',')))
+def _types_check(key, value):
+    wanted = set((value or '').split(','))
+
+    def check(p):
+        local = p.get(key)
+        if local is None:
+            return None
+        return bool(({'LOCAL', 'UNICAST'} if local else {'UNICAST'}) & wanted)
+    return check
+
+
+def _iface_check(key, value):
+    value = value or ''
+    prefix = value[:-1] if value.endswith('+') else None
+
+    def check(p):
+        name = p.get(key)
+        if name is None:
+            return None
+        return name.startswith(prefix) if prefix is not None else name == value
+    return check
+
+
+def _proto_check(value):
+    if value in ('all', '0'):
+        return _always
+    wanted = _PROTOCOL_NUMBERS.get(value, value)
+
+    def check(p):
+        proto = p.get('proto')
+        return None if proto is None else proto == wanted
+    return check
+
+
+def _set_check(key, value, default):
+    wanted = frozenset((value or '').split(','))
+
+    def check(p):
+        return bool(wanted.intersection(p.get(key, default)))
+    return check
 
 
 _ADDRESS_KEYS = {'-s': 'src', '--source': 'src', '-d': 'dst', '--destination': 'dst',
@@ -205,95 +317,237 @@ _PORT_KEYS = {'--dport': 'dport', '--destination-port': 'dport', '--sport': 'spo
               '--ctorigdstport': 'origdstport', '--ctorigsrcport': 'sport', '--ctrepldstport': 'sport'}
 
 
+def _compile(option, value):
+    """(function(prepared packet) -> True, False or None, the packet key it reads or None)."""
+    if option in _ADDRESS_KEYS:
+        return _address_check(_ADDRESS_KEYS[option], value), _ADDRESS_KEYS[option]
+    if option in _PORT_KEYS:
+        return _port_check(_PORT_KEYS[option], value), _PORT_KEYS[option]
+    if option in ('-i', '--in-interface'):
+        return _iface_check('iface', value), 'iface'
+    if option in ('-o', '--out-interface'):
+        return _iface_check('oface', value), 'oface'
+    if option in ('-p', '--protocol', '--ctproto'):
+        return _proto_check(value), 'proto'
+    if option in ('--ctstate', '--state'):
+        return _set_check('states', value, ('NEW',)), None
+    if option == '--ctstatus':
+        return _set_check('ctstatus', value, ('NONE',)), None
+    if option == '--dst-type':
+        return _types_check('local', value), None
+    if option == '--src-type':
+        return _types_check('src_local', value), None
+    if option in ('--comment', '--limit-iface-in', '--limit-iface-out'):
+        return _always, None
+    if option == '--syn':
+        return (lambda p: 'NEW' in p['states'] if 'states' in p else None), None
+    if option == '--tcp-flags':
+        return (lambda p: _tcp_flags(p, value)), None
+    return _unknown, None
+
+
+def prepare(packet):
+    """The packet with its addresses read once (the walker's own keys start with ``_``)."""
+    if '_ip' in packet:
+        return packet
+    p = dict(packet)
+    ips = {}
+    for key in ('src', 'dst', 'origdst', 'replsrc'):
+        found = network(packet[key]) if isinstance(packet.get(key), str) and '/' not in packet[key] else None
+        if found is not None:
+            ips[key] = found[:2]
+    p['_ip'] = ips
+    p['_outside'] = tuple((n.version, int(n.network_address), int(n.netmask), n.prefixlen)
+                          for n in packet.get('src_outside', ()))
+    p['_varies'] = frozenset(packet.get('varies', ()))
+    return p
+
+
 def test(option, value, packet):
     """One test of a rule against the packet: True, False or None (cannot tell)."""
-    if option in _ADDRESS_KEYS:
-        key = _ADDRESS_KEYS[option]
-        outside = packet.get('src_outside', ()) if key == 'src' else ()
-        return _address_test(packet.get(key), value, outside)
-    if option in _PORT_KEYS:
-        return _port_test(value, packet.get(_PORT_KEYS[option]))
-    if option in ('-i', '--in-interface'):
-        return _iface_test(packet.get('iface'), value)
-    if option in ('-o', '--out-interface'):
-        return _iface_test(packet.get('oface'), value)
-    if option in ('-p', '--protocol', '--ctproto'):
-        return _proto_test(packet.get('proto'), value)
-    if option in ('--ctstate', '--state'):
-        return bool(set(value.split(',')) & set(packet.get('states', ('NEW',))))
-    if option == '--ctstatus':
-        return bool(set(value.split(',')) & set(packet.get('ctstatus', ('NONE',))))
-    if option == '--dst-type':
-        return _types_test(packet.get('local'), value)
-    if option == '--src-type':
-        return _types_test(packet.get('src_local'), value)
-    if option in ('--comment', '--limit-iface-in', '--limit-iface-out'):
-        return True
-    if option == '--syn':
-        return 'NEW' in packet['states'] if 'states' in packet else None
-    if option == '--tcp-flags':
-        return _tcp_flags(packet, value)
-    return None
+    return _compile(option, value)[0](prepare(packet))
+
+
+def _evaluate(rule, p):
+    """(True, False or None, the first option that could not be evaluated, all of them only the client's)."""
+    unknown, varies = None, True
+    for option, check, key, negated in rule.checks if rule.checks is not None else rule.compiled():
+        result = check(p)
+        if result is None:
+            unknown = unknown or option
+            varies = varies and key is not None and key in p['_varies']
+            continue
+        if result == negated:
+            return False, None, False
+    return (True, None, False) if unknown is None else (None, unknown, varies)
 
 
 def evaluate(rule, packet):
     """(True, False or None, the first option that could not be evaluated)."""
-    unknown = None
-    for option, value, negated in rule.tests:
-        result = test(option, value, packet)
-        if result is None:
-            unknown = unknown or option
-            continue
-        if result == negated:
-            return False, None
-    return (True, None) if unknown is None else (None, unknown)
+    return _evaluate(rule, prepare(packet))[:2]
+
+# ---------------------------------------------------------------- the ruleset, indexed once
 
 
-def walk(chains, start, packet, policies=None, limit=10000):
-    """Follow ``packet`` from chain ``start`` through ``chains`` ({name: [spec]}); an Outcome.
+class _Chain:
+    """A chain's rules, parsed; a long chain is indexed: each rule under the rarest value it needs (its
+    destination port, original destination port or destination address), or with the free rules."""
 
-    ``policies``: {built-in chain: policy}; the walk of a built-in chain that no rule ends ends in
-    its policy (``policy=True``). A walk that starts in a user chain and returns from it ends with
-    target None. ``-j`` into a chain returns after it, ``-g`` does not; RETURN leaves the chain.
+    def __init__(self, specs, parser):
+        self.specs = specs
+        self.rules = [parser(spec) for spec in specs]
+        self.indexed = len(specs) >= _INDEX_FROM
+        if not self.indexed:
+            return
+        counts = {}
+        for rule in self.rules:
+            for key in rule.keys:
+                counts[key] = counts.get(key, 0) + 1
+        self.free, self.by = [], {kind: {} for kind in ('dport', 'origdstport', 'dst')}
+        self.all = {kind: [] for kind in self.by}
+        for i, rule in enumerate(self.rules):
+            if not rule.keys:
+                self.free.append(i)
+                continue
+            kind, value = min(rule.keys, key=counts.get)
+            self.by[kind].setdefault(value, []).append(i)
+            self.all[kind].append(i)
+
+    def candidates(self, p):
+        """Rule indexes (in order) that can match the packet, or None for all of them."""
+        if not self.indexed:
+            return None
+        lists = [self.free] if self.free else []
+        for kind, values in self.by.items():
+            if not values:
+                continue
+            have = p['_ip'].get(kind) if kind == 'dst' else p.get(kind)
+            found = self.all[kind] if have is None else values.get(have)
+            if found:
+                lists.append(found)
+        if len(lists) <= 1:
+            return lists[0] if lists else []
+        return list(heapq.merge(*lists))
+
+
+class Ruleset:
+    """One table: ``rules`` {chain: [spec]} and ``policies`` {built-in chain: policy}; every rule is parsed
+    once, when its chain is first entered."""
+
+    def __init__(self, rules, policies=None, parser=parse):
+        self.specs = rules
+        self.policies = dict(policies or {})
+        self._parser = parser
+        self._chains = {}
+
+    def chain(self, name):
+        found = self._chains.get(name)
+        if found is None and name in self.specs:
+            found = self._chains[name] = _Chain(self.specs[name], self._parser)
+        return found
+
+
+def _effect(ruleset, rule, p, depth):
+    """What a rule passed over would do to the packet if it matched: 'stop', 'take', 'return' or 'pass'."""
+    target = rule.target
+    if target in STOPS:
+        return 'stop'
+    if target in TERMINAL:
+        return 'take'
+    if target == 'RETURN':
+        return 'return'
+    if ruleset.chain(target) is None or depth >= MAX_DEPTH:
+        return 'stop'                       # a target this walker does not know: it may drop
+    inner = walk(ruleset, target, p, {}, _depth=depth + 1)
+    if inner.unfinished or inner.stopped or any(u[5] == 'stop' for u in inner.uncertain):
+        return 'stop'
+    return 'take' if inner.target in TERMINAL else 'pass'
+
+
+def walk(chains, start, packet, policies=None, limit=LIMIT, skip=(), _depth=0):
+    """Follow ``packet`` from chain ``start`` through ``chains`` (a Ruleset, or {name: [spec]}); an Outcome.
+
+    ``policies``: {built-in chain: policy} (a Ruleset's own by default); the walk of a built-in chain
+    that no rule ends ends in its policy (``policy=True``). A walk that starts in a user chain and
+    returns from it ends with target None. ``-j`` into a chain returns after it, ``-g`` does not;
+    RETURN leaves the chain. ``skip``: (chain, index from 1) of rules to pass over as if absent.
     """
-    policies = policies or {}
+    ruleset = chains if isinstance(chains, Ruleset) else Ruleset(chains, policies, parsed)
+    policies = ruleset.policies if policies is None else policies
+    p = prepare(packet)
     out = Outcome(None)
-    stack = []                      # (chain, next index) to return to after a -j
-    chain, index = start, 0
+    frames = []                         # (chain name, chain, candidates, position, next index, depth of active)
+    active = [start]                    # the chains entered since the walk began, for loops
+    name, chain = start, ruleset.chain(start)
+    cands = chain.candidates(p) if chain else None
+    pos = nxt = 0
     while True:
-        rules = chains.get(chain, [])
-        if index >= len(rules):
-            if not stack:
+        size = len(chain.specs) if chain else 0
+        if cands is None:
+            index = nxt if nxt < size else None
+        else:
+            while pos < len(cands) and cands[pos] < nxt:
+                pos += 1
+            index = cands[pos] if pos < len(cands) else None
+        if index is None:
+            out.tested += size - min(nxt, size)
+            if not frames:
                 if start in policies:
                     out.target, out.policy = policies[start], True
                 return out
-            chain, index = stack.pop()
+            name, chain, cands, pos, nxt, height = frames.pop()
+            del active[height:]
             continue
-        out.tested += 1
-        if out.tested >= limit:
-            raise ValueError('the walk through %s passed %d rules: a loop in the rules' % (start, limit))
-        spec = rules[index]
-        rule = parse(spec)
-        matched, unknown = evaluate(rule, packet)
-        here = (chain, index + 1, spec)
-        if matched is None and rule.target not in CONTINUE and rule.target is not None:
-            out.uncertain.append(here + (unknown,))
-        if not matched or rule.target is None or rule.target in CONTINUE:
-            index += 1
+        out.tested += index - nxt + 1
+        nxt = index + 1
+        if out.tested > limit:
+            out.unfinished = 'the walk from %s passed %d rules without an end (a loop in the rules?)' % (start, limit)
+            return out
+        here = (name, index + 1, chain.specs[index])
+        if skip and here[:2] in skip:
             continue
-        if rule.target in TERMINAL:
-            out.target, out.rule = rule.target, here
+        rule = chain.rules[index]
+        target = rule.target
+        matched, unknown, varies = _evaluate(rule, p)
+        if matched is None:
+            if target is not None and target not in CONTINUE:
+                out.uncertain.append(here + (unknown, 'varies' if varies else 'unknown',
+                                             _effect(ruleset, rule, p, _depth + len(active))))
+            continue
+        if not matched or target is None:
+            continue
+        if target in CONTINUE:
+            if rule.untracks and out.untracked is None:
+                out.untracked = here
+            continue
+        if target in TERMINAL:
+            out.target, out.rule = target, here
             out.path.append(here)
             return out
-        if rule.target == 'RETURN':
-            out.path.append(here)
-            if not stack:
+        out.path.append(here)
+        if target == 'RETURN':
+            if not frames:
                 if start in policies:
                     out.target, out.policy = policies[start], True
                 return out
-            chain, index = stack.pop()
+            name, chain, cands, pos, nxt, height = frames.pop()
+            del active[height:]
             continue
-        out.path.append(here)
+        inner = ruleset.chain(target)
+        if inner is None:               # not a chain of this table, not a target this walker knows
+            out.path.pop()
+            out.uncertain.append(here + ('-j %s' % target, 'unknown', 'stop'))
+            continue
+        if target in active:
+            out.rule = here
+            out.unfinished = 'a loop in the rules: %s' % ' -> '.join(active + [target])
+            return out
+        if len(active) + _depth >= MAX_DEPTH:
+            out.rule = here
+            out.unfinished = 'chains nested more than %d deep at %s rule %d' % (MAX_DEPTH, name, index + 1)
+            return out
         if rule.how == '-j':
-            stack.append((chain, index + 1))
-        chain, index = rule.target, 0
+            frames.append((name, chain, cands, pos, nxt, len(active)))
+        active.append(target)
+        name, chain = target, inner
+        cands, pos, nxt = inner.candidates(p), 0, 0

@@ -21,9 +21,10 @@ description:
     (libvirt's nftables backend), Docker's FORWARD policy DROP (reported).
   - C(jumps) the collection's jump in nat C(PREROUTING), C(OUTPUT), C(POSTROUTING) and filter
     C(FORWARD), present, once and first; if not first, whether a rule above takes this forward's packets.
-  - C(rules) the forward's packets walked through the live ruleset as the kernel would (an outside
-    client's first packet in nat C(PREROUTING), the same packet after the DNAT in filter C(FORWARD) and
-    nat C(POSTROUTING), a hairpin packet from another guest of its network), the rule that takes or
+  - C(rules) the forward's packets walked through the live ruleset as the kernel would, every table in
+    the kernel's order (an outside client's first packet in raw, mangle and nat C(PREROUTING), the same
+    packet after the DNAT in mangle, filter and security C(FORWARD), mangle and nat C(POSTROUTING); a
+    hairpin packet from another guest of its network the same way), the table, chain and rule that takes or
     stops each, a DNAT to another address, an accept below libvirt's REJECT, a DNAT without C(-d), a
     missing MASQUERADE; and the collection's own rules against the declaration. Rules written by hand
     are diagnosed the same way.
@@ -103,7 +104,10 @@ options:
         description: For a UDP forward, a datagram to send to the guest port from this host (checks the guest).
         type: str
       expect:
-        description: For a UDP forward, a regular expression the guest's answer must match.
+        description:
+          - For a UDP forward, a Python regular expression that must be found in the guest's answer.
+          - Bounded as in M(kvmnet.nat.probe) - at most 256 characters, searched in the answer's first 512
+            characters, in a child process stopped after 1 second (a pattern that takes longer fails the check).
         type: str
   public_ip:
     description: The public IPv4 address. Default, the address of the default route.
@@ -152,7 +156,8 @@ notes:
     same moment can show a state half-way through a change. Run it again.
   - The walk evaluates the matches iptables-save prints for addresses, interfaces, protocols, ports,
     conntrack, state and address types. A rule with another match (an ipset, a mark, physdev) is passed
-    over and counted in the C(rules) detail as not evaluated.
+    over and counted in the C(rules) detail as not evaluated; if it could stop the packet, the verdict is
+    V(unknown) and names it, never V(ok).
 seealso:
   - module: kvmnet.nat.forwards
   - module: kvmnet.nat.probe
@@ -198,7 +203,9 @@ forwards:
       type: dict
       sample: {forwarding: {ok: true, detail: net.ipv4.ip_forward = 1}}
     verdict:
-      description: V(ok), or V(broken) when a check failed.
+      description:
+      - V(ok), V(broken) when a check failed, or V(unknown) when none failed but the doctor could not tell
+        (a rule on the way it cannot evaluate could stop the packet, or a walk it could not finish).
       type: str
     failed:
       description: The first failing check, or null.
@@ -257,7 +264,6 @@ changed:
 
 import json
 import os
-import re
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -271,6 +277,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _host
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
+from ansible_collections.kvmnet.nat.plugins.module_utils import _match
 from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
 from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
 from ansible_collections.kvmnet.nat.plugins.module_utils import _render
@@ -455,18 +462,37 @@ def _label(raw):
     return '%s %s/%s->%s' % (raw['guest'], raw.get('proto') or 'tcp', host, guest)
 
 
+def _fields(raw):
+    """(parsed fields, problems) of one forward by the engine's own rules (_forward), its guest_ip left out
+    when it has none: the doctor looks that up, and everything it prints is made from the parsed values."""
+    problems = _forward._Problems()
+    fields = _forward._parse_fields({k: v for k, v in raw.items() if k in FORWARD_KEYS}, problems)
+    if raw.get('guest_ip') in (None, ''):
+        problems = [p for p in problems if not p.startswith('guest_ip ')]
+    return fields, list(problems)
+
+
+def _parsed_label(raw):
+    fields = _fields(raw)[0]
+    return '%s %s/%s->%s' % (fields['guest'], fields['proto'], fields['host_ports'], fields['guest_ports'])
+
+
 def _address_from_rules(view, label):
-    """Where the collection's DNAT for this forward sends it, from the live rules."""
-    comment = '--comment "%s: %s"' % (_render.OWNER_TAG, label)
-    for fam in view.families.values():
-        nat = fam.tables.get('nat')
-        for chain, rules in (nat.rules.items() if nat else ()):
-            if not _render.owned(chain, view.prefix, 'nat'):
-                continue
-            for spec in rules:
-                if comment in spec and '-j DNAT' in spec:
-                    return _doctor.destination(spec)[0]
-    return None
+    """Where the collection's DNAT for this forward sends it, from the live rules (read once per run)."""
+    if 'dnat by label' not in view.memo:
+        found, opening = {}, '--comment "%s: ' % _render.OWNER_TAG
+        for fam in view.families.values():
+            nat = fam.tables.get('nat')
+            for chain, rules in (nat.rules.items() if nat else ()):
+                if not _render.owned(chain, view.prefix, 'nat'):
+                    continue
+                for spec in rules:
+                    start = spec.find(opening)
+                    end = spec.find('"', start + len(opening)) if start >= 0 else -1
+                    if end >= 0 and '-j DNAT' in spec:
+                        found.setdefault(spec[start + len(opening):end], _doctor.destination(spec)[0])
+        view.memo['dnat by label'] = found
+    return view.memo['dnat by label'].get(label)
 
 
 def _address_from_libvirt(view, guest):
@@ -483,7 +509,7 @@ def _resolve(module, view, raws):
         if raw.get('guest_ip'):
             complete.append(raw)
             continue
-        label = _label(raw) or '%s %s/%s' % (raw['guest'], raw.get('proto'), raw.get('host_port'))
+        label = _parsed_label(raw)
         ip = _address_from_rules(view, label) or _address_from_libvirt(view, raw['guest'])
         if ip:
             complete.append(dict(raw, guest_ip=ip))
@@ -528,8 +554,11 @@ def _answers(module, view, forwards, raws):
         answer, error = _connect.probe(ip, port, proto, send, timeout)
         if error:
             return (ip, proto, port), (False, error)
-        if expect and not re.search(expect, answer):
-            return (ip, proto, port), (False, 'answered %r, which does not match %r' % (answer, expect))
+        try:
+            if expect and not _match.search(expect, answer):
+                return (ip, proto, port), (False, 'answered %r, which does not match %r' % (answer, expect))
+        except _match.MatchTimeout as exc:
+            return (ip, proto, port), (False, 'answered %r; %s' % (answer, exc))
         return (ip, proto, port), (True, answer)
 
     if jobs:
@@ -579,17 +608,18 @@ def _check_params(module):
         problems.append('timeout %s must be between 0.1 and 10 seconds' % params['timeout'])
     if params['persist_path'] and not os.path.isabs(params['persist_path']):
         problems.append('persist_path %r must be absolute' % (params['persist_path'],))
+    if params['guest'] and not _forward._GUEST_NAME_RE.fullmatch(params['guest']):
+        problems.append('guest %r must be 1-64 characters of letters, digits and ._+:@-' % (params['guest'],))
     if params['port'] is not None and not 1 <= params['port'] <= 65535:
         problems.append('port %s must be between 1 and 65535' % params['port'])
     for index, raw in enumerate(params['forwards']):
+        if raw.get('guest_ip') in (None, ''):      # the others are parsed whole once their address is known
+            problems.extend('forwards[%d]: %s' % (index, problem) for problem in _fields(raw)[1])
         for key in ('send', 'expect'):
             if raw.get(key) and raw.get('proto', 'tcp') != 'udp':
                 problems.append('forwards[%d]: %s is for UDP forwards (a TCP forward is checked by connecting)' % (index, key))
-        if raw.get('expect'):
-            try:
-                re.compile(raw['expect'])
-            except re.error as exc:
-                problems.append('forwards[%d]: expect %r is not a regular expression: %s' % (index, raw['expect'], exc))
+        if raw.get('expect') and _match.problem(raw['expect']):
+            problems.append('forwards[%d]: expect %r %s' % (index, raw['expect'], _match.problem(raw['expect'])))
     if problems:
         module.fail_json(msg='invalid parameters: %s' % '; '.join(problems), errors=problems)
 

@@ -251,3 +251,70 @@ def test_a_selection_that_matches_nothing_says_so(lab, base):
     assert not result.get('failed') and result['matched'] is False and result['forwards'] == []
     assert 'no declared forward of this host matches guest=nosuch' in result['msg']
     assert 'web01 tcp/8080->80' in result['msg']
+
+
+# ---------------------------------------------------------------- every table a packet meets (issue 19)
+
+def _undo(rule):
+    """The iptables arguments that delete ``rule`` (given with -A CHAIN or -I CHAIN N)."""
+    words = list(rule)
+    for i, word in enumerate(words):
+        if word == '-A':
+            return words[:i] + ['-D'] + words[i + 1:]
+        if word == '-I':
+            return words[:i] + ['-D', words[i + 1]] + words[i + 3:]
+    raise ValueError(rule)
+
+
+TABLE_BREAKS = [
+    # (rule, verdict, the failing check, words of the cause, an outside client gets through, a guest (hairpin) does)
+    (('-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '8080', '-j', 'DROP'), 'broken', 'rules',
+     ['raw PREROUTING rule 1 (-p tcp -m tcp --dport 8080 -j DROP) drops tcp/8080', 'before any DNAT'], False, False),
+    (('-t', 'mangle', '-A', 'FORWARD', '-d', '192.168.122.10', '-j', 'DROP'), 'broken', 'rules',
+     ['mangle FORWARD rule 1 (-d 192.168.122.10/32 -j DROP) drops tcp/8080'], False, False),
+    # raw runs before conntrack: there every packet is INVALID, and this drop cuts everything
+    (('-t', 'raw', '-A', 'PREROUTING', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP'), 'broken', 'rules',
+     ['raw PREROUTING rule 1'], False, False),
+    (('-t', 'raw', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '8080', '-j', 'CT', '--notrack'), 'broken', 'rules',
+     ['from connection tracking'], False, False),
+    (('-t', 'security', '-A', 'FORWARD', '-o', 'virbr0', '-p', 'tcp', '--dport', '80', '-j', 'DROP'), 'broken', 'rules',
+     ['security FORWARD rule 1'], False, False),
+    (('-t', 'mangle', '-A', 'FORWARD', '-i', 'virbr0', '-o', 'virbr0', '-j', 'DROP'), 'broken', 'rules',
+     ['Hairpin traffic stops', 'mangle FORWARD rule 1'], True, False),
+    # the hardening recipe: a first packet is NEW in mangle, so the client gets through and the doctor is green
+    (('-t', 'mangle', '-I', 'PREROUTING', '1', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP'), 'ok', None, [],
+     True, True),
+    # an ACCEPT above our jump lets the forward through: not a break
+    (('-I', 'FORWARD', '1', '-o', 'virbr0', '-j', 'ACCEPT'), 'ok', None, [], True, True),
+    # a match the doctor does not read: unknown, not ok (the mark is never set, so packets pass)
+    (('-t', 'mangle', '-A', 'FORWARD', '-m', 'mark', '--mark', '0x9', '-j', 'DROP'), 'unknown', 'rules',
+     ['mangle FORWARD rule 1 (-m mark --mark 0x9 -j DROP) was not evaluated'], True, True),
+]
+
+
+def hairpin_reachable(lab):
+    return lab.probe('tcp', PUBLIC_IP, 8080, role='dns01', timeout=1.0).startswith('web01 ')
+
+
+@pytest.mark.parametrize('rule, verdict, check, words, client, hairpin', TABLE_BREAKS,
+                         ids=['raw-drop', 'mangle-forward-drop', 'raw-invalid-drop', 'raw-notrack', 'security-drop',
+                              'hairpin-mangle-drop', 'mangle-invalid-drop-green', 'accept-above-jump-green',
+                              'unread-mark-unknown'])
+def test_every_table_is_walked(lab, base, rule, verdict, check, words, client, hairpin):
+    _ipt(lab, *rule)
+    try:
+        lab.settle()
+        assert web_reachable(lab) is client
+        assert hairpin_reachable(lab) is hairpin
+        results, raw = doctor(lab, base, guest='web01', port=8080)
+        web = results[WEB_LABEL]
+        assert (web['verdict'], web['failed']) == (verdict, check), web['causes']
+        for word in words:
+            assert word in web['cause'], web['cause']
+        assert raw['broken'] == ([] if verdict == 'ok' else [WEB_LABEL])
+    finally:
+        _ipt(lab, *_undo(rule))
+    lab.settle()
+    results, _raw = doctor(lab, base)
+    assert [label for label, item in results.items() if item['verdict'] != 'ok'] == []
+    assert web_reachable(lab) and hairpin_reachable(lab)

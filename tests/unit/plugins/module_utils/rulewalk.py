@@ -19,6 +19,8 @@ def walk(chains, start, packet, limit=10000, count=False):
     returns to the built-in chain that called ``start``. ``chains``: {name: [spec]}. With
     ``count``: (that rule, how many rules the packet was tested against on its way)."""
     out = _walk.walk(chains, start, packet, limit=limit)
+    if out.unfinished:
+        raise ValueError('rulewalk could not finish: %s' % out.unfinished)
     if out.uncertain:
         raise ValueError('rulewalk cannot evaluate %s in %s' % (out.uncertain[0][3], out.uncertain[0][2]))
     spec = out.rule[2] if out.rule else None

@@ -148,9 +148,23 @@ def test_tests_are_true_false_or_unknown(spec, packet, expected):
     assert W.evaluate(W.parse(spec), packet)[0] is expected
 
 
-def test_a_loop_in_the_rules_is_an_error():
-    with pytest.raises(ValueError, match='loop'):
-        W.walk({'A': ['-j B'], 'B': ['-j A']}, 'A', {})
+@pytest.mark.parametrize('chains, start, words', [
+    ({'A': ['-j B'], 'B': ['-j A']}, 'A', 'a loop in the rules: A -> B -> A'),
+    ({'A': ['-g B'], 'B': ['-g A']}, 'A', 'a loop in the rules: A -> B -> A'),              # gotos loop too
+    ({'FORWARD': ['-j B'], 'B': ['-p tcp -j C'], 'C': ['-j B']}, 'FORWARD', 'FORWARD -> B -> C -> B'),
+    (dict({'C%d' % i: ['-j C%d' % (i + 1)] for i in range(80)}, C80=['-j ACCEPT']), 'C0', 'nested more than 64'),
+    ({'A': ['-j B'] * 5, 'B': ['-j C'] * 5, 'C': ['-p tcp -j LOG'] * 5}, 'A', 'passed 100 rules'),
+])
+def test_a_walk_that_cannot_finish_says_why_and_raises_nothing(chains, start, words):
+    out = W.walk(chains, start, {'proto': 'tcp'}, {'FORWARD': 'ACCEPT'}, limit=100)
+    assert words in out.unfinished
+    assert out.target is None
+
+
+def test_a_chain_called_twice_is_no_loop():
+    chains = {'FORWARD': ['-j LOGS', '-j LOGS', '-j ACCEPT'], 'LOGS': ['-j LOG']}
+    out = W.walk(chains, 'FORWARD', {}, {'FORWARD': 'DROP'})
+    assert (out.target, out.rule[:2], out.unfinished) == ('ACCEPT', ('FORWARD', 3), '')
 
 
 def test_parse_keeps_target_options():
@@ -415,3 +429,182 @@ def test_the_trail_names_only_the_jumps_still_open():
     assert D._call_stack(steps) == steps[1:]
     nested = [('FORWARD', 1, '-j A'), ('A', 3, '-j B'), ('A', 4, '-j C'), ('C', 1, '-j DROP')]
     assert D._call_stack(nested) == [nested[0], nested[2], nested[3]]
+
+
+# ---------------------------------------------------------------- every table, in the kernel's order (issue 19)
+
+BUILTIN = {'raw': ('PREROUTING', 'OUTPUT'), 'mangle': ('PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'),
+           'security': ('INPUT', 'FORWARD', 'OUTPUT')}
+
+
+def with_rules(*rules, view=None):
+    """A healthy view with hand-made rules (table, chain, spec, position: 'I' first, 'A' last) added."""
+    view = view or healthy_view()
+    tables = view.families[4].tables
+    for table_name, chain, spec, how in rules:
+        table = tables.setdefault(table_name, P.Table(table_name, {c: 'ACCEPT' for c in BUILTIN.get(table_name, ())},
+                                                      {c: [] for c in BUILTIN.get(table_name, ())}))
+        if chain not in table.chains:
+            table.chains[chain] = '-'
+        chain_rules = table.rules.setdefault(chain, [])
+        chain_rules.insert(0 if how == 'I' else len(chain_rules), spec)
+    return view
+
+
+GUEST_IP = '192.168.122.10'
+
+
+@pytest.mark.parametrize('rules, check, words', [
+    # the issue's examples: the client times out, the doctor said ok
+    ([('raw', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j DROP', 'A')], 'rules',
+     ['raw PREROUTING rule 1 (-p tcp -m tcp --dport 8080 -j DROP) drops tcp/8080 to 203.0.113.10 before any DNAT']),
+    ([('mangle', 'FORWARD', '-d %s/32 -j DROP' % GUEST_IP, 'A')], 'rules',
+     ['mangle FORWARD rule 1 (-d 192.168.122.10/32 -j DROP) drops tcp/8080 to 192.168.122.10 after the DNAT']),
+    ([('mangle', 'PREROUTING', '-i eth0 -p tcp -j DROP', 'I')], 'rules', ['mangle PREROUTING rule 1', 'before any DNAT']),
+    ([('security', 'FORWARD', '-o virbr0 -j DROP', 'A')], 'rules', ['security FORWARD rule 1 (-o virbr0 -j DROP) drops']),
+    ([('mangle', 'POSTROUTING', '-o virbr0 -p tcp -m tcp --dport 80 -j DROP', 'I')], 'rules', ['mangle POSTROUTING rule 1']),
+    # raw runs before conntrack: every packet there is INVALID to --ctstate
+    ([('raw', 'PREROUTING', '-m conntrack --ctstate INVALID -j DROP', 'A')], 'rules', ['raw PREROUTING rule 1']),
+    # untracked: the nat table never sees it
+    ([('raw', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j CT --notrack', 'A')], 'rules',
+     ['exempts tcp/8080 to 203.0.113.10 from connection tracking']),
+    # a user chain in mangle, reached by a jump
+    ([('mangle', 'HARDEN', '-p tcp -m tcp --dport 80 -j DROP', 'A'), ('mangle', 'FORWARD', '-j HARDEN', 'A')], 'rules',
+     ['mangle FORWARD rule 1 -> HARDEN rule 1']),
+])
+def test_a_drop_in_any_table_is_named(rules, check, words):
+    result = verdict(with_rules(*rules))
+    assert (result['verdict'], result['failed']) == ('broken', check), result['causes']
+    for word in words:
+        assert word in result['cause'], result['cause']
+    assert result['checks'][check]['ok'] is False
+
+
+@pytest.mark.parametrize('rules', [
+    # the hardening recipe: a first packet is NEW, not INVALID, once conntrack has seen it (mangle runs after it)
+    [('mangle', 'PREROUTING', '-m conntrack --ctstate INVALID -j DROP', 'I')],
+    [('mangle', 'PREROUTING', '-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP', 'I')],
+    [('raw', 'PREROUTING', '-p udp -m udp --dport 8080 -j DROP', 'A')],               # another protocol
+    [('mangle', 'FORWARD', '-d 192.168.122.99/32 -j DROP', 'A')],                    # another guest
+    [('security', 'FORWARD', '-i virbr0 -o eth0 -j DROP', 'A')],                     # the other way
+    [('mangle', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j MARK --set-xmark 0x1/0xffffffff', 'A'),
+     ('raw', 'PREROUTING', '-j ACCEPT', 'I')],                                       # ACCEPT in raw ends raw only
+])
+def test_rules_in_other_tables_that_spare_the_forward_stay_green(rules):
+    result = verdict(with_rules(*rules))
+    assert result['verdict'] == 'ok', result['causes']
+
+
+HAIRPIN = 'hairpin'
+
+
+@pytest.mark.parametrize('rules, words', [
+    ([('raw', 'PREROUTING', '-i virbr0 -p tcp -m tcp --dport 8080 -j DROP', 'A')],
+     ['Hairpin traffic stops', 'are meant for web01 at 192.168.122.10', 'raw PREROUTING rule 1']),
+    ([('mangle', 'PREROUTING', '-s 192.168.122.0/24 -d 203.0.113.10/32 -j DROP', 'A')], ['mangle PREROUTING rule 1']),
+    ([('mangle', 'FORWARD', '-i virbr0 -o virbr0 -j DROP', 'A')], ['are DNATed to web01', 'mangle FORWARD rule 1']),
+    ([('security', 'FORWARD', '-i virbr0 -o virbr0 -j DROP', 'A')], ['security FORWARD rule 1']),
+    ([('filter', 'FORWARD', '-i virbr0 -o virbr0 -j REJECT', 'I')], ['filter FORWARD rule 1', 'rejects them']),
+])
+def test_hairpin_packets_walk_every_table_too(rules, words):
+    """Guests that connect to the public address: cut while outside clients still get through."""
+    result = verdict(with_rules(*rules))
+    assert (result['verdict'], result['failed']) == ('broken', 'rules'), result['causes']
+    for word in words:
+        assert word in result['cause'], result['cause']
+    assert 'before any DNAT' not in result['cause'] and 'after the DNAT' not in result['cause']
+
+
+@pytest.mark.parametrize('rules, verdict_, words', [
+    # an ACCEPT above our jump that takes the packet is what our accept would do
+    ([('filter', 'FORWARD', '-i eth0 -o virbr0 -j ACCEPT', 'I')], 'ok', 'which accepts the packet as ours would'),
+    ([('filter', 'FORWARD', '-j ACCEPT', 'I')], 'ok', 'which accepts the packet as ours would'),
+    ([('nat', 'PREROUTING', '-d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.168.122.10:80',
+       'I')], 'ok', 'which dnats the packet as ours would'),
+    # ... one that stops it or takes it elsewhere is a break
+    ([('filter', 'FORWARD', '-i eth0 -o virbr0 -j DROP', 'I')], 'broken', 'Above our jump in filter FORWARD'),
+    ([('nat', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j ACCEPT', 'I')], 'broken', 'Above our jump in nat PREROUTING'),
+    ([('nat', 'PREROUTING', '-p tcp -j REDIRECT --to-ports 3128', 'I')], 'broken', 'Above our jump in nat PREROUTING'),
+])
+def test_a_rule_above_our_jump_is_a_break_only_if_it_breaks(rules, verdict_, words):
+    result = verdict(with_rules(*rules))
+    assert result['verdict'] == verdict_, result['causes']
+    text = result['checks']['jumps']['detail'] + ' ' + (result['cause'] or '')
+    assert words in text, text
+
+
+def test_twelve_thousand_source_drops_above_the_accept():
+    """Issue 19: a ValueError ("a loop in the rules") before. The walk finishes; the blocklist depends on the
+    client's address, so it is noted, not a verdict; a client in the allow-list is walked exactly."""
+    drops = ['-s 198.51.%d.%d/32 -j DROP' % (100 + i // 250, i % 250) for i in range(12000)]
+    view = with_rules(*[('filter', 'FORWARD', spec, 'I') for spec in reversed(drops)])
+    result = verdict(view)
+    assert result['verdict'] == 'ok', result['causes']
+    assert 'stops some clients: filter FORWARD rule 1 (-s 198.51.100.0/32 -j DROP) and 11999 more' in \
+        result['checks']['rules']['detail']
+    ssh = verdict(view, 'web01 tcp/2222->22')                  # sources 198.51.100.0/24: its client is 198.51.100.1
+    assert (ssh['verdict'], ssh['failed']) == ('broken', 'jumps'), ssh['causes']
+    assert 'filter FORWARD rule 2 (-s 198.51.100.1/32 -j DROP) drops' in ssh['cause']
+
+
+@pytest.mark.parametrize('rules, words', [
+    ([('filter', 'LOOP_A', '-j LOOP_B', 'A'), ('filter', 'LOOP_B', '-p tcp -j LOOP_A', 'A'),
+      ('filter', 'FORWARD', '-j LOOP_A', 'I')], 'could not finish: a loop in the rules: FORWARD -> LOOP_A -> LOOP_B -> LOOP_A'),
+    ([('mangle', 'M1', '-j M2', 'A'), ('mangle', 'M2', '-j M1', 'A'), ('mangle', 'PREROUTING', '-j M1', 'A')],
+     'The walk through mangle PREROUTING could not finish'),
+    ([('mangle', 'FORWARD', '-m set --match-set blocked src -j DROP', 'A')],
+     'mangle FORWARD rule 1 (-m set --match-set blocked src -j DROP) was not evaluated (the doctor does not read --match-set)'),
+    ([('raw', 'PREROUTING', '-m mark --mark 0x1 -j SCREEN', 'A'), ('raw', 'SCREEN', '-j DROP', 'A')],
+     'raw PREROUTING rule 1 (-m mark --mark 0x1 -j SCREEN) was not evaluated'),
+    ([('security', 'FORWARD', '-p tcp -j SOMETHING_NEW', 'A')], 'security FORWARD rule 1 (-p tcp -j SOMETHING_NEW)'),
+    ([('nat', 'PREROUTING', '-m physdev --physdev-in vnet9 -j DNAT --to-destination 192.168.122.99', 'I')],
+     'nat PREROUTING rule 1'),
+])
+def test_what_the_walker_cannot_tell_is_unknown_never_ok(rules, words):
+    result = verdict(with_rules(*rules))
+    assert (result['verdict'], result['failed']) == ('unknown', 'rules'), result['causes']
+    assert result['checks']['rules']['ok'] is None
+    assert words in result['cause'], result['cause']
+    lines = D.table([result])
+    assert lines[1].endswith('unknown (rules)') and any('[rules, unknown]' in line for line in lines)
+
+
+@pytest.mark.parametrize('rules', [
+    [('mangle', 'FORWARD', '-m mark --mark 0x1 -j ACCEPT', 'A')],                   # it could only let it through
+    [('filter', 'FORWARD', '-m set --match-set blocked src -j DROP', 'A')],          # below our accept: never met
+    [('raw', 'PREROUTING', '-m mark --mark 0x1 -j NOTE', 'A'), ('raw', 'NOTE', '-j LOG', 'A')],   # a chain that only logs
+    [('mangle', 'PREROUTING', '-m u32 --u32 0x0 -j LOG', 'A')],                       # a rule that goes on
+])
+def test_an_unread_match_that_cannot_stop_the_packet_is_no_doubt(rules):
+    assert verdict(with_rules(*rules))['verdict'] == 'ok'
+
+
+def test_the_ruleset_is_indexed_and_each_rule_parsed_once(monkeypatch):
+    """5000 hand-made DNATs: a walk tests the rules that can match its port, yet counts every rule it
+    passes (the dataplane benchmark reads ``tested``), and no rule is parsed twice."""
+    spec = '-d 203.0.113.10/32 -p tcp -m tcp --dport %d -j DNAT --to-destination 192.168.122.%d:80'
+    rules = {'PREROUTING': [spec % (10000 + i, 10 + i % 40) for i in range(5000)]}
+    parsed = []
+    real = W.parse
+    monkeypatch.setattr(W, 'parse', lambda spec: parsed.append(spec) or real(spec))
+    ruleset = W.Ruleset(rules, {'PREROUTING': 'ACCEPT'}, W.parse)
+    for port in (10000, 12345, 14999, 20000):
+        out = W.walk(ruleset, 'PREROUTING', {'proto': 'tcp', 'dst': '203.0.113.10', 'dport': port})
+        if port < 15000:
+            assert (out.target, out.rule[1], out.tested) == ('DNAT', port - 9999, port - 9999)
+        else:
+            assert (out.target, out.policy, out.tested) == ('ACCEPT', True, 5000)
+    assert len(parsed) == 5000
+
+
+def test_the_live_rules_of_ours_are_read_once_per_run(monkeypatch):
+    view = healthy_view()
+    calls = []
+    owned = R.owned
+    monkeypatch.setattr(D._render, 'owned', lambda *args: calls.append(args) or owned(*args))
+    for fwd in forwards():
+        D.diagnose(fwd, view)
+    first = len(calls)
+    for fwd in forwards():
+        D.diagnose(fwd, view)
+    assert len(calls) - first < first / 2, (first, len(calls))

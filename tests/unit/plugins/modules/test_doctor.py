@@ -148,3 +148,36 @@ def test_bad_parameters_are_refused(quiet_host, params, message):
     module = fakes.FakeModule(args, answers(1), check_mode=True, binaries=BINARIES)
     result = fakes.result_of(M.run, module)
     assert result['failed'] and message in result['msg'], result['msg']
+
+
+@pytest.mark.parametrize('forward, message', [
+    # forwards without guest_ip are looked up, and were echoed into the table unchecked (issue 19)
+    ({'guest': 'web\x1b[31m01', 'host_port': 80}, "forwards[1]: guest name 'web\\x1b[31m01' must be"),
+    ({'guest': 'web01\nFAKE ok', 'host_port': 80}, "guest name 'web01\\nFAKE ok' must be"),
+    ({'guest': 'web01', 'host_port': 80, 'proto': 'tcp;rm'}, "forwards[1]: unknown proto 'tcp;rm'"),
+    ({'guest': 'web01', 'host_port': '80\x1b'}, 'forwards[1]: host_port: port'),
+    ({'guest': 'web01', 'host_port': 80, 'in_interface': 'eth0;x'}, "in_interface 'eth0;x' is not an interface name"),
+    ({'guest': 'web01', 'host_port': 80, 'sources': ['198.51.100.0/24\n']}, 'source'),
+])
+def test_forwards_without_an_address_are_refused_by_the_engines_rules(quiet_host, forward, message):
+    module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(1) + [forward]), answers(1), check_mode=True,
+                              binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    assert result['failed'] and message in result['msg'], result['msg']
+    assert not [c for c in module.commands() if 'save' in c]       # refused before anything is read
+    assert '\x1b' not in result['msg'] and '\n' not in result['msg']
+
+
+def test_an_unresolved_forward_is_shown_from_its_parsed_values(quiet_host):
+    ghost = {'guest': 'ghost', 'host_port': ' 9000 ', 'proto': 'udp'}
+    module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(1) + [ghost]), answers(1), check_mode=True, binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    assert [f['label'] for f in result['forwards']][-1] == 'ghost udp/9000->9000'
+    assert any(line.startswith('ghost udp/9000->9000 ') for line in result['table'])
+
+
+def test_a_guest_selection_with_control_characters_is_refused(quiet_host):
+    module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(1), guest='x\x1b[2J'), answers(1), check_mode=True,
+                              binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    assert result['failed'] and "guest 'x\\x1b[2J' must be" in result['msg']
