@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
@@ -25,8 +26,22 @@ def write_atomic(module, path, text, mode, make_dirs=False):
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, mode)
-        module.atomic_move(tmp, path)
+        _move(module, tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     os.chmod(path, mode)
+
+
+def _move(module, tmp, path):
+    """``module.atomic_move``, whose failure is always an OSError here: ansible-core raises a bare
+    ``Exception`` (from the OSError) when the final rename fails, e.g. onto an immutable file, and every
+    caller of write_atomic turns an OSError into "writing PATH failed" (never a traceback)."""
+    try:
+        module.atomic_move(tmp, path)
+    except OSError:
+        raise
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+        raise OSError(cause.errno if cause else errno.EIO, '%s (%s)' % (cause.strerror if cause else 'rename failed', exc),
+                      path) from exc

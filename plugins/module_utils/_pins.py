@@ -203,14 +203,16 @@ def load_record(text):
     as empty would make every pin in it "someone else's", never moved or removed again.
     """
     if not text.strip():
-        return []
+        # dump_record never writes an empty file (no pins: the file is removed); an empty one is what a
+        # crash or a bad disk leaves, and reading it as "no pins" would disown every pin it held
+        raise RecordError('it is empty (kvmnet.nat never writes an empty record: it removes the file instead)')
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise RecordError('it is not JSON (%s)' % exc) from None
     if not isinstance(data, dict):
         raise RecordError('it holds %s, not an object %s' % (_kind(data), RECORD_FORMAT))
-    if data.get('version', 1) != 1:
+    if type(data.get('version', 1)) is not int or data.get('version', 1) != 1:
         raise RecordError('it is of version %r, this kvmnet.nat reads version 1' % (data.get('version'),))
     if not isinstance(data.get('pins'), list):
         raise RecordError('its "pins" is %s, not a list' % ('missing' if 'pins' not in data else _kind(data['pins'])))

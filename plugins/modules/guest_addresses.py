@@ -298,7 +298,7 @@ def run(module):
             record = _pins.load_record(handle.read())
     except FileNotFoundError:
         record = []
-    except (_pins.RecordError, UnicodeDecodeError) as exc:
+    except (_pins.RecordError, UnicodeDecodeError, RecursionError, OSError) as exc:
         module.fail_json(msg='the record of the DHCP pins kvmnet.nat made, %s, is corrupt: %s; nothing was changed. '
                              'Repair it (it holds %s) or, if it is beyond repair, move it away: the reservations it '
                              'listed are then left alone as someone else\'s (remove them with virsh net-update NETWORK '

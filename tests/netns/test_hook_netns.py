@@ -179,6 +179,35 @@ def test_the_hook_exits_0_in_bounded_time_and_logs_whatever_fails(lab, applied, 
             handle.write(good)
 
 
+@pytest.mark.parametrize('logger', ['sleeps', 'ignores SIGTERM'])
+def test_a_journal_that_blocks_does_not_hold_the_hook(lab, applied, tmp_path, logger):
+    """logger blocks when journald is stuck on a bad disk: the hook's own logging is bounded too, and
+    what it could not log goes to stderr (libvirt keeps a hook's stderr in its log)."""
+    path = lab.base + '.v4'
+    with open(path) as handle:
+        good = handle.read()
+    env_path, _journal = tools(lab, tmp_path)
+    pidfile = tmp_path / 'logger.pid'
+    trap = "trap '' TERM; " if logger == 'ignores SIGTERM' else ''
+    (tmp_path / 'bin' / 'logger').write_text('#!/bin/sh\n%secho $$ >%s\nsleep 300\n' % (trap, pidfile))
+    try:
+        with open(path, 'a') as handle:
+            handle.write('# a note\n')
+        rc, took, err = hook(lab, tmp_path, env_path)
+        assert rc == 0
+        assert took < BOUND, took
+        assert err.startswith('kvmnet-nat-hook: network default port-created begin: kvmnet-nat-restore failed'), err
+        assert 'content does not match its checksum' in err, err
+    finally:
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), 9)
+            except ProcessLookupError:
+                pass
+        with open(path, 'w') as handle:
+            handle.write(good)
+
+
 def test_the_hook_logs_nothing_when_all_is_well_and_mends_what_moved(lab, applied, tmp_path):
     env_path, journal = tools(lab, tmp_path)
     lab.x('hv', lab.ipt(4), '-t', 'nat', '-F', 'KVMNAT_DNAT')           # libvirt rebuilt its rules, say

@@ -250,6 +250,8 @@ def test_a_pin_of_the_guests_former_mac_is_moved_not_called_another_machines(rec
     ('{"pins": [{"network": "default", "ip": "192.168.122.77"}]}', 'pin 1 has no mac'),
     ('{"pins": [', 'it is not JSON'),
     ('\xff\xfe', 'codec'),
+    ('', 'it is empty'),
+    ('[' * 100000, 'recursion'),
 ])
 @pytest.mark.parametrize('state', ['present', 'absent'])
 def test_a_corrupt_record_is_refused_naming_the_file_and_changing_nothing(record, text, wrong, state):
@@ -264,6 +266,16 @@ def test_a_corrupt_record_is_refused_naming_the_file_and_changing_nothing(record
     assert module.commands() == []
     with open(record, 'rb') as handle:
         assert handle.read() == text.encode('latin-1')
+
+
+@pytest.mark.parametrize('state', ['present', 'absent'])
+def test_a_record_path_that_cannot_be_read_is_refused_not_a_traceback(record, state):
+    os.makedirs(record)                                   # a directory where the file should be
+    module = FakeModule({'names': ['app01'], 'state': state, 'record_path': record}, answers())
+    result = run(module)
+    assert result['failed'] is True
+    assert 'Is a directory' in result['msg'] and 'nothing was changed' in result['msg']
+    assert module.commands() == []
 
 
 # -------------------------------------------------------------- issue 19: an address only the guest agent reports
