@@ -38,24 +38,27 @@ def _guest_hosts(hostvars, hypervisor):
     return jmespath.search(QUERY, records) or []
 
 
-def _may_set(guest_side_may_set, host):
+def _may_set(guest_side_may_set, guest_domains, host):
     allowed, errors = _inventory.may_set(guest_side_may_set, host)
+    domains, problems = _inventory.guest_domains(guest_domains, host)
+    errors.extend(problems)
     if errors:
         _raise(_inventory.DeclarationError(errors))
-    return allowed
+    return allowed, domains
 
 
-def guest_exposures(hostvars, hypervisor, guest_side_may_set=None):
+def guest_exposures(hostvars, hypervisor, guest_side_may_set=None, guest_domains=None):
     """Exposures declared on guest hosts whose ``expose_hypervisor`` is ``hypervisor``, validated.
 
     Returns ``[{name, ip, masquerade, guest_network, ports, declared_by}]`` (unset keys left out);
     ``name`` is ``expose_guest_name`` or the inventory name. ``guest_side_may_set``: which of public_ip,
-    in_interface, allow_in_use the guest hosts may set (default none).
+    in_interface, allow_in_use the guest hosts may set (default none). ``guest_domains``: {guest host:
+    domain} the hypervisor lets a guest host declare besides the one of its inventory name (default none).
     """
-    allowed = _may_set(guest_side_may_set, str(hypervisor))
+    allowed, domains = _may_set(guest_side_may_set, guest_domains, str(hypervisor))
     guests, errors = [], []
     for record in _guest_hosts(hostvars, hypervisor):
-        guest, problems = _inventory.guest_side(record['inventory_hostname'], record, allowed, str(hypervisor))
+        guest, problems = _inventory.guest_side(record['inventory_hostname'], record, allowed, str(hypervisor), domains)
         guests.append(guest)
         errors.extend(problems)
     if errors:
@@ -115,7 +118,8 @@ def _guest_source(hostvars, guest_hosts, hypervisor):
     return source
 
 
-def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_hosts=None, guest_side_may_set=None):
+def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_hosts=None, guest_side_may_set=None,
+                       guest_domains=None):
     """Every exposure of hypervisor ``host``: its ``expose_guests`` and every guest host naming it
     (``hypervisor_name``, default ``host``), validated against one schema; all problems at once.
 
@@ -124,26 +128,32 @@ def declared_exposures(hostvars, host, hypervisor_name=None, guests=None, guest_
     ``guest_hosts`` (what guest_hosts returns) spares reading every host's variables again.
     ``guest_side_may_set`` (the hypervisor's ``expose_guest_side_may_set``, read from ``hostvars[host]``
     when None): which of public_ip, in_interface and allow_in_use a guest host may set on its ports;
-    default none. A domain declared
+    default none. ``guest_domains`` (the hypervisor's ``expose_guest_domains``, read likewise): {guest
+    host: domain}; a guest host declares the domain of its inventory name or the one mapped here, never
+    another. A domain declared
     twice (by the hypervisor and a guest host, or by two of them) is refused, naming both.
     """
     name = hypervisor_name or host
     own = None
-    if guests is None or guest_side_may_set is None:
+    if guests is None or guest_side_may_set is None or guest_domains is None:
         own = hostvars[host] if host in hostvars else {}
     if guests is None:
         guests = own.get('expose_guests')
     if guest_side_may_set is None:
         guest_side_may_set = own.get(_inventory.MAY_SET_VAR)
+    if guest_domains is None:
+        guest_domains = own.get(_inventory.DOMAINS_VAR)
     source = _guest_source(hostvars, guest_hosts, name)
     guests, errors = _inventory.hypervisor_guests(host, guests)
     allowed, problems = _inventory.may_set(guest_side_may_set, host)
+    errors.extend(problems)
+    domains, problems = _inventory.guest_domains(guest_domains, host)
     errors.extend(problems)
     for other in source:
         _wanted, problems = _inventory.hypervisor_of(other, source[other])
         errors.extend(problems)
     for record in _guest_hosts(source, name):
-        guest, problems = _inventory.guest_side(record['inventory_hostname'], record, allowed, host)
+        guest, problems = _inventory.guest_side(record['inventory_hostname'], record, allowed, host, domains)
         guests.append(guest)
         errors.extend(problems)
     errors.extend(_inventory.duplicates(guests, host))
@@ -212,13 +222,15 @@ def resolve_exposures(exposures, addresses):
     """Give exposures the addresses ``kvmnet.nat.guest_addresses`` resolved (``addresses``: its result).
 
     Returns ``{exposures, unresolved}``: exposures with an address, and ``{name, reason}`` for the others.
+    A guest the module left unresolved stays so even with an address in the inventory (a guest side's
+    address it refused).
     """
     found = {guest['name']: guest for guest in (addresses or {}).get('guests') or []}
     reasons = {item['name']: item['reason'] for item in (addresses or {}).get('unresolved') or []}
     resolved, unresolved = [], []
     for exposure in exposures or []:
         guest = found.get(exposure.get('name'))
-        if exposure.get('ip'):
+        if exposure.get('ip') and exposure.get('name') not in reasons:
             resolved.append(exposure)
         elif guest is not None and guest.get('ip'):
             resolved.append(dict(exposure, ip=guest['ip']))

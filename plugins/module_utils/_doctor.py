@@ -15,6 +15,10 @@ a failing check gives its causes, each one sentence with its fix. The verdict of
 first failing check, in the order of CHECKS (the order in which a packet meets them); with none, but a
 rule on the way the doctor could not evaluate (or a walk it could not finish), the verdict is
 "unknown", never "ok".
+
+The checks that do not depend on the backend (forwarding, listener, guest, route) are in
+_diagnose_host; the ones here (layout, jumps, rules, saved, counters) read what the iptables backend
+holds.
 """
 
 from __future__ import annotations
@@ -22,12 +26,16 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners, _plan, _render, _walk
+from ansible_collections.kvmnet.nat.plugins.module_utils._diagnose_host import (
+    RUN_EXPOSE, Check, check_forwarding, check_guest, check_listener, check_route, _fail, guest_iface, public_iface)
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as _persisted
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as _rules
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as _save
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import walk as _walk
 from ansible_collections.kvmnet.nat.plugins.module_utils._forward import address_text
 
 CHECKS = ('forwarding', 'layout', 'jumps', 'rules', 'saved', 'counters', 'listener', 'guest', 'route')
 MARKS = {True: '\u2714', False: '\u2718', None: '\u2013'}
-RUN_EXPOSE = 'run the kvmnet.nat.expose playbook'
 
 
 @dataclass
@@ -35,20 +43,20 @@ class Family:
     """What the host's iptables holds for one IP family."""
     family: int
     flavour: str | None = None                   # 'nft', 'legacy'; None: no iptables tool for it
-    tables: dict = field(default_factory=dict)   # {name: _plan.Table}, with packet counts
+    tables: dict = field(default_factory=dict)   # {name: _save.Table}, with packet counts
     mixed: str = ''                              # set when both flavours hold rules
     saved_path: str | None = None                # <persist_path>.v4/.v6; None: not checked
     saved_text: str | None = None                # its content; None: the file does not exist
     save_cmd: list = field(default_factory=list)  # the iptables-save the rules were read with
 
     def owned(self, prefix):
-        return any(_render.owned(chain, prefix, name) for name, table in self.tables.items() for chain in table.chains)
+        return any(_rules.owned(chain, prefix, name) for name, table in self.tables.items() for chain in table.chains)
 
 
 @dataclass
 class View:
     """Everything the doctor read from the host, once."""
-    prefix: str = _render.DEFAULT_PREFIX
+    prefix: str = _rules.DEFAULT_PREFIX
     families: dict = field(default_factory=dict)   # {4: Family, 6: Family}
     sysctl: dict = field(default_factory=dict)     # ipv4_forward, ipv6_forward, rp_filter {iface: int}, bridge_nf
     interfaces: list = field(default_factory=list)  # [(ip_interface, device)]
@@ -62,48 +70,32 @@ class View:
     libvirt_error: str = ''
     answers: dict = field(default_factory=dict)    # {(ip, proto, port): (ok, text)} the guest connect checks
     probes: dict = field(default_factory=dict)     # {label: probe record} with probe=true
-    desired: dict = field(default_factory=dict)    # {family: _render.Desired} of the declared forwards
+    desired: dict = field(default_factory=dict)    # {family: _rules.Desired} of the declared forwards
     memo: dict = field(default_factory=dict, repr=False, compare=False)  # what every forward shares, made once
 
 
-@dataclass
-class Check:
-    ok: bool | None
-    detail: str
-    causes: list = field(default_factory=list)     # [(cause, fix)]
-    doubts: list = field(default_factory=list)     # [(cause, fix)]: what the doctor could not tell (ok is None)
-
-
-def _fail(detail, cause, fix):
-    return Check(False, detail, [(cause, fix)])
+def family_of(saves, prefix):
+    """The Family the checks walk, from the host reader's saves of one family (_host.Saves): the flavour the
+    engine keeps the rules in; on a host with rules in both (the engine refuses it, the layout check
+    says so), the flavour holding kvmnet.nat's chains, else nft."""
+    fam = Family(saves.family)
+    flavour = saves.flavour
+    if saves.both:
+        tool = 'iptables' if saves.family == 4 else 'ip6tables'
+        fam.mixed = ('This host has %s rules in both iptables-legacy and iptables-nft: the kernel runs both, and '
+                     'rules in one are invisible to the other.' % tool)
+        tables = {name: _save.parse_save(saves.texts[name]) for name in ('legacy', 'nft')}
+        ours = [name for name in tables if Family(saves.family, name, tables[name]).owned(prefix)]
+        flavour = ours[0] if ours else 'nft'
+        fam.tables = tables[flavour]
+    elif flavour is not None:
+        fam.tables = _save.parse_save(saves.texts[flavour])
+    else:
+        return fam
+    fam.flavour, fam.save_cmd = flavour, saves.commands[flavour]
+    return fam
 
 # ---------------------------------------------------------------- the packets of a forward
-
-
-def _iface_of(view, ip):
-    for iface, dev in view.interfaces:
-        if iface.ip == ip:
-            return dev
-    return None
-
-
-def public_iface(fwd, view):
-    if fwd.in_interface:
-        return fwd.in_interface.rstrip('+') if fwd.in_interface.endswith('+') else fwd.in_interface
-    if fwd.public_ip is not None:
-        return _iface_of(view, fwd.public_ip) or view.default_dev.get(fwd.family)
-    return view.default_dev.get(fwd.family)
-
-
-def guest_iface(fwd, view):
-    """The device this host reaches the guest through (its bridge)."""
-    dev = view.routes.get(address_text(fwd.guest_ip))
-    if dev:
-        return dev
-    for iface, name in view.interfaces:
-        if iface.version == fwd.family and fwd.guest_ip in iface.network and iface.network.prefixlen < iface.max_prefixlen:
-            return name
-    return None
 
 
 def _host_networks(view, family):
@@ -279,59 +271,11 @@ def where(table_name, outcome, rule=None):
     return '%s (%s)' % (trail, rule[2])
 
 
-def destination(rule_spec):
-    """(address text, first port or None) of a DNAT rule's --to-destination."""
-    value = _walk.parsed(rule_spec).target_option('--to-destination')
-    if not value:
-        return None, None
-    if value.startswith('['):
-        host, _sep, rest = value[1:].partition(']')
-        port = rest[1:] if rest.startswith(':') else ''
-    elif value.count(':') == 1:
-        host, _sep, port = value.partition(':')
-    else:
-        host, port = value, ''
-    first = port.split('-')[0].split('/')[0]
-    return host, int(first) if first.isdigit() else None
+destination = _save.destination      # (address text, first port or None) of a DNAT rule's --to-destination
+_is_ours = _rules.is_ours
 
-
-def _is_ours(spec):
-    return ('--comment "%s: ' % _render.OWNER_TAG) in spec
 
 # ---------------------------------------------------------------- checks, in the order of CHECKS
-
-
-def check_forwarding(fwd, view):
-    key = 'ipv4_forward' if fwd.family == 4 else 'ipv6_forward'
-    name = 'net.ipv4.ip_forward' if fwd.family == 4 else 'net.ipv6.conf.all.forwarding'
-    value = view.sysctl.get(key)
-    if value != '1':
-        return _fail('%s = %s' % (name, value), '%s is %s: this host routes no packet between its interfaces, so '
-                     'nothing reaches the guest.' % (name, value),
-                     'sysctl -w %s=1 (kvmnet.nat.expose sets it and keeps it in /etc/sysctl.d/60-kvmnet-nat.conf).' % name)
-    details = ['%s = 1' % name]
-    if fwd.family == 4:
-        iface = public_iface(fwd, view)
-        rp = view.sysctl.get('rp_filter', {})
-        strict = max(rp.get('all', 0), rp.get(iface, 0)) == 1 if iface else False
-        details.append('rp_filter on %s: %s' % (iface or '?', 'strict' if strict else 'not strict'))
-        if strict:
-            wrong = [(src, dev) for src, dev in _source_routes(fwd, view) if dev and dev != iface]
-            if wrong:
-                src, dev = wrong[0]
-                return _fail('; '.join(details), 'Clients (%s) arrive on %s but the route back to them leaves through '
-                             '%s: with rp_filter strict (1) the kernel drops their packets.' % (src, iface, dev),
-                             'sysctl -w net.ipv4.conf.%s.rp_filter=2 (loose), or route %s through %s.' % (iface, src, iface))
-    bridge = view.sysctl.get('bridge_nf')
-    details.append('br_netfilter: %s' % ('not loaded' if bridge is None else 'bridge-nf-call-iptables = %s' % bridge))
-    return Check(True, '; '.join(details))
-
-
-def _source_routes(fwd, view):
-    """(source, device of the route back to it) for the forward's sources, or any client (the default route)."""
-    if fwd.sources:
-        return [(str(net), view.routes.get(address_text(net.network_address))) for net in fwd.sources]
-    return [('any source', view.default_dev.get(fwd.family))]
 
 
 def _nft_problems(fwd, view):
@@ -439,7 +383,7 @@ def _jump_positions(view, fam, table_name, chain):
     if key not in view.memo:
         table = fam.tables.get(table_name)
         rules = table.rules.get(chain, []) if table else []
-        view.memo[key] = [i for i, spec in enumerate(rules, 1) if _plan.jumps_into_ours(spec, view.prefix, table_name)]
+        view.memo[key] = [i for i, spec in enumerate(rules, 1) if _save.jumps_into_ours(spec, view.prefix, table_name)]
     return view.memo[key]
 
 
@@ -448,7 +392,7 @@ def check_jumps(fwd, view):
     if not owned(view, fam):
         return Check(None, 'no kvmnet.nat chains here: the rules below are this host\'s own')
     details, causes = [], []
-    for table_name, chain, _spec in _render.render_jumps(view.prefix):
+    for table_name, chain, _spec in _rules.render_jumps(view.prefix):
         table = fam.tables.get(table_name)
         positions = _jump_positions(view, fam, table_name, chain)
         label = '%s %s' % (table_name, chain)
@@ -486,11 +430,7 @@ def check_jumps(fwd, view):
     return Check(not causes, '; '.join(details), causes)
 
 
-def counted(table, rule):
-    if table is None or rule is None:
-        return None
-    counts = table.packets.get(rule[0], [])
-    return counts[rule[1] - 1] if len(counts) >= rule[1] else None
+counted = _save.counter     # the packet count of a rule (chain, position) in a table read with -c
 
 
 def _stop_cause(table_name, outcome, port, dst, fwd, before):
@@ -672,7 +612,7 @@ def _live_ours(view, fam):
     key = ('live', fam.family, id(fam))
     if key not in view.memo:
         view.memo[key] = {table_name: {spec for chain, rules in table.rules.items()
-                                       if _render.owned(chain, view.prefix, table_name) for spec in rules}
+                                       if _rules.owned(chain, view.prefix, table_name) for spec in rules}
                           for table_name, table in fam.tables.items()}
     return view.memo[key]
 
@@ -682,8 +622,8 @@ def _declaration_findings(fwd, view, fam):
     if not owned(view, fam):
         return []
     live = _live_ours(view, fam)
-    wanted = [('nat', s, 'DNAT') for s in _render.render_dnat(fwd)] + [('filter', _render.render_accept(fwd), 'accept')] + \
-             [('nat', s, 'MASQUERADE') for s in _render.render_masquerade(fwd)]
+    wanted = [('nat', s, 'DNAT') for s in _rules.render_dnat(fwd)] + [('filter', _rules.render_accept(fwd), 'accept')] + \
+             [('nat', s, 'MASQUERADE') for s in _rules.render_masquerade(fwd)]
     missing = [what for table_name, spec, what in wanted if spec not in live.get(table_name, set())]
     if not missing:
         return []
@@ -716,9 +656,9 @@ def _saved_state(view, family):
     fam, desired = view.families[family], view.desired.get(family)
     key = ('saved', family, fam.saved_text, fam.flavour, id(desired))
     if key not in view.memo:
-        fields, body = _plan.read_persisted(fam.saved_text)
-        expected = _plan.persist_text(desired, fam.flavour) if desired is not None and not desired.empty else None
-        wanted = set(_saved_lines(_plan.read_persisted(expected)[1])) if expected else set()
+        fields, body = _persisted.read_persisted(fam.saved_text)
+        expected = _persisted.persist_text(desired, fam.flavour) if desired is not None and not desired.empty else None
+        wanted = set(_saved_lines(_persisted.read_persisted(expected)[1])) if expected else set()
         view.memo[key] = (fields, set(_saved_lines(body)), expected, wanted)
     return view.memo[key]
 
@@ -741,9 +681,8 @@ def check_saved(fwd, view):
                      '%s: it writes the file again.' % RUN_EXPOSE.capitalize())
     if expected is not None and _once(view, ('saved equal', fam.saved_text, id(expected)), lambda: fam.saved_text == expected):
         return Check(True, '%s matches the declared forwards' % fam.saved_path)
-    mine = _render.render_dnat(fwd) + [_render.render_accept(fwd)]
-    specs = _once(view, ('saved specs', fam.saved_text), lambda: {line.split(' ', 2)[2] for line in saved
-                                                                  if line.startswith('-A ') and line.count(' ') >= 2})
+    mine = _rules.render_dnat(fwd) + [_rules.render_accept(fwd)]
+    specs = _once(view, ('saved specs', fam.saved_text), lambda: _persisted.rule_specs(saved))
     absent = [spec for spec in mine if spec not in specs]
     stale, lacking = len(saved - wanted), len(wanted - saved)
     if absent:
@@ -784,121 +723,6 @@ def check_counters(fwd, view):
                  'A connection from this host to %s:%d was not DNATed by this forward (%s): its traffic goes '
                  'elsewhere.' % (probe['address'], fwd.host_ports.first, taken),
                  'See the rules and listener columns; %s.' % RUN_EXPOSE)
-
-
-def check_listener(fwd, view):
-    hits = [item for item in view.listeners if _listeners.covers(item, fwd)]
-    if not hits:
-        return Check(True, 'no host process listens on %s/%s' % (fwd.proto, fwd.host_ports))
-    names = ', '.join(sorted(set(str(h) for h in hits)))
-    if fwd.allow_in_use:
-        return Check(True, '%s, allowed (allow_in_use)' % names)
-    return _fail(names, 'A host process listens on the public port (%s): outside clients reach %s through the DNAT, '
-                 'and that process no longer sees them; clients the DNAT does not take reach it instead.' % (names, fwd.guest),
-                 'Move the service to another port or address, change the forward\'s host port, or declare '
-                 'allow_in_use: true if this is intended.')
-
-
-def _guest_record(fwd, view):
-    domains = view.libvirt.get('domains', {})
-    return domains.get(fwd.guest)
-
-
-def _leases_of(view, ip):
-    return [(network, row) for network, rows in view.libvirt.get('leases', {}).items() for row in rows
-            if row['address'] == address_text(ip)]
-
-
-def _guest_state(fwd, view):
-    """(Check or None, details) of what libvirt says about the guest; a Check ends the guest check."""
-    if view.libvirt is None:
-        return None, ['libvirt not read (%s)' % (view.libvirt_error or 'virsh not installed')]
-    guest = _guest_record(fwd, view)
-    if guest is None:
-        return _fail('no domain %s' % fwd.guest, 'libvirt has no domain named %s.' % fwd.guest,
-                     'Check the name in the inventory against virsh list --all.'), []
-    if guest['state'] != 'running':
-        return _fail('%s is %s' % (fwd.guest, guest['state']), '%s is %s.' % (fwd.guest, guest['state']),
-                     'virsh start %s.' % fwd.guest), []
-    macs = {iface['mac'] for iface in guest['interfaces']}
-    others = [(net, row) for net, row in _leases_of(view, fwd.guest_ip) if row['mac'] not in macs]
-    if others:
-        net, row = others[0]
-        return _fail('%s leased to %s' % (fwd.guest_ip, row['mac']),
-                     '%s is leased to another machine (%s%s on network %s): the forward delivers to it, not to %s.'
-                     % (fwd.guest_ip, row['mac'], ', %s' % row['hostname'] if row.get('hostname') else '', net, fwd.guest),
-                     '%s: it pins each guest\'s address in libvirt\'s DHCP.' % RUN_EXPOSE.capitalize()), []
-    key = 'ipv4' if fwd.family == 4 else 'ipv6'
-    now = guest.get(key) or []
-    if now and address_text(fwd.guest_ip) not in now:
-        source = next((a.get('source', 'lease') for i in guest['interfaces'] for a in i.get('addresses', [])
-                       if a['address'] == now[0]), 'lease')
-        return _fail('%s has %s' % (fwd.guest, ', '.join(now)),
-                     '%s\'s address is now %s (%s), but the rules send %s/%s to %s.'
-                     % (fwd.guest, ', '.join(now), source, fwd.proto, fwd.host_ports, fwd.guest_ip),
-                     '%s (it pins the address); if the guest set the address itself, fix its network configuration.'
-                     % RUN_EXPOSE.capitalize()), []
-    return None, ['%s running at %s' % (fwd.guest, ', '.join(now) if now else '%s (no lease or agent address to compare)'
-                                        % fwd.guest_ip)]
-
-
-def check_guest(fwd, view):
-    ended, details = _guest_state(fwd, view)
-    if ended is not None:
-        return ended
-    answer = view.answers.get((address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first))
-    target = '%s %s/%d' % (address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first)
-    if answer is None:
-        details.append('%s: not checked (UDP: declare send/expect to check)' % target if fwd.proto == 'udp'
-                       else '%s: not checked' % target)
-        return Check(None if view.libvirt is None else True, '; '.join(details))
-    ok, text = answer
-    if ok:
-        details.append('%s answers from this host' % target)
-        return Check(True, '; '.join(details))
-    details.append('%s: %s' % (target, text))
-    if text == 'refused':
-        cause = ('%s refuses %s/%d: no service listens there (or its firewall rejects).'
-                 % (fwd.guest, fwd.proto, fwd.guest_ports.first))
-        fix = 'Start the service on %s, or correct the guest port of the forward.' % fwd.guest
-    else:
-        cause = '%s at %s does not answer %s/%d from this host (%s): it is down, its firewall drops, or the address ' \
-                'is wrong.' % (fwd.guest, address_text(fwd.guest_ip), fwd.proto, fwd.guest_ports.first, text)
-        fix = 'Check the guest (virsh console %s) and its firewall.' % fwd.guest
-    return Check(False, '; '.join(details), [(cause, fix)])
-
-
-def check_route(fwd, view):
-    if fwd.masquerade == 'always':
-        return Check(True, 'masquerade: always; replies come back through this host whatever the guest\'s gateway')
-    if view.libvirt is None:
-        return Check(None, 'libvirt not read')
-    guest = _guest_record(fwd, view)
-    if guest is None:
-        return Check(None, 'no domain %s' % fwd.guest)
-    networks = view.libvirt.get('networks', {})
-    for iface in guest['interfaces']:
-        network = networks.get(iface.get('network') or '')
-        if network is None:
-            continue
-        for ip in network['ips']:
-            if ip.version != fwd.family or fwd.guest_ip not in ip.network:
-                continue
-            gateway = network.get('routers', {}).get(ip.version, address_text(ip.ip))
-            if not gateway:
-                return _fail('network %s hands out no gateway' % network['name'],
-                             'Network %s hands out no default gateway: %s cannot answer clients outside %s.'
-                             % (network['name'], fwd.guest, ip.network),
-                             'masquerade: always for %s, then %s.' % (fwd.guest, RUN_EXPOSE))
-            if gateway != address_text(ip.ip):
-                return _fail('gateway %s, not this host (%s)' % (gateway, ip.ip),
-                             '%s\'s default gateway is %s (libvirt network %s hands it out), not this host (%s): replies '
-                             'to outside clients go there and never come back.' % (fwd.guest, gateway, network['name'], ip.ip),
-                             'masquerade: always for %s (it then sees connections from %s), then %s.'
-                             % (fwd.guest, ip.ip, RUN_EXPOSE))
-            return Check(True, 'gateway %s (this host, network %s)' % (gateway, network['name']))
-    return Check(None, 'libvirt does not know %s\'s gateway (not on a libvirt network with an address of this host)'
-                 % fwd.guest)
 
 
 CHECK_FUNCTIONS = {'forwarding': check_forwarding, 'layout': check_layout, 'jumps': check_jumps,
@@ -944,87 +768,3 @@ def table(results):
             check = item['check'] + (', unknown' if item.get('unknown') else '')
             lines.append('%s [%s]: %s Fix: %s' % (r['label'], check, item['cause'], item['fix']))
     return lines
-
-
-def nft_tables(ruleset):
-    """From ``nft -j list ruleset``: [{family, name, iptables, base: [{name, hook, stops: [(verdict, rule)]}]}].
-
-    ``iptables`` marks iptables-nft's tables (filter, nat, mangle, raw, security of ip and ip6, and any
-    table holding an xtables expression): iptables-save reads them, so the walk covers them. A chain's
-    stops are its drop and reject rules, and those of the chains it jumps or goes to, with their
-    interface matches (rule ``ifaces``: (iifname|oifname, value, negated)); a base chain with policy
-    drop stops too.
-    """
-    items = ruleset.get('nftables', []) if isinstance(ruleset, dict) else []
-    tables, chains, rules = {}, {}, {}
-    for item in items:
-        if 'table' in item:
-            t = item['table']
-            tables[(t.get('family'), t.get('name'))] = {'family': t.get('family'), 'name': t.get('name'),
-                                                        'base': [], 'iptables': False}
-        elif 'chain' in item:
-            c = item['chain']
-            chains[(c.get('family'), c.get('table'), c.get('name'))] = c
-        elif 'rule' in item:
-            r = item['rule']
-            rules.setdefault((r.get('family'), r.get('table'), r.get('chain')), []).append(r)
-    for (family, table_name), table in tables.items():
-        # iptables-nft's tables: iptables-save reads (and the walk sees) every rule in them, whoever wrote it
-        table['iptables'] = family in ('ip', 'ip6') and table_name in IPTABLES_TABLES
-    for (family, table_name, _chain), rule_list in rules.items():
-        if any(_iptables_made(rule) for rule in rule_list) and (family, table_name) in tables:
-            tables[(family, table_name)]['iptables'] = True
-    for key, chain in chains.items():
-        family, table_name, name = key
-        if 'hook' not in chain or (family, table_name) not in tables:
-            continue
-        stops = _chain_stops(key, chains, rules, set())
-        if chain.get('policy') == 'drop':
-            stops.append(('drop', {'text': 'policy drop', 'ifaces': ()}))
-        tables[(family, table_name)]['base'].append({'name': name, 'hook': chain['hook'], 'stops': stops})
-    return list(tables.values())
-
-
-IPTABLES_TABLES = ('filter', 'nat', 'mangle', 'raw', 'security')
-
-
-def _iptables_made(rule):
-    return any('xt' in expr for expr in rule.get('expr', []) if isinstance(expr, dict)) or \
-        rule.get('comment', '').startswith('kvmnet.nat')
-
-
-def _chain_stops(key, chains, rules, seen):
-    if key in seen:
-        return []
-    seen.add(key)
-    family, table_name, _name = key
-    stops = []
-    for rule in rules.get(key, []):
-        ifaces, verdict, target = [], None, None
-        for expr in rule.get('expr', []):
-            if not isinstance(expr, dict):
-                continue
-            if 'match' in expr:
-                m = expr['match']
-                left = m.get('left', {})
-                meta = left.get('meta', {}).get('key') if isinstance(left, dict) and isinstance(left.get('meta'), dict) else None
-                if meta in ('iifname', 'oifname') and isinstance(m.get('right'), str):
-                    ifaces.append((meta, m['right'], m.get('op') == '!='))
-            for word in ('drop', 'reject'):
-                if word in expr:
-                    verdict = word
-            for word in ('jump', 'goto'):
-                if isinstance(expr.get(word), dict):
-                    target = expr[word].get('target')
-        text = _nft_text(rule, ifaces, verdict or ('-> %s' % target if target else ''))
-        if verdict:
-            stops.append((verdict, {'text': text, 'ifaces': tuple(ifaces)}))
-        elif target and (family, table_name, target) in chains:
-            for inner_verdict, inner in _chain_stops((family, table_name, target), chains, rules, seen):
-                stops.append((inner_verdict, {'text': inner['text'], 'ifaces': tuple(ifaces) + inner['ifaces']}))
-    return stops
-
-
-def _nft_text(rule, ifaces, verdict):
-    parts = ['%s %s"%s"' % (key, '!= ' if negated else '', value) for key, value, negated in ifaces]
-    return '"%s"' % ' '.join(parts + [verdict]).strip() + ' (chain %s)' % rule.get('chain')

@@ -426,35 +426,80 @@ def parse_forwards(raw_forwards, public_ip=None, public_ip6=None, in_interface=N
     return sorted(forwards, key=lambda f: f.sort_key)
 
 
-def _scopes_meet(a, b):
-    if a.family != b.family or a.proto != b.proto:
+def _interfaces_meet(a, b):
+    """Whether one packet's inbound interface can match both ``in_interface`` values: an unset one matches
+    every interface, and a trailing ``+`` is iptables' prefix wildcard (``eth+`` matches ``eth0``)."""
+    if not a or not b:
+        return True
+    a_wild, b_wild = a.endswith('+'), b.endswith('+')
+    a_stem, b_stem = (a[:-1] if a_wild else a), (b[:-1] if b_wild else b)
+    if a_wild and b_wild:
+        return a_stem.startswith(b_stem) or b_stem.startswith(a_stem)
+    if a_wild:
+        return b_stem.startswith(a_stem)
+    if b_wild:
+        return a_stem.startswith(b_stem)
+    return a == b
+
+
+def scopes_meet(a, b):
+    """The overlap rule, ports aside (README, "When two forwards overlap"): True when one packet could
+    match the DNAT of both ``a`` and ``b``.
+
+    ``a`` and ``b`` have ``proto``, ``family``, ``public_ip`` and ``in_interface`` (a Forward, or an
+    inventory claim whose unknown family or interface is None). They do not meet when their protocols
+    differ, their families differ (an IPv4 and an IPv6 forward are in different tables, on different
+    public addresses), both have a public address and the addresses differ, or both have an inbound
+    interface and no interface matches both. An unscoped side (no public address, no interface, family
+    unknown) meets every value of that key. Sources do not separate two forwards.
+    """
+    if a.proto != b.proto:
+        return False
+    if a.family is not None and b.family is not None and a.family != b.family:
         return False
     if a.public_ip is not None and b.public_ip is not None and a.public_ip != b.public_ip:
         return False
-    if a.in_interface and b.in_interface and a.in_interface != b.in_interface:
-        return False
-    return True
+    return _interfaces_meet(a.in_interface, b.in_interface)
+
+
+def _sweep(members, claims, pairs, among=None):
+    """Pairs of ``members`` (indexes into ``claims``) whose host ports overlap and whose scopes meet, by one
+    sweep over them sorted by first port; with ``among``, only pairs with at least one member in it."""
+    active = []    # indexes whose range may still reach the ports that follow
+    for index in sorted(members, key=lambda i: (claims[i].host_ports.first, i)):
+        first = claims[index].host_ports.first
+        active = [other for other in active if claims[other].host_ports.last >= first]
+        for other in active:
+            if (among is None or index in among or other in among) and scopes_meet(claims[index], claims[other]):
+                pairs.add((min(index, other), max(index, other)))
+        active.append(index)
+
+
+def overlapping(claims):
+    """Every pair ``(i, j)``, i < j, sorted, of ``claims`` that overlap: scopes_meet and a common host port.
+
+    One sweep by first port per protocol and public address (n log n, plus one step per overlap found);
+    the claims without a public address meet every address, so they join each address's sweep.
+    """
+    by_address, open_scope = {}, {}
+    for index, claim in enumerate(claims):
+        if claim.public_ip is None:
+            open_scope.setdefault(claim.proto, []).append(index)
+        else:
+            by_address.setdefault((claim.proto, claim.public_ip), []).append(index)
+    pairs = set()
+    for proto, members in open_scope.items():
+        _sweep(members, claims, pairs)
+    for (proto, _address), members in by_address.items():
+        unscoped = open_scope.get(proto, [])
+        _sweep(members + unscoped, claims, pairs, among=set(members) if unscoped else None)
+    return sorted(pairs)
 
 
 def _overlaps(forwards):
-    """Pairs of forwards that claim a common port: a sweep over each (family, proto) by first port.
-
-    Pairs are reported in input order, as a pairwise comparison would, without its n² cost.
-    """
-    pairs = []
-    groups = {}
-    for index, fwd in enumerate(forwards):
-        groups.setdefault((fwd.family, fwd.proto), []).append((fwd.host_ports.first, index, fwd))
-    for members in groups.values():
-        active = []    # (last port, index, forward) of ranges that may still overlap what follows
-        for first, index, fwd in sorted(members, key=lambda m: (m[0], m[1])):
-            active = [item for item in active if item[0] >= first]
-            for _last, other_index, other in active:
-                if _scopes_meet(fwd, other):
-                    pairs.append((min(index, other_index), max(index, other_index)))
-            active.append((fwd.host_ports.last, index, fwd))
+    """One error per pair of forwards that claim a common port (see overlapping), in input order."""
     errors = []
-    for i, j in sorted(pairs):
+    for i, j in overlapping(forwards):
         a, b = forwards[i], forwards[j]
         errors.append('forward %s and forward %s claim the same %s port(s) on %s'
                       % (a.label, b.label, a.proto, a.public_ip or b.public_ip or a.in_interface or b.in_interface))

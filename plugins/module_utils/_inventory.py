@@ -14,6 +14,7 @@ the key, and suggest the key that was probably meant.
 
 from __future__ import annotations
 
+import collections
 import difflib
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
@@ -29,6 +30,8 @@ GUEST_VARS = {'expose_guest_name': 'name', 'expose_guest_ip': 'ip', 'expose_masq
 # per port: what only the hypervisor side decides, unless it lets its guest hosts choose (expose_guest_side_may_set)
 HYPERVISOR_CHOICES = ('public_ip', 'in_interface', 'allow_in_use')
 MAY_SET_VAR = 'expose_guest_side_may_set'
+# which domain a guest host declares: its inventory name, or the one the hypervisor side maps it to
+DOMAINS_VAR = 'expose_guest_domains'
 # what people write instead (checked before the closest-spelling guess)
 ALIASES = {
     'protocol': 'proto', 'source': 'sources', 'src': 'sources', 'allow': 'sources', 'allowed': 'sources',
@@ -218,6 +221,24 @@ def may_set(value, hypervisor=''):
     return tuple(value), []
 
 
+def guest_domains(value, hypervisor=''):
+    """The hypervisor's ``expose_guest_domains`` ({guest host: the domain it declares}) -> (dict, errors)."""
+    if value in (None, ''):
+        return {}, []
+    where = '%s: %s' % (hypervisor, DOMAINS_VAR) if hypervisor else DOMAINS_VAR
+    if not isinstance(value, dict):
+        return {}, ['%s must map a guest host (inventory name) to the libvirt domain it declares, like '
+                    '{app01: app01-vm}, not %r' % (where, value)]
+    errors = []
+    for host, domain in value.items():
+        if not (_is_text(host) and host):
+            errors.append('%s: %r is not an inventory host name' % (where, host))
+        if not (_is_text(domain) and _forward._GUEST_NAME_RE.fullmatch(domain)):
+            errors.append('%s: %s: %r must be a libvirt domain name: 1-64 characters of letters, digits and ._+:@-'
+                          % (where, host, domain))
+    return ({} if errors else dict(value)), errors
+
+
 def _guest_side_choices(host, ports, allowed, hypervisor):
     """Ports of a guest host that choose what only the hypervisor side may (unless it allows it)."""
     errors = []
@@ -233,16 +254,24 @@ def _guest_side_choices(host, ports, allowed, hypervisor):
     return errors
 
 
-def guest_side(host, variables, allowed=(), hypervisor=''):
+def guest_side(host, variables, allowed=(), hypervisor='', domains=None):
     """The guest side: inventory host ``host`` with ``expose_hypervisor`` and ``expose_ports``.
 
     ``allowed``: which of HYPERVISOR_CHOICES the hypervisor (inventory name ``hypervisor``) lets its
-    guest hosts set per port; any other one set here is refused.
+    guest hosts set per port; any other one set here is refused. ``domains``: the hypervisor's
+    ``expose_guest_domains``; a guest host declares the domain of its own inventory name or the one
+    ``domains`` maps it to (the default when ``expose_guest_name`` is unset), never another one.
     """
     errors = []
+    mapped = (domains or {}).get(host)
     name = variables.get('expose_guest_name')
     if name is None or name == '':
-        name = host
+        name = mapped or host
+    elif _is_text(name) and name not in (host, mapped):
+        errors.append('%s: expose_guest_name %r is not this guest host\'s own domain (%s): a guest host declares '
+                      'only its own domain (to let it declare %s, set %s: {%s: %s} on hypervisor %s)'
+                      % (host, name, '%s or %s' % (host, mapped) if mapped else host, name, DOMAINS_VAR, host, name,
+                         hypervisor or '(its expose_hypervisor)'))
     ports = variables.get('expose_ports')
     if ports is None:
         ports = []
@@ -284,61 +313,37 @@ def hypervisor_of(host, variables):
     return value, []
 
 
+# A port without public_ip takes the hypervisor's public address of its family, not known here: it is
+# this one placeholder, the same for every such port and unlike every address written out.
+DEFAULT_PUBLIC = 'the public address'
+Claim = collections.namedtuple('Claim', 'guest host_ports proto family public_ip in_interface')
+
+
+def _claim(guest, port):
+    """What one declared port takes, for _forward.scopes_meet: its family from its public_ip, else from the
+    guest's ip, else unknown (None: the guest's address is found later and may be of either family); an
+    in_interface left out is the hypervisor's, unknown here (None: every interface)."""
+    public = port.get('public_ip')
+    address = public or guest.get('ip')
+    family = _forward.parse_address(address, 'address').version if address else None
+    return Claim(guest, _forward.parse_ports(port['host']), port.get('proto') or 'tcp', family,
+                 public or DEFAULT_PUBLIC, port.get('in_interface'))
+
+
 def overlaps(guests):
-    """Two declarations claiming a host port on the same public address (or both on the default one).
-
-    A sweep per (proto, address) over the claims sorted by first port: n log n, plus one step per
-    overlap found. Errors come in declaration order, the later claim named first.
+    """Two declarations claiming one host port, by the rule of the module (_forward.scopes_meet): the same
+    protocol, family, public address and interface, or one of them unscoped. Ports that failed their own
+    check are left out. Errors come in declaration order, the later claim named first.
     """
-    groups = {}
-    claims = []
-    for guest in guests:
-        for port in guest['ports']:
-            if not port or port.get('host') is None or guest.get('name') is None:
-                continue
-            ports = _forward.parse_ports(port['host'])
-            key = (port.get('proto') or 'tcp', port.get('public_ip') or 'the public address')
-            groups.setdefault(key, []).append(len(claims))
-            claims.append((guest, ports, key))
-    pairs = []
-    for members in groups.values():
-        active = []      # claims whose range may still reach the ports that follow
-        for index in sorted(members, key=lambda i: (claims[i][1].first, i)):
-            first = claims[index][1].first
-            active = [other for other in active if claims[other][1].last >= first]
-            pairs.extend((max(index, other), min(index, other)) for other in active)
-            active.append(index)
+    claims = [_claim(guest, port) for guest in guests if guest.get('name') is not None
+              for port in guest['ports'] if port and port.get('host') is not None]
     errors = []
-    for later, earlier in sorted(pairs):
-        (guest, ports, key), (other, other_ports, _key) = claims[later], claims[earlier]
+    for earlier, later in sorted(_forward.overlapping(claims), key=lambda pair: (pair[1], pair[0])):
+        claim, other = claims[later], claims[earlier]
         errors.append('%s %s/%s (declared by %s) and %s %s/%s (declared by %s) claim the same port on %s'
-                      % (guest['name'], key[0], ports, guest['declared_by'], other['name'], key[0],
-                         other_ports, other['declared_by'], key[1]))
+                      % (claim.guest['name'], claim.proto, claim.host_ports, claim.guest['declared_by'], other.guest['name'],
+                         other.proto, other.host_ports, other.guest['declared_by'], claim.public_ip))
     return errors
-
-
-def declared(hostvars, host, hypervisor_name):
-    """Every exposure declared for the hypervisor ``host`` (known to guests as ``hypervisor_name``),
-    validated: its own ``expose_guests`` and every guest host naming it. DeclarationError lists all
-    problems at once."""
-    own = hostvars[host] if host in hostvars else {}
-    guests, errors = hypervisor_guests(host, own.get('expose_guests'))
-    allowed, problems = may_set(own.get(MAY_SET_VAR), host)
-    errors.extend(problems)
-    for name in sorted(hostvars):
-        variables = hostvars[name]
-        wanted, problems = hypervisor_of(name, variables)
-        errors.extend(problems)
-        if wanted is None or wanted != hypervisor_name:
-            continue
-        guest, problems = guest_side(name, variables, allowed, host)
-        guests.append(guest)
-        errors.extend(problems)
-    errors.extend(duplicates(guests, host))
-    errors.extend(overlaps(guests))
-    if errors:
-        raise DeclarationError(errors)
-    return guests
 
 
 def orphans(hostvars, hypervisor_names):

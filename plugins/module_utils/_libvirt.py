@@ -229,6 +229,55 @@ def read_network(module, virsh, uri, name):
         return None
 
 
+def read_leases(module, virsh, uri, name):
+    """parse_leases of one libvirt network; CommandError when virsh fails."""
+    return parse_leases(_virsh(module, virsh, uri, 'net-dhcp-leases', name))
+
+
+def read_networks(module, virsh, uri):
+    """{name: read_network, with 'active'} and {name: leases (none when inactive)} of every libvirt network."""
+    networks, leases = {}, {}
+    active = set(line.strip() for line in _virsh(module, virsh, uri, 'net-list', '--name').splitlines() if line.strip())
+    for name in (line.strip() for line in _virsh(module, virsh, uri, 'net-list', '--all', '--name').splitlines()):
+        if not name:
+            continue
+        parsed = read_network(module, virsh, uri, name)
+        if parsed is None:
+            continue
+        parsed['active'] = name in active
+        networks[name] = parsed
+        leases[name] = read_leases(module, virsh, uri, name) if name in active else []
+    return networks, leases
+
+
+def read_guests(module, virsh, uri, names, host_ips):
+    """What the doctor needs of the named domains: ({'domains', 'networks', 'leases'}, warnings).
+
+    Domains libvirt does not know are left out; a domain that cannot be read is a warning. Only the
+    networks the domains are on are read, and their leases (none when virsh cannot list them).
+    """
+    known = set(list_domains(module, virsh, uri))
+    networks, domains, warnings = {}, {}, []
+    for name in sorted(set(names) & known):
+        try:
+            domains[name], notes = describe(module, virsh, uri, name, ADDRESS_SOURCES, networks, host_ips)
+        except (CommandError, ET.ParseError) as exc:
+            warnings.append('guest %s: %s' % (name, exc))
+            continue
+        warnings.extend(notes)
+        for iface in domains[name]['interfaces']:
+            if iface.get('network') and iface['network'] not in networks:
+                networks[iface['network']] = read_network(module, virsh, uri, iface['network'])
+    leases = {}
+    for name, network in networks.items():
+        if network is not None:
+            try:
+                leases[name] = read_leases(module, virsh, uri, name)
+            except CommandError:
+                leases[name] = []
+    return {'domains': domains, 'networks': {k: v for k, v in networks.items() if v}, 'leases': leases}, warnings
+
+
 def describe(module, virsh, uri, name, sources, networks, host_ips):
     """Everything guest_info returns about one domain; address lookups that fail become warnings.
 

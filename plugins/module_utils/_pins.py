@@ -12,7 +12,8 @@ host reservations ("pins") that make libvirt hand each exposed guest the address
 Only pins this collection made (the record) are ever changed or removed; the record is written
 before a pin is made (``plan`` orders the actions, the module records each one first), so a pin in
 libvirt is never one the record does not know. ``agent_address_refusal`` decides whether an address
-the guest agent reports (the guest's word) may be used at all.
+the guest agent reports (the guest's word) may be used at all, ``claimed_address_refusal`` the same of
+an address the guest side of the inventory declares.
 """
 
 from __future__ import annotations
@@ -112,30 +113,50 @@ def agent_address_refusal(name, ip, mac, network, leases, owners, neighbour):
     ``neighbour(bridge, ip)`` reads that entry ({'mac': lladdr or None, 'problem': why there is none});
     it is called only when (a) and (b) hold. ``owners``: {mac: domain name}, to name the other machine.
     """
+    return _guest_word_refusal('the guest agent reports %s' % ip, ip, mac, network, leases, owners, neighbour)
+
+
+def claimed_address_refusal(name, ip, mac, network, leases, owners, neighbour):
+    """Why the address ``ip`` that the guest side of the inventory declares for domain ``name`` (its
+    ``expose_guest_ip``) may not be used, or None.
+
+    The guest side is written by a less-trusted team, so its address is the guest's word too: checked
+    as agent_address_refusal checks an agent's, and also refused when (b2) the domain's own MAC holds a
+    lease on another address of the same family in that network (the guest's address is that one).
+    """
+    return _guest_word_refusal('the guest side declares %s' % ip, ip, mac, network, leases, owners, neighbour,
+                               own_lease=True)
+
+
+def _guest_word_refusal(says, ip, mac, network, leases, owners, neighbour, own_lease=False):
     address = ipaddress.ip_address(ip)
     if network is None or not mac:
-        return 'the guest agent reports %s, which is on no libvirt network the domain has an interface in' % ip
+        return '%s, which is on no libvirt network the domain has an interface in' % says
     if not any(i.version == address.version and address in i.network for i in network['ips']):
-        return 'the guest agent reports %s, outside network %s' % (ip, network['name'])
+        return '%s, outside network %s' % (says, network['name'])
     for reservation in network['reservations']:
         if reservation['ip'] == ip and reservation['mac'] != mac:
-            return 'the guest agent reports %s, which network %s reserves for %s' \
-                % (ip, network['name'], _who(reservation['mac'], owners, reservation['name']))
+            return '%s, which network %s reserves for %s' \
+                % (says, network['name'], _who(reservation['mac'], owners, reservation['name']))
     for lease in leases:
         if lease['address'] == ip and lease['mac'] != mac:
-            return 'the guest agent reports %s, which network %s has leased to %s' \
-                % (ip, network['name'], _who(lease['mac'], owners, lease['hostname']))
+            return '%s, which network %s has leased to %s' \
+                % (says, network['name'], _who(lease['mac'], owners, lease['hostname']))
+    own = [lease['address'] for lease in leases if own_lease and lease['mac'] == mac and
+           ipaddress.ip_address(lease['address']).version == address.version]
+    if own and ip not in own:
+        return '%s, but network %s has leased %s to this guest\'s own MAC %s (its address is that one)' \
+            % (says, network['name'], ' and '.join(own), mac)
     bridge = network.get('bridge')
     if not bridge:
-        return 'the guest agent reports %s, and network %s has no bridge on which to check who answers for it' \
-            % (ip, network['name'])
+        return '%s, and network %s has no bridge on which to check who answers for it' % (says, network['name'])
     found = neighbour(bridge, ip)
     if not found.get('mac'):
-        return 'the guest agent reports %s, and nothing could be seen answering for it on %s (%s), so it is not ' \
-               'believed' % (ip, bridge, found.get('problem') or 'no neighbour entry')
+        return '%s, and nothing could be seen answering for it on %s (%s), so it is not believed' \
+            % (says, bridge, found.get('problem') or 'no neighbour entry')
     if found['mac'] != mac:
-        return 'the guest agent reports %s, but on %s %s answers for it, not this guest\'s %s (another machine\'s ' \
-               'address, or a forged one)' % (ip, bridge, _who(found['mac'], owners), mac)
+        return '%s, but on %s %s answers for it, not this guest\'s %s (another machine\'s address, or a forged ' \
+               'one)' % (says, bridge, _who(found['mac'], owners), mac)
     return None
 
 
@@ -212,7 +233,8 @@ def load_record(text):
         raise RecordError('it is not JSON (%s)' % exc) from None
     if not isinstance(data, dict):
         raise RecordError('it holds %s, not an object %s' % (_kind(data), RECORD_FORMAT))
-    if type(data.get('version', 1)) is not int or data.get('version', 1) != 1:
+    version = data.get('version', 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version != 1:
         raise RecordError('it is of version %r, this kvmnet.nat reads version 1' % (data.get('version'),))
     if not isinstance(data.get('pins'), list):
         raise RecordError('its "pins" is %s, not a list' % ('missing' if 'pins' not in data else _kind(data['pins'])))

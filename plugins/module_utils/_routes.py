@@ -50,26 +50,46 @@ def host_interfaces(module):
     return parse_addresses(out)
 
 
+def parse_routes(text):
+    """``ip -j route ...`` -> its routes (dicts); [] when it printed no JSON list."""
+    try:
+        routes = json.loads(text or '[]')
+    except ValueError:
+        return []
+    return [route for route in routes if isinstance(route, dict)] if isinstance(routes, list) else []
+
+
+def read_routes(module, family, *args):
+    """parse_routes of ``ip -j -FAMILY route ARGS``; [] when ip is missing or fails."""
+    ip_cmd = module.get_bin_path('ip')
+    if not ip_cmd:
+        return []
+    rc, out, _err = run(module, [ip_cmd, '-j', '-%d' % family, 'route'] + list(args), check=False)
+    return parse_routes(out) if rc == 0 else []
+
+
+def route_get(module, address, family):
+    """The route the kernel would take to ``address`` (``ip -j route get``), or None."""
+    routes = read_routes(module, family, 'get', str(address))
+    return routes[0] if routes else None
+
+
+def default_routes(module, family):
+    """The family's default routes (``ip -j route show default``)."""
+    return read_routes(module, family, 'show', 'default')
+
+
 def connected_network(module, ip, interfaces):
     """The directly connected network holding ``ip`` (e.g. libvirt's 192.168.122.0/24), or None.
 
     ``ip route get`` names the device the kernel would use; the network is that device's address
     whose prefix contains ``ip`` (``interfaces`` as host_interfaces returns them).
     """
-    ip_cmd = module.get_bin_path('ip')
-    if not ip_cmd:
-        return None
-    rc, out, _err = run(module, [ip_cmd, '-j', '-%d' % ip.version, 'route', 'get', str(ip)], check=False)
-    if rc != 0:
-        return None
-    try:
-        routes = json.loads(out or '[]')
-    except ValueError:
-        return None
-    if not routes or not isinstance(routes[0], dict) or routes[0].get('gateway') or not routes[0].get('dev'):
+    route = route_get(module, ip, ip.version)
+    if route is None or route.get('gateway') or not route.get('dev'):
         return None
     for iface, dev in interfaces:
-        if dev == routes[0]['dev'] and iface.version == ip.version and ip in iface.network and \
+        if dev == route['dev'] and iface.version == ip.version and ip in iface.network and \
                 iface.network.prefixlen < iface.network.max_prefixlen:
             return iface.network
     return None

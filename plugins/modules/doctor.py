@@ -36,6 +36,8 @@ description:
     no other machine holds it, its port answers a connection from this host.
   - C(route) the guest's default gateway, where libvirt hands it out, is this host (else
     O(forwards[].masquerade=auto) cannot work).
+extends_documentation_fragment:
+  - kvmnet.nat.forward
 author:
   - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
@@ -109,19 +111,6 @@ options:
           - Bounded as in M(kvmnet.nat.probe) - at most 256 characters, searched in the answer's first 512
             characters, in a child process stopped after 1 second (a pattern that takes longer fails the check).
         type: str
-  public_ip:
-    description: The public IPv4 address. Default, the address of the default route.
-    type: str
-  public_ip6:
-    description: The public IPv6 address for IPv6 forwards.
-    type: str
-  in_interface:
-    description: Inbound interface the forwards are scoped to, as in M(kvmnet.nat.forwards).
-    type: str
-  chain_prefix:
-    description: Prefix of the collection's chains.
-    type: str
-    default: KVMNAT
   persist_path:
     description:
       - Base name of the saved rules (C(<persist_path>.v4), C(.v6)) to compare; not checked when omitted.
@@ -152,6 +141,7 @@ options:
     type: float
     default: 2.0
 notes:
+  - When O(public_ip) is omitted, the doctor takes the address of this host's default IPv4 route.
   - The module reads without the host lock of M(kvmnet.nat.forwards); a run of C(kvmnet.nat.expose) at the
     same moment can show a state half-way through a change. Run it again.
   - The walk evaluates the matches iptables-save prints for addresses, interfaces, protocols, ports,
@@ -262,10 +252,8 @@ changed:
   type: bool
 """
 
-import json
 import os
 import time
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
@@ -275,13 +263,13 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _connect
 from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _host
-from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
 from ansible_collections.kvmnet.nat.plugins.module_utils import _match
-from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
+from ansible_collections.kvmnet.nat.plugins.module_utils import _schema
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as _rules
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as _save
 
 FORWARD_KEYS = ('guest', 'guest_ip', 'proto', 'host_port', 'guest_port', 'sources', 'masquerade', 'public_ip',
                 'in_interface', 'guest_network', 'allow_in_use')
@@ -289,166 +277,45 @@ FORWARD_KEYS = ('guest', 'guest_ip', 'proto', 'host_port', 'guest_port', 'source
 
 def argument_spec():
     return dict(
-        forwards=dict(type='list', elements='dict', required=True, options=dict(
-            guest=dict(type='str', required=True),
-            guest_ip=dict(type='str'),
-            proto=dict(type='str', default='tcp'),
-            host_port=dict(type='raw', required=True),
-            guest_port=dict(type='raw'),
-            sources=dict(type='list', elements='str', default=[]),
-            masquerade=dict(type='str', default='auto'),
-            public_ip=dict(type='str'),
-            in_interface=dict(type='str'),
-            guest_network=dict(type='str'),
-            allow_in_use=dict(type='bool', default=False),
-            send=dict(type='str'),
-            expect=dict(type='str'),
-        )),
-        public_ip=dict(type='str'),
-        public_ip6=dict(type='str'),
-        in_interface=dict(type='str'),
-        chain_prefix=dict(type='str', default=_render.DEFAULT_PREFIX),
-        persist_path=dict(type='path'),
+        forwards=dict(type='list', elements='dict', required=True,
+                      options=dict(_schema.forward_options(guest_ip_required=False), **_schema.DIAGNOSE_OPTIONS)),
         uri=dict(type='str', default='qemu:///system'),
         guest=dict(type='str'),
         port=dict(type='int'),
         probe=dict(type='bool', default=False),
         timeout=dict(type='float', default=2.0),
+        **_schema.scope_options()
     )
 
-# ---------------------------------------------------------------- reading the host, once
+# ---------------------------------------------------------------- reading the host, once (_host)
 
 
-def _read_iptables(module, family):
-    """Family view: the flavour holding the rules, its tables with packet counts, and a mix warning."""
-    fam = _doctor.Family(family)
-    base = _netfilter.TOOL[family]
-    found = {}
-    for flavour in ('legacy', 'nft'):
-        save = module.get_bin_path('%s-%s-save' % (base, flavour))
-        if not save or (flavour == 'legacy' and _netfilter.legacy_tables(family) == []):
-            continue
-        rc, out, _err = _command.run(module, [save, '-c'], check=False)
-        if rc == 0:
-            found[flavour] = out
-    if not found:
-        save = module.get_bin_path('%s-save' % base)
-        if not save:
-            return fam
-        found['unknown'] = _command.run(module, [save, '-c'], context='reading the IPv%d ruleset' % family)[1]
-    used = [f for f in found if _netfilter.in_use(found[f])]
-    if len(used) == 2:
-        fam.mixed = ('This host has %s rules in both iptables-legacy and iptables-nft: the kernel runs both, and '
-                     'rules in one are invisible to the other.' % base)
-        ours = [f for f in used if ':%s_' % module.params['chain_prefix'] in found[f]]
-        fam.flavour = ours[0] if ours else 'nft'
-    else:
-        fam.flavour = used[0] if used else ('nft' if 'nft' in found else next(iter(found)))
-    fam.tables = _plan.parse_save(found[fam.flavour])
-    fam.save_cmd = [module.get_bin_path('%s-%s-save' % (base, fam.flavour)) or module.get_bin_path('%s-save' % base)]
-    return fam
+def _read_host(module, view):
+    """Everything the checks read, once: addresses, default routes, each family's iptables in the flavour the
+    engine uses, the saved files, sysctls, firewalld, the nftables ruleset and the guests in libvirt."""
+    params = module.params
+    view.interfaces = _routes.host_interfaces(module)
+    view.default_dev, default_ip = _host.defaults(module, view.interfaces)
+    if not params['public_ip'] and default_ip:
+        params['public_ip'] = default_ip
+    view.families = {family: _doctor.family_of(_host.iptables_saves(module, family), view.prefix)
+                     for family in _forward.FAMILIES}
+    if params['persist_path']:
+        _read_saved(view, params['persist_path'])
+    view.sysctl = _host.sysctls()
+    view.firewalld = _host.firewalld_active(module)
+    ruleset, view.nft_error = _host.nft_ruleset(module)
+    view.nft = None if ruleset is None else _host.nft_tables(ruleset)
+    host_ips = {iface.ip for iface, _dev in view.interfaces}
+    view.libvirt, view.libvirt_error = _host.libvirt(module, params['uri'], {raw['guest'] for raw in params['forwards']},
+                                                     host_ips)
 
 
 def _nat_packets(module, fam):
     """The nat table again, with packet counts, from the flavour the rules are in (the probe's second read)."""
     out = _command.run(module, fam.save_cmd + ['-c', '-t', 'nat'], context='reading the IPv%d nat table' % fam.family)[1]
-    return _plan.parse_save(out).get('nat')
+    return _save.parse_save(out).get('nat')
 
-
-def _read_sysctls():
-    rp = {}
-    base = '/proc/sys/net/ipv4/conf'
-    for name in os.listdir(base) if os.path.isdir(base) else []:
-        value = _host.read_sysctl(os.path.join(base, name, 'rp_filter'))
-        if value is not None and value.isdigit():
-            rp[name] = int(value)
-    return {'ipv4_forward': _host.read_sysctl('/proc/sys/net/ipv4/ip_forward'),
-            'ipv6_forward': _host.read_sysctl('/proc/sys/net/ipv6/conf/all/forwarding'),
-            'rp_filter': rp, 'bridge_nf': _host.read_sysctl('/proc/sys/net/bridge/bridge-nf-call-iptables')}
-
-
-def _route_dev(module, address, family):
-    ip_cmd = module.get_bin_path('ip')
-    if not ip_cmd:
-        return None
-    rc, out, _err = _command.run(module, [ip_cmd, '-j', '-%d' % family, 'route', 'get', address], check=False)
-    try:
-        routes = json.loads(out) if rc == 0 else []
-    except ValueError:
-        return None
-    return routes[0].get('dev') if routes and isinstance(routes[0], dict) else None
-
-
-def _default_routes(module, interfaces):
-    devs, public = {}, ''
-    ip_cmd = module.get_bin_path('ip')
-    for family in (4, 6):
-        rc, out, _err = _command.run(module, [ip_cmd, '-j', '-%d' % family, 'route', 'show', 'default'], check=False)
-        try:
-            routes = json.loads(out) if rc == 0 and out.strip() else []
-        except ValueError:
-            routes = []
-        if routes and isinstance(routes[0], dict):
-            devs[family] = routes[0].get('dev')
-        if family == 4 and rc == 0:
-            public = _host.default_ipv4(out, interfaces)
-    return devs, public
-
-
-def _firewalld_active(module):
-    systemctl = module.get_bin_path('systemctl')
-    if systemctl:
-        _rc, out, _err = _command.run(module, [systemctl, 'is-active', 'firewalld.service'], check=False)
-        return out.strip() == 'active'
-    return _host.process_running('firewalld')
-
-
-def _read_nft(module, view):
-    nft = module.get_bin_path('nft')
-    if not nft:
-        view.nft_error = 'nft not installed'
-        return
-    rc, out, err = _command.run(module, [nft, '-j', 'list', 'ruleset'], check=False)
-    if rc != 0:
-        view.nft_error = 'nft -j list ruleset failed: %s' % (err or out).strip()
-        return
-    try:
-        view.nft = _doctor.nft_tables(json.loads(out or '{}'))
-    except ValueError as exc:
-        view.nft_error = 'nft printed no JSON: %s' % exc
-
-
-def _read_libvirt(module, view, guests, host_ips):
-    virsh = module.get_bin_path('virsh')
-    uri = module.params['uri']
-    if not virsh:
-        view.libvirt_error = 'virsh not installed'
-        return
-    try:
-        known = set(_libvirt.list_domains(module, virsh, uri))
-    except _command.CommandError as exc:
-        view.libvirt_error = str(exc)
-        return
-    networks, domains, warnings = {}, {}, []
-    for name in sorted(guests & known):
-        try:
-            domains[name], notes = _libvirt.describe(module, virsh, uri, name, ('lease', 'agent'), networks, host_ips)
-        except (_command.CommandError, ET.ParseError) as exc:
-            warnings.append('guest %s: %s' % (name, exc))
-            continue
-        warnings.extend(notes)
-        for iface in domains[name]['interfaces']:
-            if iface.get('network') and iface['network'] not in networks:
-                networks[iface['network']] = _libvirt.read_network(module, virsh, uri, iface['network'])
-    leases = {}
-    for name, network in networks.items():
-        if network is None:
-            continue
-        rc, out, _err = _command.run(module, [virsh, '--connect', uri, 'net-dhcp-leases', name], check=False)
-        leases[name] = _libvirt.parse_leases(out) if rc == 0 else []
-    view.libvirt = {'domains': domains, 'networks': {k: v for k, v in networks.items() if v}, 'leases': leases}
-    for warning in warnings:
-        module.warn(warning)
 
 # ---------------------------------------------------------------- the forwards
 
@@ -480,17 +347,10 @@ def _parsed_label(raw):
 def _address_from_rules(view, label):
     """Where the collection's DNAT for this forward sends it, from the live rules (read once per run)."""
     if 'dnat by label' not in view.memo:
-        found, opening = {}, '--comment "%s: ' % _render.OWNER_TAG
+        found = {}
         for fam in view.families.values():
-            nat = fam.tables.get('nat')
-            for chain, rules in (nat.rules.items() if nat else ()):
-                if not _render.owned(chain, view.prefix, 'nat'):
-                    continue
-                for spec in rules:
-                    start = spec.find(opening)
-                    end = spec.find('"', start + len(opening)) if start >= 0 else -1
-                    if end >= 0 and '-j DNAT' in spec:
-                        found.setdefault(spec[start + len(opening):end], _doctor.destination(spec)[0])
+            for name, address in _save.dnat_destinations(fam.tables, view.prefix).items():
+                found.setdefault(name, address)
         view.memo['dnat by label'] = found
     return view.memo['dnat by label'].get(label)
 
@@ -602,7 +462,7 @@ def _probe(module, view, forwards):
 def _check_params(module):
     params = module.params
     problems = []
-    if not _render.valid_prefix(params['chain_prefix']):
+    if not _rules.valid_prefix(params['chain_prefix']):
         problems.append('chain_prefix %r must be 1-16 upper-case letters or digits' % (params['chain_prefix'],))
     if not 0.1 <= params['timeout'] <= 10:
         problems.append('timeout %s must be between 0.1 and 10 seconds' % params['timeout'])
@@ -640,23 +500,12 @@ def _run(module):
     params = module.params
     _check_params(module)
     view = _doctor.View(prefix=params['chain_prefix'])
-    view.interfaces = _routes.host_interfaces(module)
-    view.default_dev, default_ip = _default_routes(module, view.interfaces)
-    if not params['public_ip'] and default_ip:
-        params['public_ip'] = default_ip
-    view.families = {family: _read_iptables(module, family) for family in _forward.FAMILIES}
-    if params['persist_path']:
-        _read_saved(view, params['persist_path'])
-    view.sysctl = _read_sysctls()
-    view.firewalld = _firewalld_active(module)
-    _read_nft(module, view)
-    host_ips = {iface.ip for iface, _dev in view.interfaces}
-    _read_libvirt(module, view, {raw['guest'] for raw in params['forwards']}, host_ips)
+    _read_host(module, view)
     complete, unresolved = _resolve(module, view, params['forwards'])
     forwards, warnings = _routes.with_hairpin_networks(module, _parse(module, complete), view.interfaces)
     for warning in warnings:
         module.warn(warning)
-    view.desired = {family: _render.desired_state(forwards, family, view.prefix) for family in _forward.FAMILIES}
+    view.desired = {family: _rules.desired_state(forwards, family, view.prefix) for family in _forward.FAMILIES}
     selected = [fwd for fwd in forwards if _selected(module, fwd)]
     unresolved = [item for item in unresolved if not params['guest'] or item['guest'] == params['guest']]
     if not selected and not unresolved:
@@ -670,7 +519,7 @@ def _run(module):
         for net in fwd.sources:
             address = _forward.address_text(net.network_address)
             if address not in view.routes:
-                view.routes[address] = _route_dev(module, address, net.version)
+                view.routes[address] = (_routes.route_get(module, address, net.version) or {}).get('dev')
     hits = [item for item in _listeners.read_listeners() if any(_listeners.covers(item, fwd) for fwd in selected)]
     view.listeners = _listeners.name_processes(hits) if hits else []
     _answers(module, view, selected, params['forwards'])
@@ -691,7 +540,7 @@ def run(module):
         _run(module)
     except _command.CommandError as exc:
         module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
-    except (_routes.RouteError, _plan.RulesetError) as exc:
+    except (_routes.RouteError, RulesetError) as exc:
         module.fail_json(msg=str(exc))
 
 

@@ -28,6 +28,8 @@ description:
     the port. A payload is always checked with C(iptables-restore --test) before it is applied.
   - Uses the iptables flavour (nf_tables or legacy) the host's rules are in; refuses a host
     whose rules are split across both.
+extends_documentation_fragment:
+  - kvmnet.nat.forward
 author:
   - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
@@ -125,23 +127,6 @@ options:
         (read from C(/proc/net)), naming the process, unless the forward sets O(forwards[].allow_in_use).
     type: bool
     default: true
-  public_ip:
-    description:
-      - Only traffic addressed to this IPv4 address is forwarded. This is what keeps a DNAT for
-        port 80 from stealing the host's own web server on its other addresses.
-      - At least one of O(public_ip) and O(in_interface) (or their per-forward overrides) is required.
-    type: str
-  public_ip6:
-    description:
-      - Like O(public_ip), for forwards whose O(forwards[].guest_ip) is IPv6.
-    type: str
-  in_interface:
-    description:
-      - Only traffic arriving on this interface is forwarded.
-      - With O(in_interface) set, hairpin connections from the guest network do not match (they do
-        not arrive on that interface); use O(public_ip) alone if guests must reach each other through
-        the public address.
-    type: str
   vip_addresses:
     description:
       - Addresses that may be a public address (O(public_ip), O(public_ip6), O(forwards[].public_ip))
@@ -160,13 +145,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  chain_prefix:
-    description:
-      - Prefix of the chains the module owns (C(<prefix>_DNAT), C(<prefix>_SNAT), C(<prefix>_FWD)).
-      - Chains starting with C(<prefix>_) are considered owned. If such a chain exists and holds
-        rules the module did not write, the module refuses to run.
-    type: str
-    default: KVMNAT
   persist_path:
     description:
       - Also write the managed rules, and nothing else, as restore files C(<persist_path>.v4) and
@@ -285,100 +263,28 @@ forwards:
        guest_network: 192.168.122.0/24}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _command
-from ansible_collections.kvmnet.nat.plugins.module_utils import _files
+from ansible_collections.kvmnet.nat.plugins.module_utils import _converge
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
 from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
-from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
-
-PERSIST_MODE = 0o640
-MAX_LOCK_TIMEOUT = 600
+from ansible_collections.kvmnet.nat.plugins.module_utils import _schema
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as _iptables
 
 
 def argument_spec():
     return dict(
-        forwards=dict(type='list', elements='dict', default=[], options=dict(
-            guest=dict(type='str', required=True),
-            guest_ip=dict(type='str', required=True),
-            proto=dict(type='str', default='tcp'),
-            host_port=dict(type='raw', required=True),
-            guest_port=dict(type='raw'),
-            sources=dict(type='list', elements='str', default=[]),
-            masquerade=dict(type='str', default='auto'),
-            public_ip=dict(type='str'),
-            in_interface=dict(type='str'),
-            guest_network=dict(type='str'),
-            allow_in_use=dict(type='bool', default=False),
-        )),
+        forwards=dict(type='list', elements='dict', default=[], options=_schema.forward_options()),
         check_listeners=dict(type='bool', default=True),
-        public_ip=dict(type='str'),
-        public_ip6=dict(type='str'),
-        in_interface=dict(type='str'),
         vip_addresses=dict(type='list', elements='str', default=[]),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
-        chain_prefix=dict(type='str', default=_render.DEFAULT_PREFIX),
-        persist_path=dict(type='path'),
         lock_timeout=dict(type='int', default=10),
         lock_path=dict(type='path', default=_lock.DEFAULT_PATH),
         return_details=dict(type='bool', default=True),
+        **_schema.scope_options()
     )
-
-
-def _forward_result(fwd):
-    return dict(guest=fwd.guest, guest_ip=str(fwd.guest_ip), proto=fwd.proto,
-                host_port=str(fwd.host_ports), guest_port=str(fwd.guest_ports),
-                public_ip=str(fwd.public_ip) if fwd.public_ip else None,
-                in_interface=fwd.in_interface, sources=[str(s) for s in fwd.sources],
-                masquerade=fwd.masquerade,
-                guest_network=str(fwd.guest_network) if fwd.guest_network else None)
-
-
-def _persist_paths(path, check_mode=False):
-    """``<path>.v4`` and ``<path>.v6``, after checking the path can hold them; None when not asked.
-
-    In check mode the directory may be missing (a role creates it before the real run)."""
-    if not path:
-        return None
-    if not os.path.isabs(path) or path.endswith('/'):
-        raise ValueError('persist_path %r must be an absolute file name (the module writes <persist_path>.v4 '
-                         'and .v6)' % (path,))
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent) and not check_mode:
-        raise ValueError('persist_path %s: directory %s does not exist' % (path, parent))
-    paths = {family: '%s.v%d' % (path, family) for family in _forward.FAMILIES}
-    for target in paths.values():
-        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isfile(target)):
-            raise ValueError('persist_path: %s exists and is not a regular file; remove it first' % target)
-    return paths
-
-
-def _check_params(module):
-    """Parameters checked before anything is read or changed."""
-    params = module.params
-    problems = []
-    if not _render.valid_prefix(params['chain_prefix']):
-        problems.append('chain_prefix %r must be 1-16 upper-case letters or digits, starting with a letter'
-                        % (params['chain_prefix'],))
-    if not 1 <= params['lock_timeout'] <= MAX_LOCK_TIMEOUT:
-        problems.append('lock_timeout %s must be between 1 and %d seconds' % (params['lock_timeout'], MAX_LOCK_TIMEOUT))
-    if not os.path.isabs(params['lock_path']):
-        problems.append('lock_path %r must be an absolute path' % (params['lock_path'],))
-    try:
-        paths = _persist_paths(params['persist_path'], module.check_mode)
-    except ValueError as exc:
-        problems.append(str(exc))
-        paths = None
-    if problems:
-        module.fail_json(msg='invalid parameters, nothing was changed: %s' % '; '.join(problems), errors=problems)
-    return paths
 
 
 def _parse(module):
@@ -422,175 +328,15 @@ def _check_host(module, forwards):
     return forwards
 
 
-def _plan_families(module, forwards):
-    """Read and plan every family, and test every payload, before changing any: a refusal leaves all untouched."""
-    params = module.params
-    work = []
-    for family in _forward.FAMILIES:
-        backend = _netfilter.detect(module, family)
-        desired = _render.desired_state(forwards, family, params['chain_prefix'])
-        if backend is None:
-            if not desired.empty:
-                module.fail_json(msg='IPv%d forwards were given but this host has no %s-restore, nothing was changed'
-                                 % (family, _netfilter.TOOL[family]))
-            continue
-        plan = _plan.plan(_plan.parse_save(backend.saved), desired)
-        if plan.changed:
-            _netfilter.restore(module, backend, plan.payload, params['lock_timeout'], test=True)
-        work.append((backend, desired, plan))
-    return work
-
-
-def _apply(module, work, result, paths=None, previous=None):
-    """Apply each family's payload and read it back; True if anything changed.
-
-    When a payload fails, the saved files _persist wrote for it and for the families not applied yet are
-    put back as they were (``previous``), so that they still describe the live rules."""
-    changed = False
-    applied = set()
-    for index, (backend, desired, plan) in enumerate(work):
-        key = 'ipv%d' % backend.family
-        result['flavour'][key] = backend.flavour
-        result['reasons'].extend('%s %s' % (key, r) for r in plan.reasons)
-        result['rules'][key] = plan.after
-        if not plan.changed:
-            continue
-        changed = True
-        if module.check_mode:
-            continue
-        try:
-            _netfilter.restore(module, backend, plan.payload, module.params['lock_timeout'])
-        except _command.CommandError as exc:
-            pending = {b.family for b, _d, p in work[index:] if p.changed}
-            module.fail_json(msg='%s; %s' % (exc, _after_failed_apply(module, paths, previous or {}, pending, applied)),
-                             cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
-        applied.add(backend.family)
-        recheck = _plan.plan(_plan.parse_save(_netfilter.save(module, backend)), desired)
-        if recheck.changed:
-            module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
-                             'one (%s); this is a bug in kvmnet.nat, please report it with this output'
-                             % (backend.family, '; '.join(recheck.reasons)),
-                             payload=plan.payload, **result)
-    return changed
-
-
-def _persist_one(module, path, text):
-    """Write (or with text=None remove) one persisted file. Returns (changed, what it held before: bytes,
-    or None when it did not exist)."""
-    try:
-        with open(path, 'rb') as handle:
-            before = handle.read()
-    except FileNotFoundError:
-        before = None
-    if text is None:
-        if before is None:
-            return False, None
-        if not module.check_mode:
-            os.remove(path)
-        return True, before
-    if before == text.encode('utf-8') and (os.stat(path).st_mode & 0o7777) == PERSIST_MODE:
-        return False, before
-    if not module.check_mode:
-        _files.write_atomic(module, path, text, PERSIST_MODE)
-    return True, before
-
-
-def _put_back(module, paths, previous):
-    """Put the saved files of ``previous`` ({family: content or None}) back as they were; the problems."""
-    problems = []
-    for family in sorted(previous):
-        path, before = paths[family], previous[family]
-        try:
-            if before is None:
-                if os.path.lexists(path):
-                    os.remove(path)
-            else:
-                _files.write_atomic(module, path, before, PERSIST_MODE)
-        except OSError as exc:
-            problems.append('putting back %s failed (%s): it now holds rules that are not applied, which '
-                            'kvmnet-nat-restore would apply at the next libvirt event or boot; run again'
-                            % (path, exc.strerror or exc))
-    return problems
-
-
-def _after_failed_apply(module, paths, previous, pending, applied):
-    """What became of the saved files when a payload failed: the ones of the families not applied are put back."""
-    back = {family: previous[family] for family in pending if family in previous}
-    problems = _put_back(module, paths, back)
-    notes = ['IPv%d rules were applied and saved' % family for family in sorted(applied)] or ['nothing was changed']
-    if back and not problems:
-        notes.append('%s put back as it was' % ', '.join(paths[family] for family in sorted(back)))
-    return '; '.join(notes + problems)
-
-
-def _persist(module, work, paths):
-    """Write (or remove) every family's saved file before any rule is applied (issue 19).
-
-    kvmnet-nat-restore applies these files at boot and at every libvirt network event; a file that
-    disagrees with the live rules would bring back a forward that was removed. So a file that cannot be
-    written (a read-only /etc, a full disk) fails the task before anything is applied, and the files
-    already written in this run are put back (a read-only directory allows neither writing nor deleting
-    nor renaming a file in it, so an older file there cannot be made unrestorable: it must stay right).
-    Returns (reasons, {family: what the file held before}) for the files it changed."""
-    reasons, previous = [], {}
-    for backend, desired, _plan_unused in work:
-        path = paths[backend.family]
-        text = _plan.persist_text(desired, backend.flavour) if not desired.empty else None
-        try:
-            written, before = _persist_one(module, path, text)
-        except OSError as exc:
-            problems = _put_back(module, paths, previous)
-            module.fail_json(msg='%s %s failed: %s; no rule was applied (the saved files must describe the '
-                             'live rules, or kvmnet-nat-restore would bring old forwards back), %s'
-                             % ('writing' if text else 'removing', path, exc.strerror or exc,
-                                '; '.join(problems) or 'nothing was changed'))
-        if written:
-            previous[backend.family] = before
-            reasons.append('ipv%d persisted rules in %s %s' % (backend.family, path, 'updated' if text else 'removed'))
-    return reasons, previous
-
-
-def _diff(work):
-    before, after = [], []
-    for backend, _desired, plan in work:
-        key = 'ipv%d' % backend.family
-        before.extend('%s %s' % (key, line) for line in plan.before)
-        after.extend('%s %s' % (key, line) for line in plan.after)
-    return dict(before='\n'.join(before) + '\n' if before else '', after='\n'.join(after) + '\n' if after else '',
-                before_header='managed iptables rules', after_header='managed iptables rules')
-
-
 def _run(module):
-    params = module.params
-    paths = _check_params(module)
-    forwards = _check_host(module, _parse(module))
-    result = dict(rules={}, reasons=[], flavour={}, forwards=[_forward_result(f) for f in forwards])
-    # check mode takes the lock only when its file exists, and never writes it (see _lock)
-    with _lock.host_lock(params['lock_path'], params['lock_timeout'], 'kvmnet.nat.forwards',
-                         write=not module.check_mode):
-        work = _plan_families(module, forwards)
-        saved, previous = _persist(module, work, paths) if paths else ([], {})     # saved first, then applied
-        changed = _apply(module, work, result, paths, previous)
-        result['reasons'].extend(saved)
-        changed = changed or bool(saved)
-    result['changed'] = changed
-    if module._diff:
-        result['diff'] = _diff(work)
-    if not params['return_details']:
-        result.update(rules={}, forwards=[])
-    module.exit_json(**result)
+    engine = _iptables.Engine(module, module.params['chain_prefix'], module.params['lock_timeout'])
+    paths = _converge.check_params(module, engine)
+    _converge.converge(module, engine, _check_host(module, _parse(module)), paths)
 
 
 def run(module):
-    """Everything the module does, with its refusals turned into failures that say nothing changed."""
-    try:
-        _run(module)
-    except _plan.RulesetError as exc:
-        module.fail_json(msg='refusing to change the ruleset, nothing was changed: %s' % exc)
-    except _lock.LockError as exc:
-        module.fail_json(msg=str(exc))
-    except _command.CommandError as exc:
-        module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+    """Everything the module does (plugins/module_utils/_converge.py), refusals turned into failures."""
+    _converge.run(module, _run)
 
 
 def main():

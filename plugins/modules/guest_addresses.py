@@ -18,6 +18,9 @@ description:
     the network's bridge the host's neighbour table shows the domain's own MAC for it (after one C(ping)
     from the bridge makes the host ask who has it). Otherwise the guest is unresolved, with the reason
     (naming the MAC that answers instead, or why none could be seen).
+  - An address the guest side of the inventory declares (O(claimed)) is the guest's word too, checked the
+    same way, and also refused when the domain's own MAC holds a lease on another address. Addresses of
+    the hypervisor side (O(declared)) are the admin's and are not.
   - Refuses, naming both guests, an address that a libvirt network reserves or has leased to another
     MAC, a declared address whose guest's MAC libvirt reserves for another address (unless the
     reservation is one this module made), and one address given to two guests. A forward to such an
@@ -55,9 +58,22 @@ options:
     default: []
   declared:
     description:
-      - Addresses given in the inventory, by guest name. Guests not in here are looked up in libvirt.
+      - Addresses given in the inventory by the hypervisor side (trusted), by guest name. Used as given,
+        after the conflict checks. Guests in neither this nor O(claimed) are looked up in libvirt.
     type: dict
     default: {}
+  claimed:
+    description:
+      - Addresses the guest side declared (a guest host's C(expose_guest_ip)), by guest name; checked like
+        the guest agent's. One is used only when it lies in the libvirt network of the domain's interface,
+        no reservation or lease of another MAC claims it, the domain's own MAC holds no lease on another
+        address of that family (naming it), and on the network's bridge the neighbour table shows the
+        domain's own MAC for it. Otherwise the guest is unresolved, with the reason, and is neither
+        forwarded to nor pinned.
+      - A guest named both here and in O(declared) is refused.
+    type: dict
+    default: {}
+    version_added: 1.1.0
   pin:
     description:
       - Reserve each guest's address in its libvirt network's DHCP (IPv4 only).
@@ -84,7 +100,7 @@ options:
     choices: [lease, agent]
     default: [lease, agent]
 notes:
-  - Checking a guest agent address sends one ping from the network's bridge to it, also in check mode.
+  - Checking a guest agent address or a claimed one sends one ping from the network's bridge to it, also in check mode.
   - A guest whose address changes because of a new pin gets it from libvirt's DHCP at its next lease
     renewal; until then its forwards point at the new address.
 seealso:
@@ -96,6 +112,7 @@ EXAMPLES = r"""
   kvmnet.nat.guest_addresses:
     names: [web01, app01]
     declared: {web01: 192.168.122.10}
+    claimed: {app01: 192.168.122.77}      # a guest host's expose_guest_ip: checked like the guest agent's
   register: addresses
 
 - name: Remove every pin kvmnet.nat made
@@ -158,22 +175,6 @@ class _Virsh:
         return _libvirt._virsh(self.module, self.path, self.uri, *args)
 
 
-def _read_networks(virsh):
-    """{name: parsed net-dumpxml, with 'active'} and {name: leases} of every libvirt network."""
-    networks, leases = {}, {}
-    active = set(line.strip() for line in virsh('net-list', '--name').splitlines() if line.strip())
-    for name in (line.strip() for line in virsh('net-list', '--all', '--name').splitlines()):
-        if not name:
-            continue
-        parsed = _libvirt.read_network(virsh.module, virsh.path, virsh.uri, name)
-        if parsed is None:
-            continue
-        parsed['active'] = name in active
-        networks[name] = parsed
-        leases[name] = _libvirt.parse_leases(virsh('net-dhcp-leases', name)) if name in active else []
-    return networks, leases
-
-
 def _interface_in(domain, ip, networks):
     """(mac, network) of the domain's interface on the libvirt network holding ``ip``."""
     holding = set(_pins.network_of(ip, networks))
@@ -183,13 +184,30 @@ def _interface_in(domain, ip, networks):
     return None, None
 
 
-def _agent_refusal(module, virsh, name, found, ip, networks, leases, owners):
-    """Why the agent-reported ``ip`` of domain ``name`` is not to be used (None when it is)."""
+def _agent_refusal(module, virsh, name, found, ip, networks, leases, owners, refusal=_pins.agent_address_refusal):
+    """Why the agent-reported (or, with ``refusal=_pins.claimed_address_refusal``, the guest-side declared)
+    ``ip`` of domain ``name`` is not to be used (None when it is)."""
     mac, network = _interface_in(found, ip, networks)
     if not owners:
         owners.update(_owners(virsh))
-    return _pins.agent_address_refusal(name, ip, mac, networks.get(network or ''), leases.get(network or '', []),
-                                       owners, lambda bridge, address: _libvirt.read_neighbour(module, bridge, address))
+    return refusal(name, ip, mac, networks.get(network or ''), leases.get(network or '', []),
+                   owners, lambda bridge, address: _libvirt.read_neighbour(module, bridge, address))
+
+
+def _claimed(module, virsh, name, claimed, known, networks, leases, owners):
+    """The guest-side address ``claimed`` of domain ``name``, checked like an agent's: (guest, reason)."""
+    try:
+        ip = str(_forward.parse_address(claimed, 'address of %s' % name))
+    except ValueError as exc:
+        module.fail_json(msg='guest %s: %s; nothing was changed' % (name, exc))
+    if name not in known:
+        return None, 'no libvirt domain of that name on this host'
+    domain = _libvirt.parse_domain_xml(virsh('dumpxml', name))
+    refusal = _agent_refusal(module, virsh, name, domain, ip, networks, leases, owners, _pins.claimed_address_refusal)
+    if refusal is not None:
+        return None, '%s; the hypervisor side can declare its ip (expose_guests) if it is right' % refusal
+    mac, network = _interface_in(domain, ip, networks)
+    return {'name': name, 'ip': ip, 'source': 'claimed', 'mac': mac, 'network': network, 'pinned': False}, None
 
 
 def _resolve(module, virsh, networks, leases, host_ips):
@@ -199,6 +217,17 @@ def _resolve(module, virsh, networks, leases, host_ips):
     guests, unresolved, warnings, owners = [], [], [], {}
     for name in dict.fromkeys(params['names']):
         declared = params['declared'].get(name)
+        claimed = params['claimed'].get(name)
+        if declared not in (None, '') and claimed not in (None, ''):
+            module.fail_json(msg='guest %s is given an address both in declared (%s) and in claimed (%s): a guest has '
+                                 'one; nothing was changed' % (name, declared, claimed))
+        if claimed not in (None, ''):
+            guest, reason = _claimed(module, virsh, name, claimed, known, networks, leases, owners)
+            if guest is None:
+                unresolved.append({'name': name, 'reason': reason})
+            else:
+                guests.append(guest)
+            continue
         if declared not in (None, ''):
             try:
                 ip = str(_forward.parse_address(declared, 'address of %s' % name))
@@ -305,7 +334,7 @@ def run(module):
                              'delete ip-dhcp-host \'<host mac=... ip=.../>\' --live --config)'
                          % (path, exc, _pins.RECORD_FORMAT))
     virsh = _Virsh(module)
-    networks, leases = _read_networks(virsh)
+    networks, leases = _libvirt.read_networks(module, virsh.path, virsh.uri)
     present = params['state'] == 'present'
     guests, unresolved, warnings = [], [], []
     if present:
@@ -344,6 +373,7 @@ def main():
         argument_spec=dict(
             names=dict(type='list', elements='str', default=[]),
             declared=dict(type='dict', default={}),
+            claimed=dict(type='dict', default={}),
             pin=dict(type='bool', default=True),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             record_path=dict(type='path', default='/var/lib/kvmnet-nat/pins.json'),

@@ -23,8 +23,9 @@ import sys
 import time
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 
 TOOLS = {4: 'iptables', 6: 'ip6tables'}
 
@@ -100,19 +101,19 @@ def main(flavour, seed, count, seconds):
             continue        # overlapping ports: a refusal, which is fine; convergence is what is tested
         runs += 1
         desired = R.desired_state(forwards, family)
-        live = P.parse_save(run([tool + '-save']).stdout)
+        live = S.parse_save(run([tool + '-save']).stdout)
         plan = P.plan(live, desired)
         applied = run([tool + '-restore', '--noflush'], plan.payload)
         if applied.returncode != 0:
             failures.append({'case': case, 'step': 'apply', 'stderr': applied.stderr, 'forwards': raws})
             continue
-        again = P.plan(P.parse_save(run([tool + '-save']).stdout), desired)
+        again = P.plan(S.parse_save(run([tool + '-save']).stdout), desired)
         if again.changed:
             failures.append({'case': case, 'step': 'read back', 'reasons': again.reasons, 'forwards': raws,
                              'payload': again.payload})
     for family in (4, 6):       # leave no rule of ours behind
         tool = '%s-%s' % (TOOLS[family], flavour)
-        plan = P.plan(P.parse_save(run([tool + '-save']).stdout), R.desired_state([], family))
+        plan = P.plan(S.parse_save(run([tool + '-save']).stdout), R.desired_state([], family))
         if plan.changed:
             run([tool + '-restore', '--noflush'], plan.payload)
     print(json.dumps({'runs': runs, 'failures': failures[:5], 'failed': len(failures)}))

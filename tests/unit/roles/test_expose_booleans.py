@@ -4,8 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The role's booleans given as text (``-e expose_install_packages=false``) mean what they say (issue 19).
 
-``-e key=value`` gives a string, and the string "false" is true in Jinja. The role's validate and
-resolve stages run here in a real ansible-playbook, on localhost, with a copy of the collection whose
+``-e key=value`` gives a string, and the string "false" is true in Jinja. The role's validate, host and
+resolve stages run here (with the role's module_defaults) in a real ansible-playbook, on localhost, with a copy of the collection whose
 two host-reading modules (host_info, guest_addresses) are stand-ins that answer from a file and record
 what they were given; nothing on this machine is read or changed.
 """
@@ -31,8 +31,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 SPECS = {'host_info': dict(simulate_install=dict(type='raw'), paths=dict(type='raw'), units=dict(type='raw')),
-         'guest_addresses': dict(names=dict(type='raw'), declared=dict(type='raw'), pin=dict(type='raw'),
-                                 record_path=dict(type='raw'), uri=dict(type='raw'))}
+         'guest_addresses': dict(names=dict(type='raw'), declared=dict(type='raw'), claimed=dict(type='raw'),
+                                 pin=dict(type='raw'), record_path=dict(type='raw'), uri=dict(type='raw'))}
 
 
 def main():
@@ -55,8 +55,12 @@ HOST_INFO = {'default_ipv4': '203.0.113.10', 'netfilter_persistent': {'installed
 ADDRESSES = {'changes': [], 'record_changed': False, 'guests': [{'name': 'web01', 'ip': '192.168.122.10'}],
              'unresolved': [{'name': 'ghost01', 'reason': 'no libvirt domain of that name on this host'}]}
 
-PLAYBOOK = [{'hosts': 'hv1', 'gather_facts': False, 'tasks': [{'block': [
+with open(os.path.join(ROLE, 'tasks', 'main.yml')) as _handle:
+    MODULE_DEFAULTS = yaml.safe_load(_handle)[0]['module_defaults']     # each module's arguments, as the role passes them
+
+PLAYBOOK = [{'hosts': 'hv1', 'gather_facts': False, 'module_defaults': MODULE_DEFAULTS, 'tasks': [{'block': [
     {'name': 'Validate', 'ansible.builtin.include_role': {'name': 'kvmnet.nat.expose', 'tasks_from': 'validate.yml'}},
+    {'name': 'Host', 'ansible.builtin.include_role': {'name': 'kvmnet.nat.expose', 'tasks_from': 'host.yml'}},
     {'name': 'Resolve', 'ansible.builtin.include_role': {'name': 'kvmnet.nat.expose', 'tasks_from': 'resolve.yml'}},
 ], 'always': [
     {'name': 'Keep what the role decided', 'ansible.builtin.copy': {
@@ -67,7 +71,7 @@ PLAYBOOK = [{'hosts': 'hv1', 'gather_facts': False, 'tasks': [{'block': [
 
 @pytest.fixture(scope='module')
 def collection(tmp_path_factory):
-    """A collections path holding kvmnet.nat with stand-ins for the two modules that read the host."""
+    """A collections path holding kvmnet.nat with stand-ins for the two modules that read the host (and forwards)."""
     base = tmp_path_factory.mktemp('collections')
     nat = base / 'ansible_collections' / 'kvmnet' / 'nat'
     (nat / 'plugins' / 'modules').mkdir(parents=True)
@@ -75,7 +79,7 @@ def collection(tmp_path_factory):
         os.symlink(os.path.join(ROOT, name), str(nat / name))
     for name in ('filter', 'module_utils'):
         os.symlink(os.path.join(ROOT, 'plugins', name), str(nat / 'plugins' / name))
-    for name in ('host_info', 'guest_addresses'):
+    for name in ('host_info', 'guest_addresses', 'forwards'):
         (nat / 'plugins' / 'modules' / (name + '.py')).write_text(FAKE)
     return base
 

@@ -15,7 +15,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.kvmnet.nat.plugins.filter import exposures as F
 
 HOSTVARS = {
-    'hv1': {'expose_public_ip': '203.0.113.10',
+    'hv1': {'expose_public_ip': '203.0.113.10', 'expose_guest_domains': {'app02': 'app02-vm'},
             'expose_guests': [{'name': 'web01', 'ip': '192.168.122.10', 'ports': [{'host': 8080, 'guest': 80}]}]},
     'hv2': {},
     'app01': {'expose_hypervisor': 'hv1', 'expose_ports': [{'host': 8443, 'guest': 443}]},
@@ -35,7 +35,7 @@ HOSTVARS = {
     ('hv1"]||`x`', [{'name': 'quoted', 'declared_by': 'quoted', 'ports': [{'host': 1}]}]),  # names are data
 ])
 def test_guest_exposures(hypervisor, expected):
-    assert F.guest_exposures(HOSTVARS, hypervisor) == expected
+    assert F.guest_exposures(HOSTVARS, hypervisor, guest_domains=HOSTVARS['hv1']['expose_guest_domains']) == expected
 
 
 def test_declared_exposures_merges_both_styles():
@@ -457,6 +457,9 @@ def _twice(name, *sources):
 def test_a_domain_declared_twice_is_refused_naming_both(variables, others, expected):
     hostvars = _guest_host(**variables)
     hostvars.update(others)
+    # each guest host may declare the domain it names (expose_guest_domains): the duplicate alone is refused
+    hostvars['hv1']['expose_guest_domains'] = {host: hostvars[host]['expose_guest_name'] for host in hostvars
+                                               if hostvars[host].get('expose_guest_name')}
     assert _problems(hostvars) == expected
 
 
@@ -484,7 +487,92 @@ def test_guest_side_variables_of_the_wrong_type_are_refused_not_read_as_unset(va
 
 @pytest.mark.parametrize('variables, name', [({}, 'app01'), ({'expose_guest_name': ''}, 'app01'),
                                              ({'expose_guest_name': None}, 'app01'), ({'expose_ports': None}, 'app01'),
-                                             ({'expose_guest_name': 'app01-vm'}, 'app01-vm')])
+                                             ({'expose_guest_name': 'app01'}, 'app01')])
 def test_an_unset_guest_name_is_the_inventory_name(variables, name):
     hostvars = _guest_host(**dict({'expose_ports': [{'host': 8443}]}, **variables))
     assert [g['name'] for g in F.declared_exposures(hostvars, 'hv1')] == ['web01', name]
+
+
+# ---------------------------------------------------------------- review of issue 19: a guest host's own domain
+
+def _not_own(host, name, own, hypervisor='hv1'):
+    return ("%s: expose_guest_name '%s' is not this guest host's own domain (%s): a guest host declares only its own "
+            "domain (to let it declare %s, set expose_guest_domains: {%s: %s} on hypervisor %s)"
+            % (host, name, own, name, host, name, hypervisor))
+
+
+@pytest.mark.parametrize('variables, domains, problems, names', [
+    # the review's example: app01 exposes db01, a domain the hypervisor side never gave it
+    ({'expose_guest_name': 'db01', 'expose_ports': [{'host': 3306}]}, None, [_not_own('app01', 'db01', 'app01')], None),
+    # ... with an address too (the forward and the pin would go to db01's address)
+    ({'expose_guest_name': 'db01', 'expose_guest_ip': '192.168.122.30', 'expose_ports': [{'host': 3306}]}, {},
+     [_not_own('app01', 'db01', 'app01')], None),
+    # its own inventory name, written out or not: always fine
+    ({'expose_guest_name': 'app01', 'expose_ports': [{'host': 8443}]}, None, [], ['web01', 'app01']),
+    ({'expose_ports': [{'host': 8443}]}, None, [], ['web01', 'app01']),
+    # the domain the hypervisor side maps it to: fine, and the default when expose_guest_name is unset
+    ({'expose_guest_name': 'app01-vm', 'expose_ports': [{'host': 8443}]}, {'app01': 'app01-vm'}, [], ['web01', 'app01-vm']),
+    ({'expose_ports': [{'host': 8443}]}, {'app01': 'app01-vm'}, [], ['web01', 'app01-vm']),
+    ({'expose_guest_name': 'app01', 'expose_ports': [{'host': 8443}]}, {'app01': 'app01-vm'}, [], ['web01', 'app01']),
+    # mapped to one domain, asking for another
+    ({'expose_guest_name': 'db01', 'expose_ports': [{'host': 3306}]}, {'app01': 'app01-vm'},
+     [_not_own('app01', 'db01', 'app01 or app01-vm')], None),
+    # another guest host's mapping gives app01 nothing
+    ({'expose_guest_name': 'db01', 'expose_ports': [{'host': 3306}]}, {'db-team': 'db01'},
+     [_not_own('app01', 'db01', 'app01')], None),
+    # the admin's web01, asked for by a guest host: refused as not its own, and as declared twice
+    ({'expose_guest_name': 'web01', 'expose_guest_ip': '192.168.122.99', 'expose_ports': []}, None,
+     [_not_own('app01', 'web01', 'app01'), _twice('web01', "hv1's expose_guests", 'guest host app01')], None),
+])
+def test_a_guest_host_declares_only_its_own_domain_or_the_one_the_hypervisor_maps_it_to(variables, domains, problems, names):
+    hostvars = _guest_host(**variables)
+    if domains is not None:
+        hostvars['hv1']['expose_guest_domains'] = domains
+    assert _problems(hostvars) == problems
+    if names is not None:
+        assert [g['name'] for g in F.declared_exposures(hostvars, 'hv1')] == names
+
+
+def test_the_roles_guest_domains_win_over_hostvars_and_guest_exposures_checks_them_too():
+    hostvars = _guest_host(expose_guest_name='db01', expose_ports=[{'host': 3306}])
+    hostvars['hv1']['expose_guest_domains'] = {'app01': 'db01'}
+    assert _problems(hostvars) == []
+    assert _problems(hostvars, guest_domains={}) == [_not_own('app01', 'db01', 'app01')]
+    with pytest.raises(AnsibleFilterError) as exc:
+        F.guest_exposures(hostvars, 'hv1')
+    assert str(exc.value).split('\n- ')[1:] == [_not_own('app01', 'db01', 'app01')]
+    assert [g['name'] for g in F.guest_exposures(hostvars, 'hv1', guest_domains={'app01': 'db01'})] == ['db01']
+
+
+@pytest.mark.parametrize('domains, expected', [
+    (['app01-vm'], "hv1: expose_guest_domains must map a guest host (inventory name) to the libvirt domain it "
+                   "declares, like {app01: app01-vm}, not ['app01-vm']"),
+    ('app01-vm', "hv1: expose_guest_domains must map a guest host (inventory name) to the libvirt domain it declares"),
+    ({'app01': 5}, 'hv1: expose_guest_domains: app01: 5 must be a libvirt domain name'),
+    ({'app01': 'db 01'}, "hv1: expose_guest_domains: app01: 'db 01' must be a libvirt domain name"),
+    ({5: 'db01'}, 'hv1: expose_guest_domains: 5 is not an inventory host name'),
+])
+def test_a_wrong_expose_guest_domains_is_refused(domains, expected):
+    hostvars = _guest_host(expose_ports=[{'host': 8443}])
+    hostvars['hv1']['expose_guest_domains'] = domains
+    problems = _problems(hostvars)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+@pytest.mark.parametrize('exposure, addresses, resolved, unresolved', [
+    # a guest side's address the module refused: unresolved with its reason, although the exposure has an ip
+    ({'name': 'app01', 'ip': '192.168.122.20', 'declared_by': 'app01', 'ports': []},
+     {'guests': [], 'unresolved': [{'name': 'app01', 'reason': 'the guest side declares 192.168.122.20, but ...'}]},
+     [], [{'name': 'app01', 'reason': 'the guest side declares 192.168.122.20, but ...'}]),
+    # ... and one it accepted
+    ({'name': 'app01', 'ip': '192.168.122.77', 'declared_by': 'app01', 'ports': []},
+     {'guests': [{'name': 'app01', 'ip': '192.168.122.77', 'source': 'claimed'}], 'unresolved': []},
+     ['192.168.122.77'], []),
+    # the hypervisor side's address, which the module does not refuse
+    ({'name': 'web01', 'ip': '192.168.122.10', 'declared_by': 'hv1', 'ports': []},
+     {'guests': [{'name': 'web01', 'ip': '192.168.122.10', 'source': 'declared'}], 'unresolved': []},
+     ['192.168.122.10'], []),
+])
+def test_resolve_exposures_leaves_a_refused_address_unresolved(exposure, addresses, resolved, unresolved):
+    result = F.resolve_exposures([exposure], addresses)
+    assert [e['ip'] for e in result['exposures']] == resolved and result['unresolved'] == unresolved

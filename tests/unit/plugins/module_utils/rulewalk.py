@@ -11,7 +11,7 @@ here. A packet is a dict as _walk describes it.
 
 from __future__ import annotations
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _walk
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import walk as _walk
 
 
 def walk(chains, start, packet, limit=10000, count=False):

@@ -14,11 +14,13 @@ import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor as D
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _host as H
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt as L
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
-from ansible_collections.kvmnet.nat.plugins.module_utils import _walk as W
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as K
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import walk as W
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 PUB = '203.0.113.10'
@@ -56,7 +58,7 @@ def forward(label='web01 tcp/8080->80'):
 
 def live_tables(with_ours=True):
     """libvirt's and Docker's rules (recorded), with ours as the engine renders them on top."""
-    tables = P.parse_save(fixture('libvirt-docker.save'))
+    tables = S.parse_save(fixture('libvirt-docker.save'))
     if with_ours:
         desired = R.desired_state(forwards(), 4)
         for (tname, chain), rules in desired.chains.items():
@@ -214,7 +216,7 @@ def break_it(how):
     elif how == 'gateway elsewhere':
         view.libvirt['networks']['default'] = L.parse_network_xml(NETWORK_XML_ELSEWHERE)
     elif how == 'libvirt nftables reject':
-        view.nft = D.nft_tables(LIBVIRT_NFT)
+        view.nft = H.nft_tables(LIBVIRT_NFT)
     elif how == 'Docker policy DROP, our jump gone':
         filt.rules['FORWARD'].pop(0)
     elif how == 'firewalld':
@@ -298,7 +300,7 @@ LIBVIRT_NFT = {'nftables': [
 
 
 def test_nft_tables_follow_jumps_and_skip_iptables_own_tables():
-    tables = {(t['family'], t['name']): t for t in D.nft_tables(LIBVIRT_NFT)}
+    tables = {(t['family'], t['name']): t for t in H.nft_tables(LIBVIRT_NFT)}
     assert tables[('ip', 'filter')]['iptables'] is True
     libvirt = tables[('ip', 'libvirt_network')]
     assert libvirt['iptables'] is False
@@ -311,7 +313,7 @@ def test_a_reject_for_another_bridge_spares_this_forward():
     other = copy.deepcopy(LIBVIRT_NFT)
     other['nftables'][6]['rule']['expr'][0]['match']['right'] = 'virbr9'
     view = healthy_view()
-    view.nft = D.nft_tables(other)
+    view.nft = H.nft_tables(other)
     assert verdict(view)['checks']['layout']['ok'] is True
 
 
@@ -348,7 +350,7 @@ COMMIT
 
 
 def test_the_seeds_hand_made_setup_is_diagnosed_with_its_three_causes():
-    view = healthy_view(P.parse_save(SEED))
+    view = healthy_view(S.parse_save(SEED))
     view.desired = {}
     result = verdict(view)
     assert result['checks']['jumps']['ok'] is None          # not kvmnet.nat's: nothing to say about our jumps
@@ -366,16 +368,16 @@ def test_saved_file_out_of_date_or_damaged():
     view = healthy_view()
     fam = view.families[4]
     fam.saved_path = '/etc/iptables/kvmnet-nat.v4'
-    fam.saved_text = P.persist_text(view.desired[4], 'nft')
+    fam.saved_text = K.persist_text(view.desired[4], 'nft')
     assert verdict(view)['checks']['saved']['ok'] is True
     older = [f for f in forwards() if f.label != 'web01 tcp/8080->80']
-    fam.saved_text = P.persist_text(R.desired_state(older, 4), 'nft')
+    fam.saved_text = K.persist_text(R.desired_state(older, 4), 'nft')
     result = verdict(view)
     assert (result['failed'], result['checks']['saved']['ok']) == ('saved', False)
     assert 'does not hold this forward' in result['cause']
     other = verdict(view, 'app02 tcp/8443->443')
     assert other['failed'] == 'saved' and 'out of date' in other['cause']
-    fam.saved_text = P.persist_text(view.desired[4], 'nft').replace('8080', '8081')
+    fam.saved_text = K.persist_text(view.desired[4], 'nft').replace('8080', '8081')
     assert 'checksum does not match' in verdict(view)['cause']
     fam.saved_text = None
     assert 'a reboot restores none' in verdict(view)['cause']
@@ -418,7 +420,7 @@ def test_iptables_nft_tables_are_left_to_the_walk_even_with_native_rules_only():
         {'chain': {'family': 'ip', 'table': 'filter', 'name': 'FORWARD', 'hook': 'forward', 'policy': 'drop'}},
         {'rule': {'family': 'ip', 'table': 'filter', 'chain': 'FORWARD', 'expr': [{'drop': None}]}}]}
     view = healthy_view()
-    view.nft = D.nft_tables(docker)
+    view.nft = H.nft_tables(docker)
     assert view.nft[0]['iptables'] is True
     assert verdict(view)['checks']['layout']['ok'] is True
 
@@ -442,7 +444,7 @@ def with_rules(*rules, view=None):
     view = view or healthy_view()
     tables = view.families[4].tables
     for table_name, chain, spec, how in rules:
-        table = tables.setdefault(table_name, P.Table(table_name, {c: 'ACCEPT' for c in BUILTIN.get(table_name, ())},
+        table = tables.setdefault(table_name, S.Table(table_name, {c: 'ACCEPT' for c in BUILTIN.get(table_name, ())},
                                                       {c: [] for c in BUILTIN.get(table_name, ())}))
         if chain not in table.chains:
             table.chains[chain] = '-'
@@ -601,7 +603,7 @@ def test_the_live_rules_of_ours_are_read_once_per_run(monkeypatch):
     view = healthy_view()
     calls = []
     owned = R.owned
-    monkeypatch.setattr(D._render, 'owned', lambda *args: calls.append(args) or owned(*args))
+    monkeypatch.setattr(D._rules, 'owned', lambda *args: calls.append(args) or owned(*args))
     for fwd in forwards():
         D.diagnose(fwd, view)
     first = len(calls)

@@ -12,9 +12,13 @@ import time
 
 import pytest
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import grammar as G
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as K
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils import rulewalk
 
 PUB = '203.0.113.10'
@@ -35,7 +39,7 @@ def as_live(text):
             _i, chain, _one, spec = line.split(' ', 3)
             line = '-A %s %s' % (chain, spec)
         lines.append(line)
-    return P.parse_save('\n'.join(lines) + '\n')
+    return S.parse_save('\n'.join(lines) + '\n')
 
 
 def refused(forwards, **kwargs):
@@ -86,9 +90,9 @@ def _desired():
 
 def test_every_line_the_engine_writes_passes_its_grammar():
     desired = _desired()
-    P.check_payload(P.plan({}, desired).payload, 'KVMNAT')
-    P.check_payload(P.persist_text(desired, 'nft'), 'KVMNAT', comments=True)
-    P.check_payload(P.plan(as_live(P.persist_text(desired, 'nft')),
+    G.check_payload(P.plan({}, desired).payload, 'KVMNAT')
+    G.check_payload(K.persist_text(desired, 'nft'), 'KVMNAT', comments=True)
+    G.check_payload(P.plan(as_live(K.persist_text(desired, 'nft')),
                            R.desired_state([], 4)).payload, 'KVMNAT')
 
 
@@ -121,12 +125,12 @@ GOOD_RULE = ('-d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -m comment --comment
     '*filter',
 ])
 def test_grammar_refuses_every_line_the_engine_does_not_write(line):
-    with pytest.raises(P.PayloadError):
-        P.check_payload('*nat\n%s\nCOMMIT\n' % line, 'KVMNAT')
+    with pytest.raises(G.PayloadError):
+        G.check_payload('*nat\n%s\nCOMMIT\n' % line, 'KVMNAT')
 
 
 def test_grammar_accepts_the_good_rule_in_its_table():
-    P.check_payload('*nat\n:KVMNAT_DNAT - [0:0]\n-A KVMNAT_DNAT %s\nCOMMIT\n' % GOOD_RULE, 'KVMNAT')
+    G.check_payload('*nat\n:KVMNAT_DNAT - [0:0]\n-A KVMNAT_DNAT %s\nCOMMIT\n' % GOOD_RULE, 'KVMNAT')
 
 
 # ---------------------------------------------------------------- 2. hairpin behind the dispatch tree
@@ -297,7 +301,7 @@ def test_a_plan_of_what_was_applied_is_empty():
     ], public_ip=PUB, public_ip6='2001:db8:0::10')
     for family in (4, 6):
         desired = R.desired_state(forwards, family)
-        live = as_live(P.persist_text(desired, 'nft'))
+        live = as_live(K.persist_text(desired, 'nft'))
         again = P.plan(live, desired)
         assert (again.changed, again.reasons) == (False, [])
 
@@ -349,16 +353,16 @@ def test_interface_names(name, ok):
 ])
 def test_a_jump_into_our_chains_that_is_not_ours_is_refused_and_named(table, chain, spec):
     desired = _desired()
-    live = as_live(P.persist_text(desired, 'nft'))
-    live.setdefault(table, P.Table(table)).rules.setdefault(chain, []).append(spec)
-    with pytest.raises(P.RulesetError) as exc:
+    live = as_live(K.persist_text(desired, 'nft'))
+    live.setdefault(table, S.Table(table)).rules.setdefault(chain, []).append(spec)
+    with pytest.raises(B.RulesetError) as exc:
         P.plan(live, desired)
     assert 'rule "-A %s %s" in table %s jumps into a kvmnet.nat chain but is not kvmnet.nat\'s own jump' \
         % (chain, spec, table) in str(exc.value)
 
 
 def test_a_chain_of_our_name_in_another_table_is_not_ours():
-    live = P.parse_save('*nat\n:KVMNAT_FWD - [0:0]\n-A PREROUTING -j KVMNAT_FWD\nCOMMIT\n')
+    live = S.parse_save('*nat\n:KVMNAT_FWD - [0:0]\n-A PREROUTING -j KVMNAT_FWD\nCOMMIT\n')
     result = P.plan(live, _desired())
     assert ':KVMNAT_FWD' not in result.payload.split('*nat')[1]     # left alone in nat
 
@@ -440,7 +444,7 @@ def test_fuzz_never_a_traceback_never_a_line_outside_the_grammar():
         accepted += 1
         for family in (4, 6):
             desired = R.desired_state(forwards, family, prefix)
-            text = P.persist_text(desired, 'nft')         # runs plan({}) and both grammar checks
+            text = K.persist_text(desired, 'nft')         # runs plan({}) and both grammar checks
             live = as_live(text)
             assert P.plan(live, desired).changed is False, case
             P.plan(live, R.desired_state([], family, prefix))   # removal passes the grammar too

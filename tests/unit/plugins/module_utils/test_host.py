@@ -2,14 +2,27 @@
 # Copyright (c) kvmnet.nat contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What else manages a hypervisor's firewall, from recorded command output."""
+"""The host reader (_host), table-driven from recorded command output: what else manages a hypervisor's
+firewall, sysctls, default routes, the nftables ruleset (JSON), the iptables flavour (decided as the
+engine decides) and libvirt."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
+from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor as D
 from ansible_collections.kvmnet.nat.plugins.module_utils import _host as H
-from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.test_netfilter import FakeModule
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter as N
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
+
+
+def FakeModule(answers, binaries=None):  # noqa: N802  (reads like the class it builds)
+    return fakes.FakeModule(answers=answers, binaries=binaries)
+
 
 DPKG = ('ufw\tinstall ok installed\nfirewalld\tdeinstall ok config-files\n'
         'iptables-persistent\tunknown ok not-installed\nnftables\tinstall ok installed\n')
@@ -29,9 +42,24 @@ Inst iptables-persistent (1.0.20 Debian:12.8/stable [all])
 Conf netfilter-persistent (1.0.20 Debian:12.8/stable [all])
 Conf iptables-persistent (1.0.20 Debian:12.8/stable [all])
 """
-LIBVIRT_NFT = ('table ip libvirt_network {\n\tchain guest_input {\n'
-               '\t\toifname "virbr0" ip daddr 192.168.122.0/24 ct state established,related counter accept\n'
-               '\t\toifname "virbr0" counter reject\n\t}\n}\n')
+# nft -j list ruleset of libvirt 11's nftables backend (abridged: the table, its chains, two rules of guest_input)
+LIBVIRT_NFT = json.dumps({'nftables': [
+    {'metainfo': {'version': '1.0.9', 'json_schema_version': 1}},
+    {'table': {'family': 'ip', 'name': 'libvirt_network', 'handle': 1}},
+    {'chain': {'family': 'ip', 'table': 'libvirt_network', 'name': 'forward', 'handle': 1, 'type': 'filter',
+               'hook': 'forward', 'prio': 0, 'policy': 'accept'}},
+    {'chain': {'family': 'ip', 'table': 'libvirt_network', 'name': 'guest_input', 'handle': 3}},
+    {'rule': {'family': 'ip', 'table': 'libvirt_network', 'chain': 'forward', 'handle': 5,
+              'expr': [{'jump': {'target': 'guest_input'}}]}},
+    {'rule': {'family': 'ip', 'table': 'libvirt_network', 'chain': 'guest_input', 'handle': 8, 'expr': [
+        {'match': {'op': '==', 'left': {'meta': {'key': 'oifname'}}, 'right': 'virbr0'}},
+        {'match': {'op': 'in', 'left': {'ct': {'key': 'state'}}, 'right': ['established', 'related']}},
+        {'counter': {'packets': 0, 'bytes': 0}}, {'accept': None}]}},
+    {'rule': {'family': 'ip', 'table': 'libvirt_network', 'chain': 'guest_input', 'handle': 9, 'expr': [
+        {'match': {'op': '==', 'left': {'meta': {'key': 'oifname'}}, 'right': 'virbr0'}},
+        {'counter': {'packets': 0, 'bytes': 0}}, {'reject': {'type': 'icmp', 'expr': 'port-unreachable'}}]}},
+]})
+NO_NFT = '{"nftables": [{"metainfo": {"version": "1.0.6"}}]}'
 
 
 def test_parse_dpkg():
@@ -49,17 +77,46 @@ def test_ufw_enabled(conf, enabled):
     assert H.ufw_enabled(conf) is enabled
 
 
-def test_nft_rejects():
-    assert H.nft_rejects(LIBVIRT_NFT) is True
-    assert H.nft_rejects(LIBVIRT_NFT.replace('counter reject', 'counter accept')) is False
+@pytest.mark.parametrize('ruleset, family, rejects', [
+    (LIBVIRT_NFT, 'ip', True),
+    (LIBVIRT_NFT, 'ip6', False),                                     # no ip6 table
+    (LIBVIRT_NFT.replace('"reject"', '"drop"'), 'ip', False),        # only a reject counts, as before
+    (LIBVIRT_NFT.replace('libvirt_network', 'other'), 'ip', False),  # only libvirt's table
+    (NO_NFT, 'ip', False),
+    ('[]', 'ip', False),
+])
+def test_libvirt_rejects(ruleset, family, rejects):
+    assert H.libvirt_rejects(json.loads(ruleset), family) is rejects
+
+
+def test_nft_tables_of_libvirts_table_follows_its_jump_to_the_reject():
+    tables = H.nft_tables(json.loads(LIBVIRT_NFT))
+    assert [(t['family'], t['name'], t['iptables']) for t in tables] == [('ip', 'libvirt_network', False)]
+    [forward] = tables[0]['base']
+    assert (forward['name'], forward['hook']) == ('forward', 'forward')
+    assert forward['stops'] == [('reject', {'text': '"oifname "virbr0" reject" (chain guest_input)',
+                                            'ifaces': (('oifname', 'virbr0', False),)})]
+
+
+@pytest.mark.parametrize('answer, readable, error', [
+    ((0, LIBVIRT_NFT, ''), True, ''),
+    ((1, '', 'Operation not permitted'), False, 'nft -j list ruleset failed: Operation not permitted'),
+    ((0, 'table ip x {}', ''), False, 'nft printed no JSON: '),
+])
+def test_nft_ruleset(answer, readable, error):
+    ruleset, why = H.nft_ruleset(FakeModule({'nft -j list ruleset': answer}))
+    assert (ruleset is not None, why[:len(error)] if error else why) == (readable, error)
+
+
+def test_nft_ruleset_without_nft():
+    assert H.nft_ruleset(FakeModule({}, binaries=set())) == (None, 'nft not installed')
 
 
 def test_read_with_ufw_and_a_simulation_that_would_remove_it():
     module = FakeModule({
         'dpkg-query -W': (1, DPKG, 'dpkg-query: no packages found matching netfilter-persistent'),
         'systemctl is-active firewalld.service': (3, 'inactive\n', ''),
-        'nft list table ip libvirt_network': (1, '', 'Error: No such file or directory'),
-        'nft list table ip6 libvirt_network': (1, '', 'Error: No such file or directory'),
+        'nft -j list ruleset': (0, NO_NFT, ''),
         'apt-get -s -q -o Debug::NoLocking=true install --no-install-recommends iptables-persistent': (0, APT_UFW, ''),
         'ip -j -4 route show default': (0, '[{"dst":"default","gateway":"203.0.113.1","dev":"eth0"}]', ''),
         'ip -j addr show': (0, '[{"ifname":"eth0","addr_info":[{"local":"203.0.113.10","prefixlen":24}]}]', ''),
@@ -78,8 +135,7 @@ def test_read_sees_firewalld_active_and_libvirts_nftables_reject():
     module = FakeModule({
         'dpkg-query -W': (0, 'firewalld\tinstall ok installed\n', ''),
         'systemctl is-active firewalld.service': (0, 'active\n', ''),
-        'nft list table ip libvirt_network': (0, LIBVIRT_NFT, ''),
-        'nft list table ip6 libvirt_network': (1, '', 'Error'),
+        'nft -j list ruleset': (0, LIBVIRT_NFT, ''),
     }, binaries={'dpkg-query', 'systemctl', 'nft'})
     facts = H.read(module)
     assert facts['firewalld'] == {'installed': True, 'active': True}
@@ -106,3 +162,98 @@ def test_file_state(tmp_path):
     assert H.file_state(str(path)) == {'exists': True, 'sha256': H.hashlib.sha256(b'x').hexdigest()}
     assert H.file_state(str(tmp_path)) == {'exists': True, 'sha256': None}
     assert H.file_state(str(tmp_path / 'missing')) == {'exists': False, 'sha256': None}
+
+
+def test_sysctls(tmp_path):
+    for path, value in (('net/ipv4/ip_forward', '1\n'), ('net/ipv6/conf/all/forwarding', '0\n'),
+                        ('net/ipv4/conf/all/rp_filter', '0\n'), ('net/ipv4/conf/eth0/rp_filter', '1\n'),
+                        ('net/ipv4/conf/virbr0/rp_filter', 'x\n')):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(value)
+    assert H.sysctls(str(tmp_path)) == {'ipv4_forward': '1', 'ipv6_forward': '0', 'rp_filter': {'all': 0, 'eth0': 1},
+                                        'bridge_nf': None}
+    assert H.forwarding(str(tmp_path / 'missing')) == {'ipv4': None, 'ipv6': None}
+
+
+ADDR = ('[{"ifname":"virbr0","addr_info":[{"local":"192.168.122.1","prefixlen":24}]},'
+        '{"ifname":"eth0","addr_info":[{"local":"203.0.113.10","prefixlen":24},{"local":"2001:db8::10","prefixlen":64}]}]')
+
+
+@pytest.mark.parametrize('answers, devices, address', [
+    ({'ip -j -4 route show default': (0, '[{"dst":"default","gateway":"203.0.113.1","dev":"eth0"}]', ''),
+      'ip -j -6 route show default': (0, '[{"dst":"default","gateway":"2001:db8::1","dev":"eth1"}]', '')},
+     {4: 'eth0', 6: 'eth1'}, '203.0.113.10'),
+    ({'ip -j -4 route show default': (0, '[]', ''), 'ip -j -6 route show default': (0, '', '')}, {}, ''),
+    ({'ip -j -4 route show default': (2, '', 'RTNETLINK answers: Operation not supported'),
+      'ip -j -6 route show default': (0, 'garbage', '')}, {}, ''),
+])
+def test_defaults(answers, devices, address):
+    module = FakeModule(dict(answers, **{'ip -j addr show': (0, ADDR, '')}))
+    assert H.defaults(module) == (devices, address)
+
+
+# ---------------------------------------------------------------- the iptables flavour, as the engine decides it
+
+EMPTY = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n'
+RULES = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n[3:180] -A FORWARD -j LIBVIRT_FWX\nCOMMIT\n'
+OURS = ('*nat\n:PREROUTING ACCEPT [0:0]\n:KVMNAT_DNAT - [0:0]\n[1:60] -A PREROUTING -j KVMNAT_DNAT\nCOMMIT\n')
+ALL_TOOLS = {'iptables-legacy-save', 'iptables-legacy-restore', 'iptables-nft-save', 'iptables-nft-restore',
+             'iptables-save', 'iptables-restore'}
+NFT_DEFAULT = 'iptables-save v1.8.9 (nf_tables)'
+LEGACY_DEFAULT = 'iptables-save v1.8.9 (legacy)'
+
+# (legacy save, nft save, plain iptables-save --version, the kernel's legacy tables, binaries, flavour)
+HOSTS = [
+    (EMPTY, EMPTY, NFT_DEFAULT, None, ALL_TOOLS, 'nft'),              # nothing in use: the host's default
+    (EMPTY, EMPTY, LEGACY_DEFAULT, None, ALL_TOOLS, 'legacy'),
+    (None, EMPTY, LEGACY_DEFAULT, [], ALL_TOOLS, 'legacy'),           # legacy holds no table, yet is the default
+    (RULES, EMPTY, NFT_DEFAULT, ['filter'], ALL_TOOLS, 'legacy'),     # rules decide, not the default
+    (EMPTY, OURS, LEGACY_DEFAULT, None, ALL_TOOLS, 'nft'),
+    (RULES, OURS, NFT_DEFAULT, None, ALL_TOOLS, None),                # both: the engine refuses
+    (None, None, LEGACY_DEFAULT, None, {'iptables-save', 'iptables-restore'}, 'legacy'),
+    (None, None, None, None, set(), None),                            # no tool at all
+]
+
+
+def _answers(legacy, nft, default):
+    """The commands of a host: each save with -c (the doctor) and without (the engine), as iptables prints them."""
+    answers = {'iptables-save --version': (0, default or '', '')}
+    for name, text in (('legacy', legacy), ('nft', nft)):
+        answers['iptables-%s-save -c' % name] = (0, text, '') if text is not None else (1, '', 'no kernel support')
+        answers['iptables-%s-save' % name] = (0, re.sub(r'(?m)^\[\d+:\d+\] ', '', text), '') if text is not None \
+            else (1, '', 'no kernel support')
+    answers['iptables-save'] = (0, EMPTY, '')
+    return answers
+
+
+@pytest.mark.parametrize('legacy, nft, default, kernel, binaries, flavour', HOSTS)
+def test_the_doctor_reads_the_flavour_the_engine_uses(legacy, nft, default, kernel, binaries, flavour):
+    saves = H.iptables_saves(FakeModule(_answers(legacy, nft, default), binaries), 4, legacy=lambda family: kernel)
+    assert saves.flavour == flavour
+    try:
+        tools = N.detect(FakeModule(_answers(legacy, nft, default), binaries), 4, legacy=lambda family: kernel)
+    except B.RulesetError:
+        tools = None
+        assert saves.both
+    assert (tools.flavour if tools else None) == flavour
+
+
+def test_the_saves_are_read_once_with_counters():
+    module = FakeModule(_answers(RULES, EMPTY, NFT_DEFAULT), ALL_TOOLS)
+    saves = H.iptables_saves(module, 4, legacy=lambda family: ['filter'])
+    assert module.commands() == ['iptables-legacy-save -c', 'iptables-nft-save -c']    # rules in use: no --version
+    assert saves.commands == {'legacy': ['/usr/sbin/iptables-legacy-save'], 'nft': ['/usr/sbin/iptables-nft-save']}
+
+
+@pytest.mark.parametrize('legacy, nft, walked', [(RULES, OURS, 'nft'), (OURS, RULES, 'legacy'), (RULES, RULES, 'nft')])
+def test_a_host_with_rules_in_both_flavours_is_mixed_and_walked_where_our_chains_are(legacy, nft, walked):
+    saves = H.iptables_saves(FakeModule(_answers(legacy, nft, NFT_DEFAULT), ALL_TOOLS), 4, legacy=lambda family: None)
+    fam = D.family_of(saves, 'KVMNAT')
+    assert (saves.flavour, saves.both, fam.flavour) == (None, True, walked)
+    assert 'both iptables-legacy and iptables-nft' in fam.mixed
+    assert fam.save_cmd == ['/usr/sbin/iptables-%s-save' % walked]
+
+
+def test_a_family_without_tools_has_no_flavour():
+    fam = D.family_of(H.iptables_saves(FakeModule({}, set()), 6), 'KVMNAT')
+    assert (fam.flavour, fam.tables, fam.mixed) == (None, {}, '')

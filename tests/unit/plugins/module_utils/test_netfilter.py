@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
-from ansible_collections.kvmnet.nat.plugins.module_utils import _netfilter as N
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter as N
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 EMPTY = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n'
@@ -51,7 +51,7 @@ def test_detect_reads_legacy_only_when_the_kernel_shows_it_holds_a_table(tables,
 
 def test_detect_refuses_rules_in_both_flavours():
     module = FakeModule({'iptables-legacy-save': (0, RULES, ''), 'iptables-nft-save': (0, USER_CHAIN, '')})
-    with pytest.raises(P.RulesetError) as exc:
+    with pytest.raises(B.RulesetError) as exc:
         N.detect(module, 4, legacy=lambda family: None)
     assert 'both iptables-legacy and iptables-nft' in str(exc.value)
 
@@ -69,8 +69,8 @@ def test_detect_falls_back_to_the_generic_tools():
 
 def test_restore_test_run_arguments():
     module = FakeModule({'iptables-nft-restore': (0, '', '')})
-    backend = N.Backend(4, 'nft', ['/usr/sbin/iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
-    N.restore(module, backend, '*nat\nCOMMIT\n', 10, test=True)
+    tools = N.Tools(4, 'nft', ['/usr/sbin/iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
+    N.restore(module, tools, '*nat\nCOMMIT\n', 10, test=True)
     assert module.calls == [('iptables-nft-restore --noflush --wait 10 --test', '*nat\nCOMMIT\n')]
 
 
@@ -80,9 +80,9 @@ def test_restore_error_names_the_rule_the_command_and_stderr():
                'COMMIT\n')
     stderr = 'iptables-restore v1.8.9 (nf_tables): unknown option "--dport"\nError occurred at line: 3\n'
     module = FakeModule({'iptables-nft-restore': (2, '', stderr)})
-    backend = N.Backend(4, 'nft', ['iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
+    tools = N.Tools(4, 'nft', ['iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
     with pytest.raises(N.CommandError) as exc:
-        N.restore(module, backend, payload, 10, test=True)
+        N.restore(module, tools, payload, 10, test=True)
     text = str(exc.value)
     assert text.startswith('applying IPv4 rules (test run), at rule "-A KVMNAT_DNAT')
     assert 'kvmnet.nat: web01 tcp/8080->80' in text

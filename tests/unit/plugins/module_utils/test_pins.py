@@ -254,3 +254,68 @@ def test_an_agent_address_is_used_only_when_the_guest_itself_answers_for_it(ip, 
     else:
         assert refusal in (found or ''), found
     assert calls == ([('virbr0', ip)] if asked else [])
+
+
+# -------------------------------------------------------------- review of issue 19: an address the guest side declares
+
+# app01 (APP) holds a lease on .10; .40 is leased to old01; .30 is reserved for db01 (NET); web01 (WEB) has no lease
+CLAIM_LEASES = [{'mac': APP, 'address': '192.168.122.10', 'hostname': 'app01'},
+                {'mac': OTHER, 'address': '192.168.122.40', 'hostname': 'old01'}]
+CLAIM_SEEN = dict(SEEN, **{'192.168.122.10': {'mac': APP, 'state': 'REACHABLE', 'problem': None}})
+
+
+def _declares(ip, rest):
+    return 'the guest side declares %s%s' % (ip, rest)
+
+
+@pytest.mark.parametrize('ip, mac, net, refusal, asked', [
+    # the review's example: app01 declares .20, another VM's static address (no lease, no reservation), while
+    # its own MAC holds a lease on .10: refused, saying which, before anyone is asked
+    ('192.168.122.20', APP, NET, _declares('192.168.122.20', ", but network default has leased 192.168.122.10 to this "
+                                           "guest's own MAC 52:54:00:aa:00:01 (its address is that one)"), False),
+    # its own leased address, and it answers for it: used
+    ('192.168.122.10', APP, NET, None, True),
+    # a guest without a lease declares the neighbour's static address: the neighbour answers, refused
+    ('192.168.122.20', WEB, NET, _declares('192.168.122.20', ", but on virbr0 52:54:00:ee:00:09 (old01) answers for it, "
+                                           "not this guest's 52:54:00:4b:01:10 (another machine's address, or a forged "
+                                           "one)"), True),
+    # ... an address it answers for itself: used
+    ('192.168.122.21', WEB, NET, None, True),
+    # nothing answers, or the table cannot be read: not believed
+    ('192.168.122.22', WEB, NET, _declares('192.168.122.22', ', and nothing could be seen answering for it on virbr0 '
+                                           '(its neighbour entry is FAILED, nothing answered), so it is not believed'),
+     True),
+    ('192.168.122.23', WEB, NET, 'the ip command (iproute2) is missing', True),
+    # another MAC's reservation or lease
+    ('192.168.122.30', WEB, NET, _declares('192.168.122.30', ', which network default reserves for 52:54:00:ee:00:09 '
+                                           '(old01)'), False),
+    ('192.168.122.40', WEB, NET, _declares('192.168.122.40', ', which network default has leased to '
+                                           '52:54:00:ee:00:09 (old01)'), False),
+    # outside the domain's network, on none, or on a network without a bridge
+    ('10.0.0.5', WEB, NET, _declares('10.0.0.5', ', outside network default'), False),
+    ('192.168.122.21', None, None, _declares('192.168.122.21', ', which is on no libvirt network the domain has an '
+                                             'interface in'), False),
+    ('192.168.122.21', WEB, dict(NET, bridge=None), 'network default has no bridge on which to check', False),
+])
+def test_an_address_the_guest_side_declares_is_checked_like_the_agents_and_against_its_own_lease(ip, mac, net, refusal,
+                                                                                                 asked):
+    calls = []
+
+    def neighbour(bridge, address):
+        calls.append((bridge, address))
+        return CLAIM_SEEN[address]
+    found = P.claimed_address_refusal('app01', ip, mac, net, CLAIM_LEASES, OWNERS, neighbour)
+    if refusal is None:
+        assert found is None
+    else:
+        assert refusal in (found or ''), found
+    assert calls == ([('virbr0', ip)] if asked else [])
+
+
+def test_the_review_example_without_the_check_would_be_pinned_to_the_neighbours_address():
+    """What the check stands in front of: check() has nothing against .20, and plan() would pin app01's MAC there."""
+    guests = [guest('app01', '192.168.122.20', APP)]
+    assert P.check(guests, network(), {'default': CLAIM_LEASES}, OWNERS, []) == []
+    assert P.plan(guests, network(), [], True)[1] == [P.Pin('default', APP, '192.168.122.20', 'app01')]
+    assert P.claimed_address_refusal('app01', '192.168.122.20', APP, network()['default'], CLAIM_LEASES, OWNERS,
+                                     lambda bridge, address: CLAIM_SEEN[address]) is not None

@@ -6,14 +6,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 
 import pytest
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
+from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor as D
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as K
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils import rulewalk
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
@@ -239,7 +244,7 @@ def test_forward_order_does_not_change_the_rules():
 # ---------------------------------------------------------------- parsing
 
 def test_parse_save_keeps_others_rules_in_order_and_drops_counters():
-    tables = P.parse_save(fixture('libvirt-docker.save'))
+    tables = S.parse_save(fixture('libvirt-docker.save'))
     assert sorted(tables) == ['filter', 'mangle', 'nat']
     assert tables['filter'].chains['FORWARD'] == 'DROP'
     assert tables['filter'].rules['FORWARD'][:4] == [
@@ -249,22 +254,22 @@ def test_parse_save_keeps_others_rules_in_order_and_drops_counters():
 
 
 def test_parse_save_with_counters():
-    tables = P.parse_save('*filter\n:FORWARD ACCEPT [5:300]\n[4:240] -A FORWARD -j ACCEPT\nCOMMIT\n')
+    tables = S.parse_save('*filter\n:FORWARD ACCEPT [5:300]\n[4:240] -A FORWARD -j ACCEPT\nCOMMIT\n')
     assert tables['filter'].rules['FORWARD'] == ['-j ACCEPT']
 
 
 @pytest.mark.parametrize('text', ['-A FORWARD -j ACCEPT\n', '*filter\nnonsense\nCOMMIT\n',
                                   '*filter\n[0:0] -A\nCOMMIT\n', '*filter\n-A FORWARD\nCOMMIT\n'])
 def test_parse_save_refuses_garbage(text):
-    with pytest.raises(P.RulesetError):
-        P.parse_save(text)
+    with pytest.raises(B.RulesetError):
+        S.parse_save(text)
 
 
 # ---------------------------------------------------------------- planning
 
 def live_with_ours(extra_forward_rules=(), jump_positions=None):
     """The fixture with our chains applied as the engine renders them."""
-    tables = P.parse_save(fixture('libvirt-docker.save'))
+    tables = S.parse_save(fixture('libvirt-docker.save'))
     desired = R.desired_state(example_forwards(), 4)
     for (tname, chain), rules in desired.chains.items():
         tables[tname].chains[chain] = '-'
@@ -277,7 +282,7 @@ def live_with_ours(extra_forward_rules=(), jump_positions=None):
 
 
 def test_fresh_host_payload():
-    tables = P.parse_save(fixture('libvirt-docker.save'))
+    tables = S.parse_save(fixture('libvirt-docker.save'))
     result = P.plan(tables, R.desired_state(example_forwards(), 4))
     lines = result.payload.splitlines()
     assert result.changed
@@ -348,7 +353,7 @@ def test_absent_removes_jumps_then_chains():
 
 
 def test_absent_on_a_host_without_our_rules_is_a_no_op():
-    result = P.plan(P.parse_save(fixture('libvirt-docker.save')), R.desired_state([], 4))
+    result = P.plan(S.parse_save(fixture('libvirt-docker.save')), R.desired_state([], 4))
     assert (result.changed, result.payload) == (False, '')
 
 
@@ -357,20 +362,24 @@ def test_absent_on_a_host_without_our_rules_is_a_no_op():
      'chain KVMNAT_FWD in table filter exists and holds rules kvmnet.nat did not write (first: -j DROP)'),
     (lambda t: t['filter'].rules['DOCKER-USER'].insert(0, '-j KVMNAT_FWD'),
      'rule "-A DOCKER-USER -j KVMNAT_FWD" in table filter jumps into a kvmnet.nat chain'),
+    # our comment is always quoted (it holds a space): an unquoted kvmnet.nat: comment is someone else's
+    # (the planner once took it for ours, and would have flushed it away; the doctor never did)
+    (lambda t: t['filter'].rules['KVMNAT_FWD'].append('-m comment --comment kvmnet.nat:x -j DROP'),
+     'holds rules kvmnet.nat did not write (first: -m comment --comment kvmnet.nat:x -j DROP)'),
 ])
 def test_foreign_use_of_our_chains_is_refused(mutate, message):
     tables, desired = live_with_ours()
     mutate(tables)
-    with pytest.raises(P.RulesetError) as exc:
+    with pytest.raises(B.RulesetError) as exc:
         P.plan(tables, desired)
     assert message in str(exc.value)
 
 
 def test_foreign_chain_with_our_name_on_a_fresh_host():
-    tables = P.parse_save(fixture('libvirt-docker.save'))
+    tables = S.parse_save(fixture('libvirt-docker.save'))
     tables['nat'].chains['KVMNAT_DNAT'] = '-'
     tables['nat'].rules['KVMNAT_DNAT'] = ['-p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1:80']
-    with pytest.raises(P.RulesetError):
+    with pytest.raises(B.RulesetError):
         P.plan(tables, R.desired_state(example_forwards(), 4))
 
 
@@ -383,11 +392,11 @@ def test_other_prefix_leaves_default_chains_alone():
 
 def test_persist_text_is_a_header_and_the_payload_that_builds_everything():
     desired = R.desired_state(example_forwards(), 4)
-    text = P.persist_text(desired, 'nft')
+    text = K.persist_text(desired, 'nft')
     header, meta, body = text.split('\n', 2)
     assert header.startswith('# Managed by kvmnet.nat')
     assert meta == '# kvmnet-nat-restore format=2 family=4 flavour=nft prefix=KVMNAT sha256=%s' % (
-        P.hashlib.sha256(body.encode()).hexdigest())
+        hashlib.sha256(body.encode()).hexdigest())
     assert body == P.plan({}, desired).payload
     lines = body.splitlines()
     assert lines[0] == '*filter' and lines.count('COMMIT') == 2
@@ -427,7 +436,7 @@ def test_overlap_sweep_finds_exactly_the_pairs_a_pairwise_check_finds():
     expected = ['forward %s and forward %s claim the same %s port(s) on %s'
                 % (a.label, b.label, a.proto, a.public_ip or b.public_ip or a.in_interface or b.in_interface)
                 for i, a in enumerate(forwards) for b in forwards[i + 1:]
-                if F._scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports)]
+                if F.scopes_meet(a, b) and a.host_ports.overlaps(b.host_ports)]
     assert expected and info.value.errors == expected
 
 
@@ -506,10 +515,35 @@ def test_many_forwards_go_into_short_owned_sub_chains():
     names = list(desired.chains)
     assert len(names) > 3 and all(len(name) <= 28 and R.owned(name, 'ABCDEFGHIJKLMNOP', table) for table, name in names)
     for rules in desired.chains.values():
-        assert rules and all(P._is_ours(spec) for spec in rules)
+        assert rules and all(R.is_ours(spec) for spec in rules)
         assert len(rules) <= R.LEAF_RULES
     # connections from outside pass the hairpin rules with one test of the source
     snat = desired.chains[('nat', 'ABCDEFGHIJKLMNOP_SNAT')]
     assert len(snat) == 1 and snat[0].startswith('-s 192.168.122.0/24 ')
     # one established accept for the network, then the two protocols' top nodes
     assert len(desired.chains[('filter', 'ABCDEFGHIJKLMNOP_FWD')]) == 5
+
+
+@pytest.mark.parametrize('spec, ours', [
+    ('-m comment --comment "kvmnet.nat: web01 tcp/8080->80" -j ACCEPT', True),
+    ('-m comment --comment kvmnet.nat:x -j ACCEPT', False),
+    ('-m comment --comment "kvmnet.natx: y" -j ACCEPT', False),
+    ('-m comment --comment "admin: kvmnet.nat: y" -j ACCEPT', False),
+])
+def test_one_rule_for_what_is_ours(spec, ours):
+    """The planner's and the doctor's idea of "ours" are one function."""
+    assert R.is_ours(spec) is ours
+    assert D._is_ours is R.is_ours
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda text: text.replace('-j DNAT', '-j ACCEPT', 1), 'checksum does not match'),
+    (lambda text: text.split('\n', 2)[2], 'no valid kvmnet-nat-restore header'),
+    (lambda text: text.replace('family=4', 'family=6'), 'family=6 (expected 4)'),
+])
+def test_a_persisted_file_is_read_back_only_when_intact_and_for_this_run(edit, message):
+    text = K.persist_text(R.desired_state(example_forwards(), 4), 'nft')
+    assert K.desired_from_persisted(text, 4, 'KVMNAT') == R.desired_state(example_forwards(), 4)
+    with pytest.raises(B.RulesetError) as exc:
+        K.desired_from_persisted(edit(text), 4, 'KVMNAT')
+    assert message in str(exc.value)

@@ -12,8 +12,8 @@ import hashlib
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 from ansible_collections.kvmnet.nat.plugins.modules import doctor as M
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
@@ -44,7 +44,7 @@ def declared(n):
 
 def live(n):
     """libvirt's rules with ours as the engine writes them for ``n`` forwards, as iptables-save -c prints them."""
-    tables = P.parse_save(LIBVIRT)
+    tables = S.parse_save(LIBVIRT)
     applied = [dict(f, guest_network='192.168.122.0/24') for f in declared(n)]    # as kvmnet.nat.forwards found it
     desired = R.desired_state(F.parse_forwards(applied, public_ip='203.0.113.10'), 4)
     lines = []
@@ -70,7 +70,7 @@ def quiet_host(monkeypatch):
         connects.append((host, port, proto))
         return 'answer', ''
     monkeypatch.setattr(M._connect, 'probe', probe)
-    monkeypatch.setattr(M, '_read_sysctls', lambda: {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {},
+    monkeypatch.setattr(M._host, 'sysctls', lambda: {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {},
                                                      'bridge_nf': None})
     monkeypatch.setattr(M._listeners, 'read_listeners', lambda: [])
     monkeypatch.setattr(M._host, 'process_running', lambda name: False)
@@ -103,12 +103,12 @@ def test_the_saved_file_is_compared_once_per_family_not_per_forward(quiet_host, 
     """Rendering what the declared forwards would be saved as costs O(N): once per run, not once per forward
     (it was, and 100 forwards took 16 s)."""
     calls = []
-    persist_text = M._doctor._plan.persist_text
+    persist_text = M._doctor._persisted.persist_text
 
     def counting(*args, **kwargs):
         calls.append(args)
         return persist_text(*args, **kwargs)
-    monkeypatch.setattr(M._doctor._plan, 'persist_text', counting)
+    monkeypatch.setattr(M._doctor._persisted, 'persist_text', counting)
     body = '*nat\nCOMMIT\n'                       # intact (its checksum matches) but out of date
     (tmp_path / 'rules.v4').write_text('# kvmnet-nat-restore sha256=%s\n%s' % (hashlib.sha256(body.encode()).hexdigest(), body))
     module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(50), persist_path=str(tmp_path / 'rules')), answers(50),

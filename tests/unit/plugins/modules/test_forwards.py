@@ -15,9 +15,12 @@ import stat
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
 from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import grammar as G
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as K
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 from ansible_collections.kvmnet.nat.plugins.modules import forwards as M
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
@@ -44,7 +47,7 @@ class FakeModule(fakes.FakeModule):
     def run_command(self, cmd, data=None, binary_data=False, environ_update=None):
         answer = super().run_command(cmd, data, binary_data, environ_update)
         if data is not None and answer[0] == 0 and 'restore' in fakes.key(cmd):
-            P.check_payload(data, self.params['chain_prefix'])     # only engine-written lines reach restore
+            G.check_payload(data, self.params['chain_prefix'])     # only engine-written lines reach restore
         return answer
 
 
@@ -72,8 +75,8 @@ def desired(params):
 
 def applied(params):
     """The IPv4 ruleset after the forwards were applied to EMPTY4, as iptables-save prints it."""
-    text = P.plan(P.parse_save(EMPTY4), desired(params)).payload
-    tables = P.parse_save(EMPTY4)
+    text = P.plan(S.parse_save(EMPTY4), desired(params)).payload
+    tables = S.parse_save(EMPTY4)
     current = None
     for line in text.splitlines():
         if line.startswith(':'):
@@ -157,7 +160,7 @@ def test_persistence_writes_exactly_the_plan_with_its_mode_and_header(lock, tmp_
     assert result['changed'] is True and result['reasons'] == ['ipv4 persisted rules in %s.v4 updated' % base]
     text = (tmp_path / 'kvmnet-nat.v4').read_text()
     assert text.splitlines()[1].startswith('# kvmnet-nat-restore format=2 family=4 flavour=nft prefix=KVMNAT sha256=')
-    assert text == P.persist_text(desired(params), 'nft')
+    assert text == K.persist_text(desired(params), 'nft')
     assert text.split('\n', 2)[2] == P.plan({}, desired(params)).payload
     assert stat.S_IMODE(os.stat(base + '.v4').st_mode) == 0o640
     assert not (tmp_path / 'kvmnet-nat.v6').exists()

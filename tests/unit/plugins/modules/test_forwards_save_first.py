@@ -20,9 +20,12 @@ import os
 
 import pytest
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _converge as C
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan as P
-from ansible_collections.kvmnet.nat.plugins.module_utils import _render as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as K
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import plan as P
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 from ansible_collections.kvmnet.nat.plugins.modules import forwards as M
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
@@ -64,7 +67,7 @@ def live(state, family):
     want = desired(state, family)
     if want.empty:
         return EMPTY[family]
-    tables = P.parse_save(EMPTY[family])
+    tables = S.parse_save(EMPTY[family])
     current = None
     for line in P.plan(tables, want).payload.splitlines():
         if line.startswith('*'):
@@ -90,7 +93,7 @@ def live(state, family):
 def saved(state, family):
     """The saved file of ``state`` (None: no file)."""
     want = desired(state, family)
-    return None if want.empty else P.persist_text(want, 'nft')
+    return None if want.empty else K.persist_text(want, 'nft')
 
 
 class Module(fakes.FakeModule):
@@ -205,7 +208,7 @@ def test_the_saved_files_never_describe_other_rules_than_the_live_ones(tmp_path,
     seq = answers(before, after, apply_rc)
     module = Module({'forwards': STATES[after], 'state': 'present' if STATES[after] else 'absent',
                      'persist_path': base, 'lock_path': str(tmp_path / 'lock')}, list(seq), fail)
-    monkeypatch.setattr(M, 'os', Os(module))
+    monkeypatch.setattr(C, 'os', Os(module))
     result = fakes.result_of(M.run, module)
     first_apply = next(i for i, (command, _answer) in enumerate(seq) if command.endswith('--wait 10'))
     reached = bool(apply_rc) or not msg                               # a file that cannot be written: no apply

@@ -36,7 +36,7 @@ DOMIFADDR = (' Name       MAC address          Protocol     Address\n-----------
              ' vnet0      %s    ipv4         192.168.122.77/24\n' % APP)
 
 
-DEFAULTS = {'names': [], 'declared': {}, 'pin': True, 'state': 'present', 'record_path': None,
+DEFAULTS = {'names': [], 'declared': {}, 'claimed': {}, 'pin': True, 'state': 'present', 'record_path': None,
             'uri': 'qemu:///system', 'address_sources': ['lease']}
 
 
@@ -337,3 +337,83 @@ def test_a_declared_address_is_not_asked_about(record):
     result = run(module)
     assert result['guests'][0]['source'] == 'declared'
     assert not [c for c in module.commands() if c.startswith(('ping', 'ip -j neigh'))]
+
+
+# -------------------------------------------------------------- review of issue 19: addresses the guest side declares
+
+def claim_answers(seen):
+    """agent_answers' lab (app01 leased .77, web01 reserved and leased .10, new01 without a lease, db01 at .20
+    without one), where the bridge's neighbour table shows ``seen`` ({address: MAC or None})."""
+    net = agent_answers(None)
+    for address, mac in seen.items():
+        net['ip -j neigh show dev virbr0 to %s' % address] = (
+            0, '[{"dst": "%s", "lladdr": "%s", "state": ["REACHABLE"]}]' % (address, mac) if mac
+            else '[{"dst": "%s", "state": ["FAILED"]}]' % address, '')
+    return net
+
+
+SEEN = {'192.168.122.20': DB, '192.168.122.77': APP, '192.168.122.33': NEW}
+HINT = '; the hypervisor side can declare its ip (expose_guests) if it is right'
+
+
+@pytest.mark.parametrize('name, claimed, seen, reason, asked', [
+    # the review's example: app01 declares .20 (db01's static address: no lease, no reservation) while its own
+    # MAC holds a lease on .77: refused, saying which, before the bridge is asked
+    ('app01', '192.168.122.20', SEEN, "the guest side declares 192.168.122.20, but network default has leased "
+                                      "192.168.122.77 to this guest's own MAC %s (its address is that one)%s"
+                                      % (APP, HINT), False),
+    # a guest without a lease declares db01's address: db01 answers for it
+    ('new01', '192.168.122.20', SEEN, "the guest side declares 192.168.122.20, but on virbr0 %s (db01) answers for "
+                                      "it, not this guest's %s (another machine's address, or a forged one)%s"
+                                      % (DB, NEW, HINT), True),
+    # ... nothing answers for it
+    ('new01', '192.168.122.20', {'192.168.122.20': None},
+     'the guest side declares 192.168.122.20, and nothing could be seen answering for it on virbr0 (its neighbour '
+     'entry is FAILED, nothing answered), so it is not believed' + HINT, True),
+    # web01's reserved and leased address
+    ('new01', '192.168.122.10', SEEN, 'the guest side declares 192.168.122.10, which network default reserves for '
+                                      '%s (web01)%s' % (WEB, HINT), False),
+    # outside the network, and a domain libvirt does not know
+    ('new01', '10.9.9.9', SEEN, 'the guest side declares 10.9.9.9, which is on no libvirt network the domain has an '
+                                'interface in' + HINT, False),
+    ('ghost', '192.168.122.20', SEEN, 'no libvirt domain of that name on this host', False),
+])
+def test_an_address_the_guest_side_declares_for_another_machine_is_neither_forwarded_to_nor_pinned(
+        record, name, claimed, seen, reason, asked):
+    module = FakeModule({'names': [name], 'claimed': {name: claimed}, 'record_path': record}, claim_answers(seen))
+    result = run(module)
+    assert result.get('failed') is None, result
+    assert result['guests'] == [] and result['unresolved'] == [{'name': name, 'reason': reason}]
+    assert bool([c for c in module.commands() if c.startswith('ip -j neigh')]) is asked
+    assert not net_updates(module) and not os.path.exists(record)
+
+
+@pytest.mark.parametrize('name, claimed, mac', [
+    ('app01', '192.168.122.77', APP),      # its own leased address, and it answers for it
+    ('new01', '192.168.122.33', NEW),      # no lease: it answers for the address it declares
+])
+def test_an_address_the_guest_side_declares_for_itself_is_used_and_pinned(record, name, claimed, mac):
+    module = FakeModule({'names': [name], 'claimed': {name: claimed}, 'record_path': record}, claim_answers(SEEN))
+    result = run(module)
+    assert result['unresolved'] == []
+    assert result['guests'] == [{'name': name, 'ip': claimed, 'source': 'claimed', 'mac': mac, 'network': 'default',
+                                 'pinned': True}]
+    assert 'ip -j neigh show dev virbr0 to %s' % claimed in module.commands()
+    assert net_updates(module) == [
+        'net-update default add-last ip-dhcp-host <host mac="%s" ip="%s" /> --live --config' % (mac, claimed)]
+
+
+def test_the_hypervisor_sides_address_keeps_todays_behaviour(record):
+    """The same address the guest side may not claim, declared by the hypervisor side: used as written."""
+    module = FakeModule({'names': ['new01'], 'declared': {'new01': '192.168.122.20'}, 'record_path': record},
+                        claim_answers(SEEN))
+    result = run(module)
+    assert result['guests'][0]['source'] == 'declared' and result['unresolved'] == []
+    assert not [c for c in module.commands() if c.startswith(('ping', 'ip -j neigh'))]
+
+
+def test_a_guest_given_an_address_on_both_sides_is_refused(record):
+    result = run(FakeModule({'names': ['new01'], 'declared': {'new01': '192.168.122.20'},
+                             'claimed': {'new01': '192.168.122.33'}, 'record_path': record}, claim_answers(SEEN)))
+    assert result['failed'] is True and 'guest new01 is given an address both in declared (192.168.122.20) and in ' \
+        'claimed (192.168.122.33)' in result['msg']

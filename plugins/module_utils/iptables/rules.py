@@ -3,11 +3,12 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Stage 2 of the rule engine, the rules: PRIVATE to this collection, no stable API.
+"""The iptables backend, rendering: PRIVATE to this collection, no stable API.
 
 Pure Python, no I/O. From validated forwards (_forward.py) to what the chains the collection owns
 must hold (Desired): the DNAT, FORWARD accept and MASQUERADE rules of each forward, the established
-accepts, the dispatch tree by port, and the one jump per built-in chain. Next: _plan.py.
+accepts, the dispatch tree by port, and the one jump per built-in chain. Also what makes a chain or
+a rule ours (``owned``, ``is_ours``). Next: plan.py.
 
 The *managed* rules are the rules in the chains we own (``<prefix>_DNAT``, ``_SNAT``, ``_FWD`` and
 their numbered sub-chains) and the one jump per built-in chain that leads into them.
@@ -42,7 +43,8 @@ def _addr(ip):
     return '%s/%d' % (address_text(ip), 32 if ip.version == 4 else 128)
 
 
-def _net(net):
+def net_text(net):
+    """A network as iptables-save prints a -s/-d match."""
     return '%s/%d' % (address_text(net.network_address), net.prefixlen)
 
 
@@ -75,7 +77,7 @@ def render_dnat(fwd):
     for src in fwd.sources or (None,):
         parts = []
         if src is not None:
-            parts.append('-s %s' % _net(src))
+            parts.append('-s %s' % net_text(src))
         if fwd.public_ip is not None:
             parts.append('-d %s' % _addr(fwd.public_ip))
         if fwd.in_interface:
@@ -107,20 +109,20 @@ def render_established(name, guest_side, public_ip):
     if public_ip is not None:
         origin = '--ctorigdst %s' % address_text(public_ip)
     else:
-        origin = '! --ctorigdst %s' % _ct_addr(guest_side)
+        origin = '! --ctorigdst %s' % ct_text(guest_side)
     return ' '.join([
         '-m conntrack --ctstate RELATED,ESTABLISHED',
         origin,
-        '--ctreplsrc %s' % _ct_addr(guest_side),
+        '--ctreplsrc %s' % ct_text(guest_side),
         _comment('%s established' % name),
         '-j ACCEPT',
     ])
 
 
-def _ct_addr(value):
+def ct_text(value):
     """An address or network as iptables-save prints a conntrack address match (no /32 or /128)."""
     if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return address_text(value.network_address) if value.prefixlen == value.max_prefixlen else _net(value)
+        return address_text(value.network_address) if value.prefixlen == value.max_prefixlen else net_text(value)
     return address_text(value)
 
 
@@ -135,7 +137,7 @@ def established_scopes(forwards):
     scopes = []
     for f in forwards:
         if f.guest_network is not None:
-            scope = ('network %s' % _net(f.guest_network), f.guest_network, f.public_ip)
+            scope = ('network %s' % net_text(f.guest_network), f.guest_network, f.public_ip)
         else:
             scope = (f.guest, f.guest_ip, f.public_ip)
         if scope not in scopes:
@@ -160,7 +162,7 @@ def render_masquerade(fwd):
         return []
     parts = []
     if fwd.masquerade == 'auto':
-        parts.append('-s %s' % _net(fwd.guest_network))
+        parts.append('-s %s' % net_text(fwd.guest_network))
     parts.append('-d %s' % _addr(fwd.guest_ip))
     parts.append('-p {p} -m {p} --dport {d}'.format(p=fwd.proto, d=fwd.guest_ports.match))
     parts.append(_origin_match(fwd))
@@ -278,7 +280,7 @@ def _snat_rules(dispatch, items):
         if network is None or len(group) <= LEAF_RULES:
             out.extend(dispatch.rules(group, final=index == len(groups) - 1))
         else:
-            out.append('-s %s %s -j %s' % (_net(network), _comment('hairpin from %s' % _net(network)),
+            out.append('-s %s %s -j %s' % (net_text(network), _comment('hairpin from %s' % net_text(network)),
                                            dispatch.chain(dispatch.rules(group))))
     return out
 
@@ -316,3 +318,14 @@ def owned(chain, prefix, table):
 def our_jumps(prefix):
     """{(table, built-in chain): the one jump spec kvmnet.nat puts there} (from render_jumps)."""
     return {(table, chain): spec for table, chain, spec in render_jumps(prefix)}
+
+
+OWNED_COMMENT = '-m comment --comment "%s: ' % OWNER_TAG
+
+
+def is_ours(spec):
+    """A rule is ours when it carries our comment as the renderer writes it: quoted, ``kvmnet.nat: <text>``.
+
+    (iptables-save quotes a comment only when it holds a space, and every comment we write does; an
+    unquoted ``--comment kvmnet.nat:x`` was written by someone else and is foreign.)"""
+    return OWNED_COMMENT in spec

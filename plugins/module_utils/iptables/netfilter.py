@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Host side of the rule engine: PRIVATE to this collection, no stable API.
+"""The iptables backend, on the host: PRIVATE to this collection, no stable API.
 
 Finds which iptables flavour (legacy or nf_tables) a family uses, reads the
 ruleset with ``*-save`` and applies a payload with ``*-restore --noflush``.
@@ -16,28 +16,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _plan
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
 from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.save import in_use
 
 TOOL = {4: 'iptables', 6: 'ip6tables'}
 _ERROR_LINE_RE = re.compile(r'Error occurred at line: (\d+)')
 
 
 @dataclass
-class Backend:
+class Tools:
+    """The save and restore commands of the flavour a family's rules live in."""
     family: int
     flavour: str          # 'legacy' or 'nft'
     save_cmd: list
     restore_cmd: list
     saved: str = ''       # the save taken while detecting, reused as the first read
-
-
-def in_use(text):
-    """A flavour is in use when its ruleset has a rule or a user-defined chain."""
-    for line in text.splitlines():
-        if line.startswith('-A ') or (line.startswith(':') and line.split()[1:2] == ['-']):
-            return True
-    return False
 
 
 def _flavour_of(module, binary):
@@ -77,14 +71,14 @@ def detect(module, family, legacy=legacy_tables):
         if not save or not restore:
             continue
         if flavour == 'legacy' and legacy(family) == []:
-            found[flavour] = Backend(family, flavour, [save], [restore], '')
+            found[flavour] = Tools(family, flavour, [save], [restore], '')
             continue
         rc, out, _err = run(module, [save], check=False)
         if rc == 0:
-            found[flavour] = Backend(family, flavour, [save], [restore], out)
+            found[flavour] = Tools(family, flavour, [save], [restore], out)
     used = [f for f in ('legacy', 'nft') if f in found and in_use(found[f].saved)]
     if len(used) == 2:
-        raise _plan.RulesetError(
+        raise RulesetError(
             'this host has %s rules in both iptables-legacy and iptables-nft; rules in one are '
             'invisible to the other and the result would be unpredictable. Move everything to one '
             'flavour first (see %s-legacy-save and %s-nft-save)' % (base, base, base))
@@ -98,13 +92,13 @@ def detect(module, family, legacy=legacy_tables):
     if found:
         return found.get('nft') or found['legacy']
     if generic_save and generic_restore:
-        return Backend(family, default or 'unknown', [generic_save], [generic_restore],
-                       run(module, [generic_save], context='reading the IPv%d ruleset' % family)[1])
+        return Tools(family, default or 'unknown', [generic_save], [generic_restore],
+                     run(module, [generic_save], context='reading the IPv%d ruleset' % family)[1])
     return None
 
 
-def save(module, backend):
-    return run(module, backend.save_cmd, context='reading the IPv%d ruleset' % backend.family)[1]
+def save(module, tools):
+    return run(module, tools.save_cmd, context='reading the IPv%d ruleset' % tools.family)[1]
 
 
 def _failing_line(payload, stderr):
@@ -116,15 +110,15 @@ def _failing_line(payload, stderr):
     return lines[index] if 0 <= index < len(lines) else ''
 
 
-def restore(module, backend, payload, lock_timeout, test=False):
+def restore(module, tools, payload, lock_timeout, test=False):
     """Apply (or with test=True only check) one payload; errors name the failing rule."""
-    cmd = backend.restore_cmd + ['--noflush', '--wait', str(lock_timeout)]
+    cmd = tools.restore_cmd + ['--noflush', '--wait', str(lock_timeout)]
     if test:
         cmd.append('--test')
     rc, out, err = run(module, cmd, data=payload, check=False)
     if rc != 0:
         line = _failing_line(payload, err)
-        context = 'applying IPv%d rules%s' % (backend.family, ' (test run)' if test else '')
+        context = 'applying IPv%d rules%s' % (tools.family, ' (test run)' if test else '')
         if line:
             context += ', at rule "%s"' % line
         raise CommandError(cmd, rc, err or out, context)

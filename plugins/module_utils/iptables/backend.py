@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The iptables backend as the converge driver sees it: PRIVATE to this collection, no stable API.
+
+Engine and Backend of _backend.py over the modules of this package: detection and commands
+(netfilter.py), reading (save.py), rendering (rules.py), planning (plan.py), the saved file
+(persisted.py) and the walker (walk.py). No logic of its own beyond wiring them together.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import BackendUnavailable
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter, persisted, plan, rules, save, walk
+
+
+class Engine:
+    """iptables for one run: ``module`` runs the commands, ``prefix`` names our chains, ``lock_timeout``
+    is handed to ``*-restore --wait`` (xtables' own lock)."""
+
+    diff_header = 'managed iptables rules'
+
+    def __init__(self, module, prefix, lock_timeout, legacy=netfilter.legacy_tables):
+        self.module, self.prefix, self.lock_timeout, self.legacy = module, prefix, lock_timeout, legacy
+
+    def problems(self):
+        if rules.valid_prefix(self.prefix):
+            return []
+        return ['chain_prefix %r must be 1-16 upper-case letters or digits, starting with a letter' % (self.prefix,)]
+
+    def open(self, family):
+        tools = netfilter.detect(self.module, family, legacy=self.legacy)
+        if tools is None:
+            raise BackendUnavailable('this host has no %s-restore' % netfilter.TOOL[family])
+        return Backend(self.module, tools, self.prefix, self.lock_timeout)
+
+
+class Backend:
+    """One family's iptables (the flavour its rules live in). ``live`` values are {table: save.Table};
+    ``desired`` values are rules.Desired."""
+
+    def __init__(self, module, tools, prefix, lock_timeout):
+        self.module, self.tools, self.prefix, self.lock_timeout = module, tools, prefix, lock_timeout
+        self.family, self.flavour = tools.family, tools.flavour
+        self._detected = True       # the save taken while detecting is the first read
+
+    def read(self):
+        if self._detected:
+            self._detected = False
+            return save.parse_save(self.tools.saved)
+        return save.parse_save(netfilter.save(self.module, self.tools))
+
+    def desired(self, forwards):
+        return rules.desired_state(forwards, self.family, self.prefix)
+
+    def plan(self, live, desired):
+        return plan.plan(live, desired)
+
+    def test(self, plan_):
+        netfilter.restore(self.module, self.tools, plan_.payload, self.lock_timeout, test=True)
+
+    def apply(self, plan_):
+        netfilter.restore(self.module, self.tools, plan_.payload, self.lock_timeout)
+
+    def read_back(self, desired):
+        return plan.plan(save.parse_save(netfilter.save(self.module, self.tools)), desired)
+
+    def persisted_text(self, desired):
+        return None if desired.empty else persisted.persist_text(desired, self.flavour)
+
+    def read_persisted(self, text):
+        return persisted.read_persisted(text)
+
+    def desired_from_persisted(self, text):
+        return persisted.desired_from_persisted(text, self.family, self.prefix)
+
+    def walk(self, live, table, chain, packet):
+        found = live.get(table)
+        if found is None:
+            return walk.Outcome(None)
+        policies = {name: policy for name, policy in found.chains.items() if policy != '-'}
+        return walk.walk(walk.Ruleset(found.rules, policies), chain, packet)
+
+    def counter(self, live, table, rule):
+        return save.counter(live.get(table), rule)
+
+    def hooks(self, live):
+        found = {}
+        for table, chain, _spec in rules.render_jumps(self.prefix):
+            specs = live[table].rules.get(chain, []) if table in live else []
+            found[(table, chain)] = [i for i, spec in enumerate(specs, 1) if save.jumps_into_ours(spec, self.prefix, table)]
+        return found

@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The iptables backend, the persisted copy: PRIVATE to this collection, no stable API.
+
+Pure Python, no I/O. The file kvmnet-nat-restore applies at boot and at libvirt network events: a
+header (format, family, flavour, prefix, SHA-256 of the rest), then the payload that builds the
+managed chains and jumps from nothing. Reading it back gives the header's fields and, for a restore,
+the desired state it describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.grammar import check_payload
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.plan import plan
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.rules import Desired, render_jumps
+
+PERSIST_FORMAT = 2
+
+
+def persist_text(desired, flavour):
+    """The persisted copy: a header kvmnet-nat-restore checks, then the payload that builds the
+    managed chains and jumps from nothing (``plan({}, desired)``), and nothing else.
+
+    The header names the iptables flavour the rules were applied with (the restore script uses
+    the same) and the SHA-256 of the rest, so a file cut short or edited is refused as a whole.
+    """
+    body = plan({}, desired).payload
+    header = '# Managed by kvmnet.nat: only its own chains (%s_*) and their jumps. Do not edit.\n' % desired.prefix
+    meta = '# kvmnet-nat-restore format=%d family=%d flavour=%s prefix=%s sha256=%s\n' % (
+        PERSIST_FORMAT, desired.family, flavour, desired.prefix, hashlib.sha256(body.encode('ascii')).hexdigest())
+    text = header + meta + body
+    check_payload(text, desired.prefix, comments=True)
+    return text
+
+
+def read_persisted(text):
+    """(fields of the ``kvmnet-nat-restore`` header line, the body) of a persisted file, as
+    kvmnet-nat-restore reads it; ``valid``: the body's SHA-256 is the one in the header."""
+    lines = text.split('\n')
+    meta_index = next((i for i, line in enumerate(lines[:3]) if line.startswith('# kvmnet-nat-restore ')), None)
+    if meta_index is None:
+        return {'valid': False}, text
+    fields = dict(word.split('=', 1) for word in lines[meta_index].split()[2:] if '=' in word)
+    body = '\n'.join(lines[meta_index + 1:])
+    fields['valid'] = fields.get('sha256') == hashlib.sha256(body.encode('utf-8', 'replace')).hexdigest()
+    return fields, body
+
+
+def _desired_of_body(body, family, prefix):
+    """The Desired a persisted body (a payload from nothing, grammar-checked) builds."""
+    desired = Desired(family=family, prefix=prefix)
+    jumps, table = {}, None
+    for line in body.split('\n'):
+        words = line.split(' ')
+        if line.startswith('*'):
+            table = line[1:]
+        elif line.startswith(':'):
+            desired.chains[(table, line[1:].split(' ')[0])] = []
+        elif words[0] == '-A':
+            desired.chains.setdefault((table, words[1]), []).append(line.split(' ', 2)[2])
+        elif words[0] == '-I':
+            jumps[(table, words[1])] = line.split(' ', 3)[3]
+    order = [(t, c) for t, c, _spec in render_jumps(prefix)]
+    desired.jumps = [(t, c, jumps[(t, c)]) for t, c in order if (t, c) in jumps]
+    return desired
+
+
+def desired_from_persisted(text, family, prefix):
+    """The desired state a persisted file describes, for a restore to plan against the live tables.
+
+    RulesetError unless the header is there, its checksum matches, it names ``family`` and ``prefix``,
+    and every line of the body is one the engine writes (the file is data, never executed as is)."""
+    fields, body = read_persisted(text)
+    if not fields['valid']:
+        raise RulesetError('the saved rules have no valid kvmnet-nat-restore header or their checksum does not match')
+    expected = {'format': str(PERSIST_FORMAT), 'family': str(family), 'prefix': prefix}
+    wrong = ['%s=%s (expected %s)' % (k, fields.get(k), v) for k, v in sorted(expected.items()) if fields.get(k) != v]
+    if wrong:
+        raise RulesetError('the saved rules are not for this run: %s' % ', '.join(wrong))
+    check_payload(body, prefix)
+    return _desired_of_body(body, family, prefix)
+
+
+def rule_specs(lines):
+    """The rule specs of the ``-A`` lines among ``lines`` of a persisted body (the doctor's comparison)."""
+    return {line.split(' ', 2)[2] for line in lines if line.startswith('-A ') and line.count(' ') >= 2}
