@@ -19,6 +19,8 @@ LAB        := $(PYTHON) tests/lab/lab.py
 HV         ?= hv1
 DEMO_DIR   := /var/tmp/kvmnet-lab/kvmlab
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
+# bench/ and tests/netns import the shared test helpers (tests/support) from the copy, as the unit tests do
+WITH_COLL  := PYTHONPATH=$(COLL_ROOT)
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help deps venv collection pip-bootstrap sanity units lint changelog-lint docs package netns netns-quick core-newest \
@@ -100,7 +102,8 @@ docs: collection
 # the collection is 211 KB: the gate is 260 KB, and docs/development.md ("The tarball") shows what each part costs.
 PKG_DIR    := $(COLL_ROOT)/package
 PKG_MAX_KB := 260
-PKG_DEV_PATHS := Makefile bench/ tests/lab/ tests/netns/ tests/tools/ extensions/ docs/ .ci/ tests/requirements.txt
+PKG_DEV_PATHS := Makefile bench/ tests/lab/ tests/netns/ tests/support/benchmark.py tests/support/topology.py \
+                 tests/tools/ extensions/ docs/ .ci/ tests/requirements.txt
 package: venv
 	@rm -rf $(PKG_DIR) && mkdir -p $(PKG_DIR)/installed
 	ansible-galaxy collection build --output-path $(PKG_DIR) . >/dev/null
@@ -140,10 +143,10 @@ core-newest: deps venv collection lab-images
 
 # real netfilter and packets, in throwaway namespaces only (needs root)
 netns: deps collection
-	cd tests/netns && $(BIN)/python -m pytest -p no:cacheprovider -q .
+	cd tests/netns && $(WITH_COLL) $(BIN)/python -m pytest -p no:cacheprovider -q .
 
 netns-quick: deps collection
-	cd tests/netns && $(BIN)/python -m pytest -p no:cacheprovider -q -k nft .
+	cd tests/netns && $(WITH_COLL) $(BIN)/python -m pytest -p no:cacheprovider -q -k nft .
 
 # ---------------------------------------------------------------- the lab (needs root)
 # Debian images, the local apt repository and the guest kernel are cached in /var/cache/kvmnet-lab.
@@ -190,10 +193,10 @@ bench-deps: venv
 	$(BIN)/pip install -q -r bench/requirements.txt
 
 bench: deps collection bench-deps lab-images
-	$(BIN)/python bench/run.py --before $(BENCH_BEFORE)
+	$(WITH_COLL) $(BIN)/python bench/run.py --before $(BENCH_BEFORE)
 
 bench-quick: deps collection bench-deps lab-images
-	$(BIN)/python bench/run.py --quick --out $(COLL_ROOT)/results-quick.json --plot $(COLL_ROOT)/bench-quick.png
+	$(WITH_COLL) $(BIN)/python bench/run.py --quick --out $(COLL_ROOT)/results-quick.json --plot $(COLL_ROOT)/bench-quick.png
 
 test-quick: deps sanity units lint changelog-lint docs package netns-quick
 

@@ -25,19 +25,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-# the namespaces are built the one way the tests build them; the dataplane walks rules as they do
-sys.path[:0] = [os.path.join(REPO, 'tests', 'netns'), os.path.join(REPO, 'tests', 'unit', 'plugins', 'module_utils')]
-from topology import Topology  # noqa: E402
-COLL_ROOT = os.environ.get('ANSIBLE_COLLECTIONS_PATH', '/var/tmp/kvmnet-nat-build/collections').split(':')[0]
-sys.path.append(COLL_ROOT)    # the collection make copies there: rulewalk (the tests' walker) imports its _walk
-PUBLIC_IP = '203.0.113.10'
+from ansible_collections.kvmnet.nat.tests.support.benchmark import (
+    COLL_ROOT, PUBLIC_IP, Namespace, dump, rows_table, run_module, timed)
+
 BUILTIN_MAX_N = 100
 
 
@@ -60,60 +53,6 @@ def forwards(n, changed=False):
     if changed:
         result[0] = dict(result[0], guest_port=8080)
     return result
-
-
-class Namespace(Topology):
-    """The hypervisor's namespace (tests/netns/topology.py), with a public veth and libvirt's bridge."""
-
-    def __init__(self):
-        super().__init__('kvb%d' % os.getpid(), ('hv',))
-        self.name = self.ns['hv']
-
-    def up(self):
-        super().up()
-        try:
-            for cmd in ('ip link add pub0 type veth peer name pub1', 'ip addr add %s/24 dev pub0' % PUBLIC_IP,
-                        'ip link set pub0 up', 'ip link set pub1 up', 'ip link add virbr0 type bridge',
-                        'ip addr add 192.168.122.1/24 dev virbr0', 'ip link set virbr0 up'):
-                self.run('hv', cmd)
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def flush(self):
-        for tool in ('iptables', 'ip6tables'):
-            for table in ('filter', 'nat'):
-                self.run('hv', '%s -t %s -F' % (tool, table))
-                self.run('hv', '%s -t %s -X' % (tool, table))
-
-
-def timed(ns, argv, env=None):
-    """Run ``argv`` in network namespace ``ns``; (seconds, stdout); fail loudly."""
-    start = time.monotonic()
-    proc = subprocess.run(['ip', 'netns', 'exec', ns] + argv, capture_output=True, text=True, check=False, env=env)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        raise RuntimeError('%s failed: %s %s' % (argv[:3], proc.stdout[-2000:], proc.stderr[-2000:]))
-    return elapsed, proc.stdout
-
-
-def run_module(ns, tmp, fwds, coll_root=COLL_ROOT):
-    """The forwards module as Ansible runs it (its JSON arguments in a file), in namespace ``ns.name``.
-
-    The module of this checkout takes its host lock in ``tmp`` (never /run on this machine); an older
-    revision measured for comparison has no lock and no such option.
-    """
-    path = os.path.join(tmp, 'args.json')
-    args = {'public_ip': PUBLIC_IP, 'forwards': fwds}
-    if coll_root == COLL_ROOT:
-        args['lock_path'] = os.path.join(tmp, 'kvmnet-nat.lock')
-    with open(path, 'w') as handle:
-        json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
-    env = dict(os.environ, PYTHONPATH=coll_root)
-    module = os.path.join(coll_root, 'ansible_collections', 'kvmnet', 'nat', 'plugins', 'modules', 'forwards.py')
-    elapsed, out = timed(ns.name, [sys.executable, module, path], env=env)
-    return elapsed, json.loads(out)
 
 
 def playbook(tmp, name, tasks, fwds):
@@ -213,37 +152,6 @@ def measure(ns, tmp, n, reps, builtin_max=BUILTIN_MAX_N):
     if row.get('builtin_first_s'):
         row['builtin_over_ours_first'] = round(row['builtin_first_s'] / row['ours_playbook_first_s'], 1)
     return row
-
-
-def aligned(lines):
-    """Lines of cells as a Markdown-style table, columns right-aligned."""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return '\n'.join('| ' + ' | '.join(c.rjust(w) for c, w in zip(line, widths)) + ' |' for line in lines)
-
-
-def rows_table(cols, rows):
-    """[(title, key)] and rows (dicts) -> aligned table; '-' for what was not measured."""
-    return aligned([[title for title, _key in cols]] +
-                   [['-' if row.get(key) is None else str(row[key]) for _title, key in cols] for row in rows])
-
-
-def dump(path, rows):
-    if path:
-        with open(path, 'w') as handle:
-            json.dump(rows, handle, indent=2)
-
-
-def sizes_main(doc, default_sizes, measure, table_of):
-    """The command line of a benchmark run over sizes: ``--sizes``, ``--reps`` and ``--out``; measures,
-    prints the table and writes the rows."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', type=int, nargs='+', default=list(default_sizes))
-    parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--out', help='write the rows as JSON here')
-    args = parser.parse_args()
-    rows = measure(args.sizes, args.reps)
-    print(table_of(rows))
-    dump(args.out, rows)
 
 
 def table(rows):

@@ -40,13 +40,11 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import converge  # noqa: E402  (same directory; run as a script)
-import rulewalk  # noqa: E402  (tests/unit/plugins/module_utils: the walker the unit tests use)
-from topology import Topology  # noqa: E402  (tests/netns: the one way namespaces are built)
+from ansible_collections.kvmnet.nat.tests.support import benchmark, rulewalk
+from ansible_collections.kvmnet.nat.tests.support.topology import Topology
 
-PUBLIC_IP = converge.PUBLIC_IP
+HERE = os.path.dirname(os.path.abspath(__file__))
+PUBLIC_IP = benchmark.PUBLIC_IP
 CLIENT_IP = '203.0.113.50'
 GUEST_IP = '192.168.122.200'
 CONN_PORT, IPERF_PORT = 30000, 30001
@@ -69,8 +67,8 @@ def pin(cpu, argv):
 
 
 class Lab(Topology):
-    """The three namespaces (tests/netns/topology.py); ``name`` is the hypervisor's (where
-    converge.run_module runs the module)."""
+    """The three namespaces (tests/support/topology.py); ``name`` is the hypervisor's (where
+    benchmark.run_module runs the module)."""
 
     def __init__(self):
         super().__init__('kvd%d' % os.getpid(), ('cli', 'hv', 'gst'))
@@ -181,7 +179,7 @@ def apply(lab, tmp, config):
         lab.sh(lab.name, 'iptables -t nat -A PREROUTING -d %s -p tcp --dport %d:%d -j DNAT --to-destination %s'
                % (PUBLIC_IP, CONN_PORT, IPERF_PORT, GUEST_IP))
         return PUBLIC_IP
-    _elapsed, result = converge.run_module(lab, tmp, forwards(n), coll_root=root)
+    _elapsed, result = benchmark.run_module(lab, tmp, forwards(n), coll_root=root)
     assert result['changed'] is True, result
     return PUBLIC_IP
 
@@ -191,7 +189,7 @@ def measure(sizes, reps, seconds, before=None):
     samples, walks = {}, {}
     with Lab() as lab, tempfile.TemporaryDirectory() as tmp:
         configs = [('no_nat', None, None), ('bare_dnat', None, None)]
-        configs += [('ours', n, converge.COLL_ROOT) for n in sizes]
+        configs += [('ours', n, benchmark.COLL_ROOT) for n in sizes]
         if before:
             old_root = checkout(before, tmp)
             configs += [('before', n, old_root) for n in sizes]
@@ -268,7 +266,7 @@ def table(rows):
         if 'before_walk_dnat' in row:
             row['before_walk'] = '%s/%s' % (row['before_walk_dnat'], row['before_walk_fwd'])
         lines.append([str(n)] + [str(row.get(key, '-')) for _title, key in COLUMNS[1:]])
-    out = [converge.aligned(lines)]
+    out = [benchmark.aligned(lines)]
     first = rows[min(rows)]
     out.append('no NAT: %d conn/s, %d Mbit/s; one bare DNAT rule: %d conn/s, %d Mbit/s'
                % (first['new_conn_per_s_no_nat'], first['throughput_mbit_no_nat'],
@@ -291,7 +289,7 @@ def main():
     rows = measure(sizes, args.reps or (1 if args.quick else 5), args.seconds or (2 if args.quick else 3),
                    before=args.before)
     print(table(rows))
-    converge.dump(args.out, rows)
+    benchmark.dump(args.out, rows)
 
 
 if __name__ == '__main__':

@@ -26,12 +26,10 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import converge  # noqa: E402  (same directory; run as a script)
-from converge import COLL_ROOT, PUBLIC_IP, Namespace, timed  # noqa: E402
+from ansible_collections.kvmnet.nat.tests.support.benchmark import COLL_ROOT, PUBLIC_IP, Namespace, dump, timed
 
-GUEST_SERVER = os.path.join(converge.REPO, 'tests', 'netns', 'guest_server.py')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUEST_SERVER = os.path.join(REPO, 'tests', 'netns', 'guest_server.py')
 
 
 MAX_GUESTS = 50
@@ -163,7 +161,7 @@ def main():
     args = parser.parse_args()
     rows = run(args.sizes, args.reps, args.hand_made)
     print(table(rows))
-    converge.dump(args.out, rows)
+    dump(args.out, rows)
 
 
 if __name__ == '__main__':

@@ -32,10 +32,10 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.kvmnet.nat.tests.support import benchmark
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import converge  # noqa: E402  (same directory; run as a script)
 
 LAB_NAME = 'kvfleet'
 LAB = [sys.executable, os.path.join(REPO, 'tests', 'lab', 'lab.py'), '--name', LAB_NAME]
@@ -127,12 +127,12 @@ def measure(sizes, n, reps, forks):
 
 
 def table(rows):
-    return converge.rows_table([('hypervisors', 'hypervisors'), ('N each', 'n'), ('role first', 'fleet_first_s'),
-                                ('role no-op', 'fleet_noop_s'), ('minimal playbook', 'minimal_s'),
-                                ('one call', 'one_call_s'), ('no-op / 1 hypervisor', 'noop_vs_one'),
-                                ('minimal / 1 hypervisor', 'minimal_vs_one'), ('one call / 1 hypervisor', 'one_call_vs_one'),
-                                ('no-op / minimal', 'noop_vs_minimal'), ('no-op controller CPU', 'noop_controller_cpu_s')],
-                               rows)
+    return benchmark.rows_table([('hypervisors', 'hypervisors'), ('N each', 'n'), ('role first', 'fleet_first_s'),
+                                 ('role no-op', 'fleet_noop_s'), ('minimal playbook', 'minimal_s'),
+                                 ('one call', 'one_call_s'), ('no-op / 1 hypervisor', 'noop_vs_one'),
+                                 ('minimal / 1 hypervisor', 'minimal_vs_one'), ('one call / 1 hypervisor', 'one_call_vs_one'),
+                                 ('no-op / minimal', 'noop_vs_minimal'), ('no-op controller CPU', 'noop_controller_cpu_s')],
+                                rows)
 
 
 def main():
@@ -145,7 +145,7 @@ def main():
     args = parser.parse_args()
     rows = measure(args.sizes, args.forwards, args.reps, args.forks)
     print(table(rows))
-    converge.dump(args.out, rows)
+    benchmark.dump(args.out, rows)
 
 
 if __name__ == '__main__':

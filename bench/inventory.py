@@ -26,9 +26,9 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.kvmnet.nat.tests.support import benchmark
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import converge  # noqa: E402  (same directory; run as a script)
 
 GUESTS_EACH = 10
 PORTS_EACH = 5
@@ -78,7 +78,7 @@ def playbook(inventory_path, path):
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory_path, '-f', '8', path]
     start = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=converge.COLL_ROOT, ANSIBLE_NOCOLOR='1'))
+                          env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=benchmark.COLL_ROOT, ANSIBLE_NOCOLOR='1'))
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         raise RuntimeError('%s failed:\n%s\n%s' % (path, proc.stdout[-3000:], proc.stderr[-2000:]))
@@ -106,13 +106,13 @@ def measure(sizes, reps):
 
 
 def table(rows):
-    return converge.rows_table([('hypervisors', 'hypervisors'), ('guest hosts', 'guest_hosts'),
-                                ('read once', 'read_once_s'), ('scan per hypervisor', 'per_hv_scan_s'),
-                                ('scan/read once', 'scan_over_read_once')], rows)
+    return benchmark.rows_table([('hypervisors', 'hypervisors'), ('guest hosts', 'guest_hosts'),
+                                 ('read once', 'read_once_s'), ('scan per hypervisor', 'per_hv_scan_s'),
+                                 ('scan/read once', 'scan_over_read_once')], rows)
 
 
 def main():
-    converge.sizes_main(__doc__, (10, 25, 50), measure, table)
+    benchmark.sizes_main(__doc__, (10, 25, 50), measure, table)
 
 
 if __name__ == '__main__':

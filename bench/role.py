@@ -32,10 +32,10 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.kvmnet.nat.tests.support import benchmark
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import converge  # noqa: E402  (same directory; run as a script)
 
 LAB_NAME = 'kvbench'
 LAB = [sys.executable, os.path.join(REPO, 'tests', 'lab', 'lab.py'), '--name', LAB_NAME]
@@ -126,14 +126,14 @@ def measure(sizes, reps):
 
 
 def table(rows):
-    return converge.rows_table([('N', 'n'), ('role on a fresh host', 'role_fresh_host_s'), ('role first', 'role_first_s'),
-                                ('role no-op', 'role_noop_s'), ('role 1 change', 'role_one_change_s'),
-                                ('minimal playbook', 'minimal_s'), ('no-op / minimal', 'noop_vs_minimal'),
-                                ('first / minimal', 'first_vs_minimal'), ('tasks', 'role_tasks')], rows)
+    return benchmark.rows_table([('N', 'n'), ('role on a fresh host', 'role_fresh_host_s'), ('role first', 'role_first_s'),
+                                 ('role no-op', 'role_noop_s'), ('role 1 change', 'role_one_change_s'),
+                                 ('minimal playbook', 'minimal_s'), ('no-op / minimal', 'noop_vs_minimal'),
+                                 ('first / minimal', 'first_vs_minimal'), ('tasks', 'role_tasks')], rows)
 
 
 def main():
-    converge.sizes_main(__doc__, (10, 100, 1000), measure, table)
+    benchmark.sizes_main(__doc__, (10, 100, 1000), measure, table)
 
 
 if __name__ == '__main__':

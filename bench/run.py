@@ -2,6 +2,11 @@
 
     python3 bench/run.py [--quick] [--before REF] [--out bench/results.json] [--plot docs/bench.png]
 
+Every script here imports what the benchmarks share (tests/support: the namespaces, the rule walker,
+running the module) as ``ansible_collections.kvmnet.nat.tests.support``, as the unit tests do: run
+them with the collections root on PYTHONPATH and in ANSIBLE_COLLECTIONS_PATH (``make bench`` sets
+both to the copy ``make collection`` writes).
+
 Runs bench/converge.py (converge cost against a loop of ansible.builtin.iptables tasks, N = 10, 100,
 1000), bench/dataplane.py (new connections/s and throughput through N = 1, 100, 1000 forwards,
 against the same path with no NAT), both in network namespaces of their own, bench/role.py (the
@@ -27,14 +32,14 @@ import subprocess
 import sys
 import time
 
+import converge  # the benchmarks next to this script (its directory is on sys.path when run as one)
+import dataplane
+import doctor
+import fleet
+import inventory
+import role
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import converge  # noqa: E402  (same directory; run as a script)
-import dataplane  # noqa: E402
-import doctor  # noqa: E402
-import fleet  # noqa: E402
-import inventory  # noqa: E402
-import role  # noqa: E402
 
 CONVERGE_KEYS = ('ours_first_s', 'ours_noop_s', 'ours_one_change_s', 'builtin_first_s', 'builtin_noop_s')
 DATAPLANE_KEYS = ('new_conn_per_s', 'new_conn_per_s_no_nat', 'throughput_mbit', 'throughput_mbit_no_nat')

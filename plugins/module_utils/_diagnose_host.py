@@ -5,7 +5,7 @@
 
 """The doctor's checks that do not depend on the firewall backend: PRIVATE to this collection, no stable API.
 
-forwarding (the sysctls, rp_filter, br_netfilter), listener (a host process on the public port), guest
+forwarding (the global and per-interface forwarding sysctls, rp_filter, br_netfilter), listener (a host process on the public port), guest
 (what libvirt says about it, and whether it answers) and route (the guest's gateway). Pure Python, no
 I/O: each reads the View the doctor filled from the host reader (_host); the checks a backend supplies
 (layout, jumps, rules, saved, counters) are in _doctor.
@@ -74,6 +74,9 @@ def check_forwarding(fwd, view):
                      'nothing reaches the guest.' % (name, value),
                      'sysctl -w %s=1 (kvmnet.nat.expose sets it and keeps it in /etc/sysctl.d/60-kvmnet-nat.conf).' % name)
     details = ['%s = 1' % name]
+    ended = _interface_forwarding(fwd, view, details)
+    if ended is not None:
+        return ended
     if fwd.family == 4:
         iface = public_iface(fwd, view)
         rp = view.sysctl.get('rp_filter', {})
@@ -89,6 +92,33 @@ def check_forwarding(fwd, view):
     bridge = view.sysctl.get('bridge_nf')
     details.append('br_netfilter: %s' % ('not loaded' if bridge is None else 'bridge-nf-call-iptables = %s' % bridge))
     return Check(True, '; '.join(details))
+
+
+def _interface_forwarding(fwd, view, details):
+    """net.ipv4.conf.<iface>.forwarding of the interface the clients' packets arrive on and of the one the
+    guest's replies arrive on: IPv4 forwards a packet only if its in-interface forwards (ip_forward = 1 sets
+    every interface, but each can be turned off again). IPv6 forwards by net.ipv6.conf.all.forwarding alone
+    (ip6_forward reads no per-interface setting): there a 0 on one interface is only reported."""
+    values = view.sysctl.get('forwarding%d' % fwd.family) or {}
+    ends = (('the clients\' packets arrive on it', public_iface(fwd, view)),
+            ('the guest\'s replies arrive on it', guest_iface(fwd, view)))
+    for role, iface in ends:
+        if not iface or iface not in values:
+            continue
+        name = 'net.ipv%d.conf.%s.forwarding' % (fwd.family, iface)
+        value = values[iface]
+        if value == '1':
+            details.append('%s = 1' % name)
+            continue
+        if fwd.family == 6:
+            details.append('%s = %s (IPv6 forwards by net.ipv6.conf.all.forwarding)' % (name, value))
+            continue
+        return _fail('; '.join(details + ['%s = %s' % (name, value)]),
+                     '%s is %s (%s): the kernel forwards no packet that arrives on %s, though net.ipv4.ip_forward '
+                     'is 1, so the connection never completes.' % (name, value, role, iface),
+                     'sysctl -w %s=1, and remove the setting that turns it off (grep -r forwarding /etc/sysctl.conf '
+                     '/etc/sysctl.d).' % name)
+    return None
 
 
 def _source_routes(fwd, view):

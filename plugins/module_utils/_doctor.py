@@ -7,8 +7,9 @@
 
 Pure Python, no I/O: the module reads the host once (a View) and each forward is diagnosed from
 it. The packets of a forward (an outside client's first packet, the same packet after the DNAT,
-a hairpin packet from another guest) are walked through the live ruleset (_walk.py), so rules
-written by hand are diagnosed the same way as the collection's own.
+the guest's reply to it, a hairpin packet from another guest) are walked through the live ruleset
+(iptables/walk.py), so rules written by hand are diagnosed the same way as the collection's own. A
+table or built-in chain the host does not have lets every packet pass (as its policy ACCEPT would).
 
 Each check gives ok True (✔), False (✘) or None (– not applicable or not checked) with a detail;
 a failing check gives its causes, each one sentence with its fix. The verdict of a forward is the
@@ -167,10 +168,16 @@ def _policies(table):
     return {name: policy for name, policy in table.chains.items() if policy != '-'}
 
 
+def _absent():
+    """The walk through a table or built-in chain the host does not have: the packet passes, as through an
+    empty chain whose policy is ACCEPT (no rule ended it: ``rule`` None)."""
+    return _walk.Outcome('ACCEPT', policy=True)
+
+
 def walk(table, chain, packet):
     """One walk through a table read apart from a View (the probe's); the diagnosis walks through ``ruleset``."""
-    if table is None:
-        return _walk.Outcome(None)
+    if table is None or (chain not in table.rules and chain not in _policies(table)):
+        return _absent()
     return _walk.walk(_walk.Ruleset(table.rules, _policies(table)), chain, packet)
 
 
@@ -187,10 +194,18 @@ def ruleset(view, family, table_name):
 
 
 def walk_in(view, family, table_name, chain, packet):
+    """A built-in chain's walk; through a table or chain the host does not have, the packet passes (_absent)."""
     rules = ruleset(view, family, table_name)
-    if rules is None:
-        return _walk.Outcome(None)
+    if rules is None or (rules.chain(chain) is None and chain not in rules.policies):
+        return _absent()
     return _walk.walk(rules, chain, packet)
+
+
+def dnat_to(outcome):
+    """(address text, first port or None) a walk's DNAT sends the packet to; (None, None) without one."""
+    if outcome.target != 'DNAT' or outcome.rule is None:
+        return None, None
+    return destination(outcome.rule[2])
 
 
 # The tables a forwarded packet meets, in the kernel's order (hook priorities: raw -300, conntrack -200,
@@ -199,9 +214,13 @@ ARRIVING = (('raw', 'PREROUTING'), ('mangle', 'PREROUTING'))
 FORWARDED = (('mangle', 'FORWARD'), ('filter', 'FORWARD'), ('security', 'FORWARD'), ('mangle', 'POSTROUTING'))
 
 
+_ENTRY = ('origdst', 'origdstport', 'replsrc', 'ctdir', 'ctstatus')
+
+
 def untracked(packet):
     """The packet as the raw table sees it: before conntrack, so --ctstate reads INVALID and no entry exists."""
-    return {k: v for k, v in dict(packet, states=('INVALID',)).items() if k not in ('origdst', 'origdstport', 'replsrc')}
+    return {k: v for k, v in dict(packet, states=('INVALID',)).items()
+            if k not in _ENTRY and ('dst_outside' not in packet or k not in ('origsrc', 'repldst'))}
 
 
 @dataclass
@@ -229,7 +248,7 @@ def trip(fwd, view, packet):
     arriving = [(t, c, walk_in(view, family, t, c, untracked(packet) if t == 'raw' else packet)) for t, c in ARRIVING]
     pre = walk_in(view, family, 'nat', 'PREROUTING', packet)
     result = Trip(packet, arriving, pre)
-    if pre.target == 'DNAT' and destination(pre.rule[2])[0] == address_text(fwd.guest_ip):
+    if dnat_to(pre)[0] == address_text(fwd.guest_ip):
         result.after = after_dnat(fwd, view, packet)
         result.forwarded = [(t, c, walk_in(view, family, t, c, result.after)) for t, c in FORWARDED]
         result.post = walk_in(view, family, 'nat', 'POSTROUTING', result.after)
@@ -243,6 +262,66 @@ def trips(fwd, view):
         hairpin = hairpin_packet(fwd, view)
         view.memo[key] = (trip(fwd, view, outside_packet(fwd, view)),
                           trip(fwd, view, hairpin) if hairpin is not None else None)
+    return view.memo[key]
+
+
+# The tables the guest's reply meets. Not nat: it sees only a connection's first packet, conntrack un-NATs the
+# rest (the reply's source is put back to the public address after mangle POSTROUTING).
+REPLY_ARRIVING = ARRIVING
+REPLY_FORWARDED = (('mangle', 'FORWARD'), ('filter', 'FORWARD'), ('security', 'FORWARD'), ('mangle', 'POSTROUTING'))
+
+
+def reply_packet(fwd, view, packet):
+    """The guest's answer to the client's first packet ``packet``, as raw and mangle PREROUTING see it: from the
+    guest's port, in through its bridge, to the client (to this host's address on the bridge when masquerade:
+    always hid the client: conntrack puts the client back at nat PREROUTING), ESTABLISHED, reply direction."""
+    guest, dev = address_text(fwd.guest_ip), guest_iface(fwd, view)
+    to = packet['src']
+    if fwd.masquerade == 'always':
+        to = next((address_text(iface.ip) for iface, name in view.interfaces
+                   if name == dev and iface.version == fwd.family), None)
+    return {'proto': fwd.proto, 'src': guest, 'sport': fwd.guest_ports.first, 'dst': to, 'dport': None,
+            'iface': dev, 'oface': None, 'local': fwd.masquerade == 'always', 'src_local': False,
+            'states': ('ESTABLISHED',), 'ctdir': ('REPLY',), 'ctstatus': ('SEEN_REPLY', 'CONFIRMED'),
+            'origsrc': packet['src'], 'origsport': None, 'origdst': packet['dst'], 'origdstport': fwd.host_ports.first,
+            'replsrc': guest, 'repldst': to, 'repldport': None, 'dst_outside': packet['src_outside'],
+            'varies': ('dst', 'dport', 'origsrc', 'origsport', 'repldst', 'repldport')}
+
+
+@dataclass
+class Reply:
+    """The guest's reply's way: ``packet``, and [(table, chain, Outcome)] from raw PREROUTING to mangle POSTROUTING."""
+    packet: dict
+    walked: list
+
+    def stages(self):
+        return self.walked
+
+
+def _reply_walks(view, family, packet, oface):
+    forwarded = dict(packet, dst=packet['origsrc'], local=False, oface=oface)
+    return [(t, c, walk_in(view, family, t, c, untracked(packet) if t == 'raw' else packet)) for t, c in REPLY_ARRIVING] + \
+        [(t, c, walk_in(view, family, t, c, forwarded)) for t, c in REPLY_FORWARDED]
+
+
+_SHARED = ('proto', 'src', 'sport', 'dst', 'local', 'iface', 'origsrc', 'origdst', 'replsrc')
+
+
+def reply_trip(fwd, view):
+    """The Reply to the outside client's first packet, made once per forward. The walks are shared by the
+    forwards whose replies differ only in the client's original port (the host port): walked without it, and
+    again with it for a forward when a rule passed over could not be told without it."""
+    key = ('reply', fwd)
+    if key not in view.memo:
+        packet = reply_packet(fwd, view, trips(fwd, view)[0].packet)
+        oface = public_iface(fwd, view)
+        shared = ('reply walks', fwd.family, oface) + tuple(packet[k] for k in _SHARED)
+        if shared not in view.memo:
+            view.memo[shared] = _reply_walks(view, fwd.family, dict(packet, origdstport=None), oface)
+        walked = view.memo[shared]
+        if any(item[3] == '--ctorigdstport' for _t, _c, outcome in walked for item in outcome.uncertain):
+            walked = _reply_walks(view, fwd.family, packet, oface)
+        view.memo[key] = Reply(packet, walked)
     return view.memo[key]
 
 
@@ -365,7 +444,7 @@ def _does_our_job(fwd, chain, outcome):
         return outcome.target == 'ACCEPT'
     if chain in ('PREROUTING', 'OUTPUT'):
         guest = address_text(fwd.guest_ip)
-        return outcome.target == 'DNAT' and destination(outcome.rule[2]) in ((guest, fwd.guest_ports.first), (guest, None))
+        return dnat_to(outcome) in ((guest, fwd.guest_ports.first), (guest, None))
     return outcome.target in ('MASQUERADE', 'SNAT') or fwd.masquerade == 'never'
 
 
@@ -396,6 +475,10 @@ def check_jumps(fwd, view):
         table = fam.tables.get(table_name)
         positions = _jump_positions(view, fam, table_name, chain)
         label = '%s %s' % (table_name, chain)
+        if not positions and chain == 'FORWARD' and (table is None or chain not in table.chains):
+            details.append('%s: no %s (every forwarded packet passes)'
+                           % (label, 'filter table' if table is None else 'such chain'))
+            continue
         if not positions:
             harm = _JUMP_HARM[chain]
             if chain == 'FORWARD' and table is not None and table.chains.get('FORWARD') == 'DROP':
@@ -437,6 +520,27 @@ def _stop_cause(table_name, outcome, port, dst, fwd, before):
     return ('%s %ss %s to %s %s: the packet never reaches %s.'
             % (where(table_name, outcome), outcome.target.lower(), port, dst, before, fwd.guest),
             'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for %s above it.' % port)
+
+
+def _diverted(table_name, outcome, what, to):
+    """('break' or 'doubt', (cause, fix)) when the rule that ended the walk hands the packet to a local proxy
+    (TPROXY: a break, the packet never goes on to ``to``) or to a program in user space (QUEUE, NFQUEUE
+    without --queue-bypass: a doubt, the doctor cannot read what the program decides); else None."""
+    if outcome.rule is None:
+        return None
+    how = _walk.parsed(outcome.rule[2]).diverts
+    if how == 'proxy':
+        return 'break', ('%s hands %s to a local transparent proxy (TPROXY): it never goes on to %s, and with no '
+                         'socket on the proxy\'s port the kernel drops it.' % (where(table_name, outcome), what, to),
+                         'Remove or narrow that rule (it is not kvmnet.nat\'s) so that it does not take this forward\'s '
+                         'packets.')
+    if how == 'queue':
+        return 'doubt', ('%s hands %s to a program in user space (%s): the doctor cannot tell what that program '
+                         'decides, and with no program reading the queue the kernel drops every packet.'
+                         % (where(table_name, outcome), what, outcome.target),
+                         'Check that a program reads that queue (cat /proc/net/netfilter/nfnetlink_queue lists the '
+                         'queues in use), add --queue-bypass, or narrow the rule.')
+    return None
 
 
 def _unfinished(table_name, chain, outcome, what=''):
@@ -492,6 +596,9 @@ def _rules_findings(fwd, view, fam):
             return [], details, [_unfinished(table_name, chain, outcome)]
         if outcome.stopped:
             return [_stop_cause(table_name, outcome, port, packet['dst'], fwd, 'before any DNAT')], details, []
+        diverted = _diverted(table_name, outcome, '%s to %s' % (port, packet['dst']), fwd.guest)
+        if diverted is not None:
+            return ([diverted[1]], details, []) if diverted[0] == 'break' else ([], details, [diverted[1]])
         if outcome.untracked:
             return [('%s exempts %s to %s from connection tracking: the nat table never sees an untracked packet, so '
                      'no DNAT takes it.' % (where(table_name, outcome, outcome.untracked), port, packet['dst']),
@@ -499,14 +606,15 @@ def _rules_findings(fwd, view, fam):
     pre = outside.pre
     if pre.unfinished:
         return [], details, [_unfinished('nat', 'PREROUTING', pre)]
-    if pre.target == 'DNAT' and destination(pre.rule[2]) in ((guest, fwd.guest_ports.first), (guest, None)):
+    if dnat_to(pre) in ((guest, fwd.guest_ports.first), (guest, None)):
         details.append('DNAT: %s' % where('nat', pre))
         if not _is_ours(pre.rule[2]) and not any(t[0] in ('-d', '--destination') for t in _walk.parsed(pre.rule[2]).tests):
             scope.append(('The DNAT (%s) has no -d: it takes %s on every address of this host and from traffic '
                           'routed through it, not only on %s.' % (where('nat', pre), port, packet['dst']),
                           'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (packet['dst'], RUN_EXPOSE)))
     elif pre.target in ('DNAT', 'REDIRECT', 'NETMAP'):
-        host, to_port = destination(pre.rule[2]) if pre.target == 'DNAT' else ('this host', None)
+        host, to_port = dnat_to(pre) if pre.target == 'DNAT' else ('this host', None)
+        host = host or 'another address'
         findings.append(('%s to %s is sent to %s%s by %s, not to %s at %s.'
                          % (port, packet['dst'], host, ':%d' % to_port if to_port else '', where('nat', pre),
                             fwd.guest, guest),
@@ -522,9 +630,14 @@ def _rules_findings(fwd, view, fam):
         outside.forwarded = [(t, c, walk_in(view, fwd.family, t, c, after)) for t, c in FORWARDED]
         outside.after, outside.post = after, walk_in(view, fwd.family, 'nat', 'POSTROUTING', after)
     forwarded = outside.after
+    early = []
     for table_name, chain, outcome in outside.forwarded:
         if outcome.unfinished:
             return findings, details, [_unfinished(table_name, chain, outcome)]
+        diverted = _diverted(table_name, outcome, '%s to %s' % (port, guest), fwd.guest)
+        if diverted is not None:
+            (findings if diverted[0] == 'break' else early).append(diverted[1])
+            break
         if table_name == 'filter':
             if outcome.target == 'ACCEPT':
                 details.append('accept: %s' % (where('filter', outcome) if outcome.rule else 'FORWARD policy ACCEPT'))
@@ -534,6 +647,9 @@ def _rules_findings(fwd, view, fam):
         if outcome.stopped:
             findings.append(_stop_cause(table_name, outcome, port, guest, fwd, 'after the DNAT'))
             break
+    reply = reply_trip(fwd, view)
+    replies, reply_doubts = _reply_findings(fwd, reply, details)
+    findings.extend(replies)
     post = outside.post
     masqueraded = post.target in ('MASQUERADE', 'SNAT')
     if masqueraded:
@@ -541,10 +657,13 @@ def _rules_findings(fwd, view, fam):
     if fwd.masquerade == 'always' and not masqueraded:
         findings.append(('masquerade: always, but no MASQUERADE or SNAT applies to %s to %s: the guest answers '
                          'through its own gateway.' % (port, guest), '%s to write it.' % RUN_EXPOSE.capitalize()))
-    findings.extend(_hairpin_findings(fwd, hairpin, details))
+    hairpin_findings, hairpin_doubts = _hairpin_findings(fwd, hairpin, details)
+    findings.extend(hairpin_findings)
     findings.extend(scope)
     findings.extend(_declaration_findings(fwd, view, fam))
     doubts, count = _doubts(fwd, outside, port, '', details)
+    doubts = early + doubts + reply_doubts + hairpin_doubts
+    doubts.extend(_doubts(fwd, reply, port, 'replies: ', details)[0])
     if hairpin is not None and hairpin.after is not None and fwd.masquerade != 'never':
         doubts.extend(_doubts(fwd, hairpin, port, 'hairpin: ', details)[0])
     if count:
@@ -554,13 +673,13 @@ def _rules_findings(fwd, view, fam):
 
 
 def _filter_stop(fwd, view, forwarded, outcome, port, guest):
-    if outcome.policy:
+    if outcome.policy or outcome.rule is None:
         return ('No rule in filter FORWARD accepts %s to %s %s and FORWARD\'s policy is %s.'
-                % (fwd.proto, fwd.guest, guest, outcome.target),
+                % (fwd.proto, fwd.guest, guest, outcome.target or 'not known'),
                 '%s: it writes the accept above everything else.' % RUN_EXPOSE.capitalize())
     accept = _first_accept_below(view, fwd.family, forwarded, outcome)
     below = ' before the accept at filter %s rule %d (%s)' % accept if accept else ''
-    libvirt = 'LIBVIRT_' in (outcome.rule[0] + outcome.rule[2])
+    libvirt = outcome.rule is not None and 'LIBVIRT_' in (outcome.rule[0] + outcome.rule[2])
     return ('%s %ss %s to %s%s%s.' % (
         where('filter', outcome), outcome.target.lower(), port, guest, below,
         ' (libvirt\'s REJECT: an accept appended below it never matches)' if libvirt else ''),
@@ -576,6 +695,8 @@ def _first_accept_below(view, family, packet, outcome):
         return None
     skip, current = set(), outcome
     for _attempt in range(16):
+        if current.rule is None:
+            return None
         skip.add(current.rule[:2])
         current = _walk.walk(rules, 'FORWARD', packet, skip=skip)
         if current.rule is None or current.unfinished:
@@ -586,8 +707,9 @@ def _first_accept_below(view, family, packet, outcome):
 
 
 def _hairpin_findings(fwd, hairpin, details):
+    """(findings, doubts) of the hairpin packet."""
     if fwd.masquerade == 'never' or hairpin is None or hairpin.after is None:
-        return []       # guests reaching the public address are not DNATed: nothing to answer for
+        return [], []       # guests reaching the public address are not DNATed: nothing to answer for
     packet = hairpin.packet
     for table_name, chain, outcome in hairpin.arriving + hairpin.forwarded:
         if outcome.stopped:
@@ -595,16 +717,50 @@ def _hairpin_findings(fwd, hairpin, details):
                      % (fwd.guest_network, packet['dst'], fwd.host_ports.first,
                         'are DNATed to' if (table_name, chain) in FORWARDED else 'are meant for', fwd.guest,
                         address_text(fwd.guest_ip), where(table_name, outcome), outcome.target.lower()),
-                     'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for them above it.')]
+                     'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for them above it.')], []
+        diverted = _diverted(table_name, outcome, 'hairpin traffic (guests on %s that connect to %s:%d)'
+                             % (fwd.guest_network, packet['dst'], fwd.host_ports.first), fwd.guest)
+        if diverted is not None:
+            return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
     post = hairpin.post
     if post.target in ('MASQUERADE', 'SNAT'):
         details.append('hairpin: %s' % where('nat', post))
-        return []
+        return [], []
     return [('No MASQUERADE for hairpin traffic: guests on %s that connect to %s:%d are DNATed to %s, which answers '
              'them directly, past the DNAT, so they get no reply.'
              % (fwd.guest_network, packet['dst'], fwd.host_ports.first, fwd.guest),
              'masquerade: auto on the forward (%s), or add a MASQUERADE for -s %s -d %s.'
-             % (RUN_EXPOSE, fwd.guest_network, address_text(fwd.guest_ip)))]
+             % (RUN_EXPOSE, fwd.guest_network, address_text(fwd.guest_ip)))], []
+
+
+def _reply_findings(fwd, reply, details):
+    """(findings, doubts) of the guest's reply to the client's first packet: a rule that drops it, rejects it,
+    takes it away or exempts it from connection tracking (then it is not un-NATed) cuts the connection as
+    surely as one that stops the client's packet."""
+    guest = address_text(fwd.guest_ip)
+    what = '%s\'s replies (%s from %s:%d to the client)' % (fwd.guest, fwd.proto, guest, fwd.guest_ports.first)
+    fix = ('Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for -s %s -p %s --sport %d '
+           '-m conntrack --ctstate ESTABLISHED above it.' % (guest, fwd.proto, fwd.guest_ports.first))
+    for table_name, chain, outcome in reply.stages():
+        if outcome.unfinished:
+            return [], [_unfinished(table_name, chain, outcome, 'Replies: ')]
+        if outcome.untracked:
+            return [('%s exempts %s from connection tracking: they are not un-NATed, so they leave with the guest\'s '
+                     'address, which the client never sent to, and the connection never completes.'
+                     % (where(table_name, outcome, outcome.untracked), what),
+                     'Remove or narrow that NOTRACK rule (it is not kvmnet.nat\'s).')], []
+        diverted = _diverted(table_name, outcome, what, 'the client')
+        if diverted is not None:
+            return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
+        if outcome.rule is not None and outcome.stopped:
+            return [('%s %ss %s: the connection never completes.' % (where(table_name, outcome),
+                                                                     outcome.target.lower(), what), fix)], []
+        if outcome.rule is None and outcome.target != 'ACCEPT' or table_name == 'filter' and outcome.target != 'ACCEPT':
+            return [('No rule in %s %s accepts %s and its policy is %s: the connection never completes.'
+                     % (table_name, chain, what, outcome.target or 'not known'), fix)], []
+        if table_name == 'filter':
+            details.append('replies: %s' % (where('filter', outcome) if outcome.rule else 'FORWARD policy ACCEPT'))
+    return [], []
 
 
 def _live_ours(view, fam):
@@ -624,7 +780,9 @@ def _declaration_findings(fwd, view, fam):
     live = _live_ours(view, fam)
     wanted = [('nat', s, 'DNAT') for s in _rules.render_dnat(fwd)] + [('filter', _rules.render_accept(fwd), 'accept')] + \
              [('nat', s, 'MASQUERADE') for s in _rules.render_masquerade(fwd)]
-    missing = [what for table_name, spec, what in wanted if spec not in live.get(table_name, set())]
+    # no filter table: every forwarded packet passes, so a missing accept keeps nothing out
+    missing = [what for table_name, spec, what in wanted
+               if spec not in live.get(table_name, set()) and (table_name != 'filter' or 'filter' in fam.tables)]
     if not missing:
         return []
     return [('kvmnet.nat\'s rules for this forward differ from its declaration (no matching %s): the inventory '

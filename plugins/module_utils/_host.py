@@ -168,16 +168,24 @@ def forwarding(base=SYSCTL):
             'ipv6': read_sysctl(os.path.join(base, 'net/ipv6/conf/all/forwarding'))}
 
 
+def _per_interface(base, family, name):
+    """{interface: value} of net.ipv<family>.conf.<interface>.<name> (its text), for every interface."""
+    conf = os.path.join(base, 'net/ipv%d/conf' % family)
+    found = {}
+    for iface in os.listdir(conf) if os.path.isdir(conf) else []:
+        value = read_sysctl(os.path.join(conf, iface, name))
+        if value is not None:
+            found[iface] = value
+    return found
+
+
 def sysctls(base=SYSCTL):
-    """What the doctor checks: ipv4_forward, ipv6_forward, rp_filter {interface: int}, bridge_nf (None: not loaded)."""
-    rp = {}
-    conf = os.path.join(base, 'net/ipv4/conf')
-    for name in os.listdir(conf) if os.path.isdir(conf) else []:
-        value = read_sysctl(os.path.join(conf, name, 'rp_filter'))
-        if value is not None and value.isdigit():
-            rp[name] = int(value)
+    """What the doctor checks: ipv4_forward, ipv6_forward, rp_filter {interface: int}, forwarding4 and
+    forwarding6 {interface: text} (net.ipv4/ipv6.conf.<interface>.forwarding), bridge_nf (None: not loaded)."""
+    rp = {iface: int(value) for iface, value in _per_interface(base, 4, 'rp_filter').items() if value.isdigit()}
     live = forwarding(base)
     return {'ipv4_forward': live['ipv4'], 'ipv6_forward': live['ipv6'], 'rp_filter': rp,
+            'forwarding4': _per_interface(base, 4, 'forwarding'), 'forwarding6': _per_interface(base, 6, 'forwarding'),
             'bridge_nf': read_sysctl(os.path.join(base, 'net/bridge/bridge-nf-call-iptables'))}
 
 # ---------------------------------------------------------------- routes

@@ -14,8 +14,11 @@ description:
   - Read only. For every forward given (or the ones O(guest) and O(port) select), runs nine checks in
     the order a packet meets them and reports each one, and the first failing one as a one-sentence
     cause with its fix.
-  - C(forwarding) the forwarding sysctl of the family; C(rp_filter) strict on the public interface
-    when the route back to the clients leaves elsewhere; C(br_netfilter) state (reported).
+  - C(forwarding) the forwarding sysctl of the family, and for IPv4 C(net.ipv4.conf.<interface>.forwarding) of
+    the public interface (the clients' packets arrive there) and of the guest's bridge (its replies arrive
+    there), each of which can stop forwarding while C(net.ipv4.ip_forward) is 1 (IPv6 forwards by
+    C(net.ipv6.conf.all.forwarding) alone, so a per-interface 0 is only reported); C(rp_filter) strict on the public
+    interface when the route back to the clients leaves elsewhere; C(br_netfilter) state (reported).
   - C(layout) the iptables flavour (rules in both legacy and nf_tables), firewalld running, nftables
     tables other than iptables-nft's own that drop or reject on the forward or prerouting hook
     (libvirt's nftables backend), Docker's FORWARD policy DROP (reported).
@@ -23,11 +26,17 @@ description:
     C(FORWARD), present, once and first; if not first, whether a rule above takes this forward's packets.
   - C(rules) the forward's packets walked through the live ruleset as the kernel would, every table in
     the kernel's order (an outside client's first packet in raw, mangle and nat C(PREROUTING), the same
-    packet after the DNAT in mangle, filter and security C(FORWARD), mangle and nat C(POSTROUTING); a
-    hairpin packet from another guest of its network the same way), the table, chain and rule that takes or
-    stops each, a DNAT to another address, an accept below libvirt's REJECT, a DNAT without C(-d), a
-    missing MASQUERADE; and the collection's own rules against the declaration. Rules written by hand
-    are diagnosed the same way.
+    packet after the DNAT in mangle, filter and security C(FORWARD), mangle and nat C(POSTROUTING); the
+    guest's reply, ESTABLISHED, from its bridge to the public interface, in raw and mangle C(PREROUTING),
+    mangle, filter and security C(FORWARD) and mangle C(POSTROUTING) (not nat, which sees only a connection's
+    first packet), where a NOTRACK in raw keeps the reply from being un-NATed; a hairpin packet from
+    another guest of its network the same way), the table, chain and rule that takes or stops each, a DNAT
+    to another address, an accept below libvirt's REJECT, a DNAT without C(-d), a missing MASQUERADE; and
+    the collection's own rules against the declaration. Rules written by hand are diagnosed the same way.
+    A C(TPROXY) that takes the packet is a break (it goes to a local proxy, never to the guest); C(NFQUEUE)
+    without C(--queue-bypass) or C(QUEUE) makes the verdict V(unknown), naming the rule (a program decides;
+    with none reading the queue, the kernel drops the packet). A table or chain the host does not have lets
+    the packet pass, as its policy ACCEPT would.
   - C(saved) the saved rules (O(persist_path)) against the declared forwards, which is what a reboot restores.
   - C(counters) packet counts of the DNAT and the accept the packets meet; with O(probe), one TCP
     connection from this host to the public address, and whether this forward's DNAT counted it.

@@ -26,7 +26,7 @@ import time
 
 import jinja2
 
-from topology import Topology, TopologyError
+from ansible_collections.kvmnet.nat.tests.support.topology import Topology, TopologyError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

@@ -17,9 +17,10 @@ import sys
 
 import pytest
 
+from ansible_collections.kvmnet.nat.tests.support.topology import sh
+
 from conftest import chain_rules
 from netlab import BRIDGE_IP, CLIENT_IP, HERE, PUBLIC_IP, PUBLIC_IP6
-from topology import sh
 
 WEB = {'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 'guest_port': 80}
 WEB6 = {'guest': 'web01', 'guest_ip': '2001:db8:122::10', 'host_port': 8080, 'guest_port': 80}

@@ -27,8 +27,9 @@ import time
 
 import pytest
 
+from ansible_collections.kvmnet.nat.tests.support.topology import sh
+
 from netlab import CLIENT_IP, PUBLIC_IP
-from topology import sh
 
 LOCK_WAIT = 2          # the hook's lock wait in these tests (the role's default: 20 s)
 LIMIT = 6              # the hook's hard time limit in these tests (the role's default: 60 s)

@@ -185,9 +185,11 @@ def main():
     for step in args.steps:
         started = time.monotonic()
         if step == 'netns':
-            # the nf_tables tests, and the playbooks' (the role and verify on this line's templating)
+            # the nf_tables tests, and the playbooks' (the role and verify on this line's templating);
+            # the collections root on PYTHONPATH for the shared helpers in tests/support, as in the Makefile
             rc = nspawn(root, ['python', '-m', 'pytest', '-p', 'no:cacheprovider', '-q', '-k', 'nft or playbooks', '.'],
-                        private_network=True, chdir=where + '/tests/netns', env=env, check=False)
+                        private_network=True, chdir=where + '/tests/netns', env=dict(env, PYTHONPATH='/work'),
+                        check=False)
         else:
             rc = nspawn(root, ['ansible-test', step, '--python', PYTHON, '--requirements', '--color', 'no'],
                         chdir=where, env=env, check=False)

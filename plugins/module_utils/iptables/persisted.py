@@ -41,13 +41,13 @@ def persist_text(desired, flavour):
 
 def read_persisted(text):
     """(fields of the ``kvmnet-nat-restore`` header line, the body) of a persisted file, as
-    kvmnet-nat-restore reads it; ``valid``: the body's SHA-256 is the one in the header."""
+    kvmnet-nat-restore reads it: the header is line 2 (``persist_text``), the body every line after
+    it; ``valid``: the body's SHA-256 is the one in the header."""
     lines = text.split('\n')
-    meta_index = next((i for i, line in enumerate(lines[:3]) if line.startswith('# kvmnet-nat-restore ')), None)
-    if meta_index is None:
+    if len(lines) < 2 or not lines[1].startswith('# kvmnet-nat-restore '):
         return {'valid': False}, text
-    fields = dict(word.split('=', 1) for word in lines[meta_index].split()[2:] if '=' in word)
-    body = '\n'.join(lines[meta_index + 1:])
+    fields = dict(word.split('=', 1) for word in lines[1].split()[2:] if '=' in word)
+    body = '\n'.join(lines[2:])
     fields['valid'] = fields.get('sha256') == hashlib.sha256(body.encode('utf-8', 'replace')).hexdigest()
     return fields, body
 

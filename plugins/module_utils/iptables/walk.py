@@ -14,8 +14,11 @@ A packet is a dict. Keys (all optional; a missing value makes the tests that nee
 be in (a client outside this host is in none of its networks); ``sport``, ``dport``; ``iface`` and
 ``oface`` (in and out interface, ``''`` when there is none); ``local``: the destination is an address
 of this host; ``states``: conntrack states (default ``('NEW',)``, a DNATed first packet has
-``('NEW', 'DNAT')``); ``origdst``, ``origdstport``, ``replsrc``: its conntrack entry; ``varies``:
+``('NEW', 'DNAT')``); ``origdst``, ``origdstport``, ``replsrc``: its conntrack entry (``origsrc``,
+``repldst``, ``origsport``, ``repldport`` default to the packet's own source); ``ctdir``; ``varies``:
 the keys whose value depends on which client sends the packet (``('src', 'sport')`` for any client).
+A reply (from the guest back to the client) gives ``dst_outside`` instead of ``src_outside``: then the
+client, outside this host's networks, is its destination and its conntrack entry's original source.
 
 A test is True, False or None (cannot tell: an option this walker does not evaluate, or a value the
 packet does not give). A rule matches when every test is True; a rule with a False test never does;
@@ -40,12 +43,15 @@ from dataclasses import dataclass, field
 
 # targets that end the packet's walk through the table
 TERMINAL = frozenset(('ACCEPT', 'DROP', 'REJECT', 'DNAT', 'SNAT', 'MASQUERADE', 'REDIRECT', 'NETMAP',
-                      'QUEUE', 'NFQUEUE', 'SYNPROXY'))
+                      'QUEUE', 'NFQUEUE', 'SYNPROXY', 'TPROXY'))
 # targets after which the packet goes on to the next rule
 CONTINUE = frozenset(('LOG', 'NFLOG', 'ULOG', 'MARK', 'CONNMARK', 'CHECKSUM', 'TRACE', 'CT', 'TCPMSS', 'CLASSIFY',
                       'DSCP', 'TOS', 'TTL', 'HL', 'AUDIT', 'SECMARK', 'CONNSECMARK', 'TEE', 'NOTRACK', 'IDLETIMER',
-                      'LED', 'SET', 'HMARK', 'RATEEST', 'TPROXY'))
+                      'LED', 'SET', 'HMARK', 'RATEEST'))
 STOPS = frozenset(('DROP', 'REJECT'))
+# TPROXY ends the walk like ACCEPT (the kernel's tproxy target returns ACCEPT, or DROP when no socket listens)
+# but hands the packet to a local proxy: it never goes on to where it was going. NFQUEUE (without
+# --queue-bypass) and QUEUE hand it to a program, which decides; with none reading the queue, the kernel drops it.
 LIMIT = 1000000         # rules a walk may pass before it gives up (no real ruleset comes near)
 MAX_DEPTH = 64          # chains a walk may be nested in (iptables-nft allows 16)
 _INDEX_FROM = 16        # chains this long are indexed by destination port and address
@@ -78,6 +84,16 @@ class Rule:
         for i, word in enumerate(args[:-1]):
             if word == name:
                 return args[i + 1]
+        return None
+
+    @property
+    def diverts(self):
+        """'proxy' (TPROXY), 'queue' (QUEUE, NFQUEUE without --queue-bypass) or None: the rule takes the packet
+        away from the way it was going, to a local socket or to a program in user space."""
+        if self.target == 'TPROXY':
+            return 'proxy'
+        if self.target == 'QUEUE' or (self.target == 'NFQUEUE' and '--queue-bypass' not in self.target_args):
+            return 'queue'
         return None
 
     @property
@@ -220,14 +236,14 @@ def _address_check(key, text):
     if found is None:
         return _unknown
     version, base, mask, plen = found
-    outside = key == 'src'
 
     def check(p):
         ip = p['_ip'].get(key)
         if ip is None:
             if plen == 0:
                 return True
-            if outside and any(o[0] == version and o[3] <= plen and (base & o[2]) == o[1] for o in p['_outside']):
+            if key in p['_outside_keys'] and \
+                    any(o[0] == version and o[3] <= plen and (base & o[2]) == o[1] for o in p['_outside']):
                 return False
             return None
         return ip[0] == version and (ip[1] & mask) == base
@@ -311,10 +327,13 @@ def _set_check(key, value, default):
 
 
 _ADDRESS_KEYS = {'-s': 'src', '--source': 'src', '-d': 'dst', '--destination': 'dst',
-                 '--ctorigsrc': 'src', '--ctorigdst': 'origdst', '--ctreplsrc': 'replsrc', '--ctrepldst': 'src'}
+                 '--ctorigsrc': 'origsrc', '--ctorigdst': 'origdst', '--ctreplsrc': 'replsrc', '--ctrepldst': 'repldst'}
 _PORT_KEYS = {'--dport': 'dport', '--destination-port': 'dport', '--sport': 'sport', '--source-port': 'sport',
               '--dports': 'dport', '--destination-ports': 'dport', '--sports': 'sport', '--source-ports': 'sport',
-              '--ctorigdstport': 'origdstport', '--ctorigsrcport': 'sport', '--ctrepldstport': 'sport'}
+              '--ctorigdstport': 'origdstport', '--ctorigsrcport': 'origsport', '--ctrepldstport': 'repldport'}
+# a packet of the original direction: its conntrack entry's original source (and the reply's destination,
+# before any SNAT) is the packet's own source; a reply gives these keys itself
+_ALIASES = (('origsrc', 'src'), ('repldst', 'src'), ('origsport', 'sport'), ('repldport', 'sport'))
 
 
 def _compile(option, value):
@@ -333,6 +352,8 @@ def _compile(option, value):
         return _set_check('states', value, ('NEW',)), None
     if option == '--ctstatus':
         return _set_check('ctstatus', value, ('NONE',)), None
+    if option == '--ctdir':
+        return _set_check('ctdir', value, ('ORIGINAL',)), None
     if option == '--dst-type':
         return _types_check('local', value), None
     if option == '--src-type':
@@ -351,15 +372,25 @@ def prepare(packet):
     if '_ip' in packet:
         return packet
     p = dict(packet)
+    varies = set(packet.get('varies', ()))
+    reply = 'dst_outside' in packet
+    if not reply:
+        for alias, key in _ALIASES:
+            if alias not in p:
+                p[alias] = packet.get(key)
+                if key in varies:
+                    varies.add(alias)
     ips = {}
-    for key in ('src', 'dst', 'origdst', 'replsrc'):
-        found = network(packet[key]) if isinstance(packet.get(key), str) and '/' not in packet[key] else None
+    for key in ('src', 'dst', 'origdst', 'replsrc', 'origsrc', 'repldst'):
+        found = network(p[key]) if isinstance(p.get(key), str) and '/' not in p[key] else None
         if found is not None:
             ips[key] = found[:2]
     p['_ip'] = ips
+    # the client's addresses (which are in none of this host's networks): its source, or a reply's destination
     p['_outside'] = tuple((n.version, int(n.network_address), int(n.netmask), n.prefixlen)
-                          for n in packet.get('src_outside', ()))
-    p['_varies'] = frozenset(packet.get('varies', ()))
+                          for n in packet.get('dst_outside' if reply else 'src_outside', ()))
+    p['_outside_keys'] = ('dst', 'origsrc', 'repldst') if reply else ('src', 'origsrc', 'repldst')
+    p['_varies'] = frozenset(varies)
     return p
 
 
@@ -450,7 +481,7 @@ class Ruleset:
 def _effect(ruleset, rule, p, depth):
     """What a rule passed over would do to the packet if it matched: 'stop', 'take', 'return' or 'pass'."""
     target = rule.target
-    if target in STOPS:
+    if target in STOPS or rule.diverts or rule.untracks:
         return 'stop'
     if target in TERMINAL:
         return 'take'
@@ -459,7 +490,8 @@ def _effect(ruleset, rule, p, depth):
     if ruleset.chain(target) is None or depth >= MAX_DEPTH:
         return 'stop'                       # a target this walker does not know: it may drop
     inner = walk(ruleset, target, p, {}, _depth=depth + 1)
-    if inner.unfinished or inner.stopped or any(u[5] == 'stop' for u in inner.uncertain):
+    if inner.unfinished or inner.stopped or inner.untracked or any(u[5] == 'stop' for u in inner.uncertain) or \
+            (inner.rule is not None and parsed(inner.rule[2]).diverts):
         return 'stop'
     return 'take' if inner.target in TERMINAL else 'pass'
 
@@ -510,7 +542,7 @@ def walk(chains, start, packet, policies=None, limit=LIMIT, skip=(), _depth=0):
         target = rule.target
         matched, unknown, varies = _evaluate(rule, p)
         if matched is None:
-            if target is not None and target not in CONTINUE:
+            if target is not None and (target not in CONTINUE or rule.untracks):
                 out.uncertain.append(here + (unknown, 'varies' if varies else 'unknown',
                                              _effect(ruleset, rule, p, _depth + len(active))))
             continue

@@ -488,7 +488,7 @@ def test_a_drop_in_any_table_is_named(rules, check, words):
     [('mangle', 'PREROUTING', '-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP', 'I')],
     [('raw', 'PREROUTING', '-p udp -m udp --dport 8080 -j DROP', 'A')],               # another protocol
     [('mangle', 'FORWARD', '-d 192.168.122.99/32 -j DROP', 'A')],                    # another guest
-    [('security', 'FORWARD', '-i virbr0 -o eth0 -j DROP', 'A')],                     # the other way
+    [('security', 'FORWARD', '-s 192.168.122.99/32 -i virbr0 -o eth0 -j DROP', 'A')],  # another guest's replies
     [('mangle', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j MARK --set-xmark 0x1/0xffffffff', 'A'),
      ('raw', 'PREROUTING', '-j ACCEPT', 'I')],                                       # ACCEPT in raw ends raw only
 ])
@@ -610,3 +610,170 @@ def test_the_live_rules_of_ours_are_read_once_per_run(monkeypatch):
     for fwd in forwards():
         D.diagnose(fwd, view)
     assert len(calls) - first < first / 2, (first, len(calls))
+
+
+# ---------------------------------------------------------------- the reply, queues, proxies, per-interface forwarding
+
+def set_sysctl(key, iface, value):
+    def change(view):
+        view.sysctl.setdefault(key, {})[iface] = value
+        return view
+    return change
+
+
+@pytest.mark.parametrize('change, verdict_, check, words', [
+    # the review's five: the client times out, the doctor said ok
+    (lambda v: with_rules(('mangle', 'FORWARD', '-i virbr0 -o eth0 -j DROP', 'A'), view=v), 'broken', 'rules',
+     ["mangle FORWARD rule 1 (-i virbr0 -o eth0 -j DROP) drops web01's replies (tcp from 192.168.122.10:80"]),
+    (lambda v: with_rules(('raw', 'PREROUTING', '-i virbr0 -j CT --notrack', 'A'), view=v), 'broken', 'rules',
+     ["raw PREROUTING rule 1 (-i virbr0 -j CT --notrack) exempts web01's replies", 'not un-NATed']),
+    (lambda v: with_rules(('mangle', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j NFQUEUE --queue-num 5', 'A'), view=v),
+     'unknown', 'rules', ['mangle PREROUTING rule 1 (-p tcp -m tcp --dport 8080 -j NFQUEUE --queue-num 5) hands tcp/8080',
+                          'no program reading the queue']),
+    (lambda v: with_rules(('mangle', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j TPROXY --on-port 3129 --on-ip 0.0.0.0 '
+                           '--tproxy-mark 0x1/0x1', 'A'), view=v), 'broken', 'rules',
+     ['mangle PREROUTING rule 1 (-p tcp -m tcp --dport 8080 -j TPROXY', 'local transparent proxy']),
+    (set_sysctl('forwarding4', 'eth0', '0'), 'broken', 'forwarding',
+     ["net.ipv4.conf.eth0.forwarding is 0 (the clients' packets arrive on it)", 'sysctl -w net.ipv4.conf.eth0.forwarding=1']),
+    # more of the same kind
+    (set_sysctl('forwarding4', 'virbr0', '0'), 'broken', 'forwarding',
+     ["net.ipv4.conf.virbr0.forwarding is 0 (the guest's replies arrive on it)"]),
+    (lambda v: with_rules(('security', 'FORWARD', '-s 192.168.122.10/32 -p tcp -m tcp --sport 80 -j REJECT', 'A'), view=v),
+     'broken', 'rules', ["security FORWARD rule 1 (-s 192.168.122.10/32 -p tcp -m tcp --sport 80 -j REJECT) rejects web01's"]),
+    (lambda v: with_rules(('mangle', 'POSTROUTING', '-o eth0 -m conntrack --ctstate ESTABLISHED -j DROP', 'I'), view=v),
+     'broken', 'rules', ["mangle POSTROUTING rule 1", "drops web01's replies"]),
+    (lambda v: with_rules(('mangle', 'FORWARD', '-i virbr0 -j QUEUE', 'A'), view=v), 'unknown', 'rules',
+     ["mangle FORWARD rule 1 (-i virbr0 -j QUEUE) hands web01's replies"]),
+    (lambda v: with_rules(('mangle', 'FORWARD', '-o virbr0 -j NFQUEUE --queue-num 1', 'A'), view=v), 'unknown', 'rules',
+     ['mangle FORWARD rule 1 (-o virbr0 -j NFQUEUE --queue-num 1) hands tcp/8080 to 192.168.122.10']),
+    (lambda v: with_rules(('mangle', 'HANDOFF', '-j TPROXY --on-port 3129 --on-ip 0.0.0.0 --tproxy-mark 0x1/0x1', 'A'),
+                          ('mangle', 'PREROUTING', '-m mark --mark 0x9 -j HANDOFF', 'A'), view=v), 'unknown', 'rules',
+     ['mangle PREROUTING rule 1 (-m mark --mark 0x9 -j HANDOFF) was not evaluated']),
+    (lambda v: with_rules(('mangle', 'FORWARD', '-i virbr0 -m mark --mark 0x1 -j DROP', 'A'), view=v), 'unknown', 'rules',
+     ['replies: mangle FORWARD rule 1 (-i virbr0 -m mark --mark 0x1 -j DROP) was not evaluated']),
+    (lambda v: with_rules(('raw', 'PREROUTING', '-i virbr0 -m mark --mark 0x1 -j CT --notrack', 'A'), view=v), 'unknown',
+     'rules', ['replies: raw PREROUTING rule 1 (-i virbr0 -m mark --mark 0x1 -j CT --notrack) was not evaluated']),
+    (lambda v: with_rules(('filter', 'FORWARD', '-o eth0 -m conntrack --ctorigdst 203.0.113.10 --ctreplsrc '
+                           '192.168.122.10 -j DROP', 'I'), view=v), 'broken', 'rules', ["filter FORWARD rule 1", "drops web01's"]),
+    (lambda v: with_rules(('mangle', 'FORWARD', '-o eth0 -m conntrack --ctdir REPLY -j DROP', 'A'), view=v),
+     'broken', 'rules', ["mangle FORWARD rule 1 (-o eth0 -m conntrack --ctdir REPLY -j DROP) drops web01's replies"]),
+    # what spares the forward stays green
+    (lambda v: with_rules(('mangle', 'PREROUTING', '-p tcp -m tcp --dport 8080 -j NFQUEUE --queue-num 5 --queue-bypass',
+                           'A'), view=v), 'ok', None, []),
+    (lambda v: with_rules(('mangle', 'FORWARD', '-i virbr0 -o eth1 -j DROP', 'A'), view=v), 'ok', None, []),
+    (lambda v: with_rules(('raw', 'PREROUTING', '-i virbr1 -j CT --notrack', 'A'), view=v), 'ok', None, []),
+    # a reply's conntrack entry: its original source is the client (outside this host's networks), not the guest
+    (lambda v: with_rules(('filter', 'FORWARD', '-i virbr0 -o eth0 -m conntrack --ctorigsrc 192.168.122.0/24 -j DROP',
+                           'I'), view=v), 'ok', None, []),
+    (lambda v: with_rules(('mangle', 'FORWARD', '-i virbr0 -o eth0 -m conntrack --ctdir ORIGINAL -j DROP', 'A'), view=v),
+     'ok', None, []),
+    (set_sysctl('forwarding4', 'eth1', '0'), 'ok', None, []),
+    (set_sysctl('forwarding6', 'virbr0', '0'), 'ok', None, []),        # IPv6: only the global setting counts
+], ids=['mangle-forward-drops-replies', 'raw-notrack-replies', 'nfqueue', 'tproxy', 'eth0-forwarding-0',
+        'virbr0-forwarding-0', 'security-rejects-replies', 'mangle-postrouting-drops-replies', 'queue-replies',
+        'nfqueue-after-dnat', 'tproxy-behind-unread-jump', 'unread-mark-on-replies', 'unread-notrack-on-replies',
+        'ct-reply-tuple-drop', 'ctdir-reply-drop', 'nfqueue-bypass-green', 'other-interface-green', 'other-bridge-notrack-green',
+        'ctorigsrc-guests-green', 'ctdir-original-green', 'eth1-forwarding-0-green', 'ipv6-iface-forwarding-green'])
+def test_the_reply_queues_proxies_and_interface_forwarding(change, verdict_, check, words):
+    """Review 2 (A): the client timed out and the doctor said ok."""
+    result = verdict(change(healthy_view()))
+    assert (result['verdict'], result['failed']) == (verdict_, check), result['causes']
+    for word in words:
+        assert word in result['cause'] + ' Fix: ' + result['fix'], result['cause']
+    if verdict_ == 'broken':
+        assert result['checks'][check]['ok'] is False
+    if verdict_ == 'ok':
+        assert "-> KVMNAT_FWD rule 1 (-m conntrack --ctstate RELATED,ESTABLISHED" in \
+            result['checks']['rules']['detail'].split('replies: filter FORWARD rule ')[1]
+
+
+def test_a_masqueraded_forwards_replies_come_to_this_hosts_bridge_address():
+    """masquerade: always: the reply arrives for 192.168.122.1, the client is put back at nat PREROUTING."""
+    fwd = forward('app02 tcp/8443->443')
+    view = with_rules(('mangle', 'PREROUTING', '-d 192.168.122.1/32 -i virbr0 -p tcp -m tcp --sport 443 -j DROP', 'A'))
+    reply = D.reply_trip(fwd, view)
+    assert (reply.packet['dst'], reply.packet['local']) == ('192.168.122.1', True)
+    result = D.diagnose(fwd, view)
+    assert (result['verdict'], result['failed']) == ('broken', 'rules'), result['causes']
+    assert "drops app02's replies" in result['cause']
+    assert verdict(view)['verdict'] == 'ok'                     # web01 tcp/8080: not masqueraded, another port
+
+
+def test_replies_are_walked_once_per_guest_port_and_again_only_for_the_original_port():
+    view = with_rules(('mangle', 'FORWARD', '-o eth0 -m conntrack --ctorigdstport 8080 -j DROP', 'A'))
+    walks = []
+    real = D._walk.walk
+    D._walk.walk, saved = (lambda *a, **k: walks.append(a[1]) or real(*a, **k)), real
+    try:
+        result = verdict(view)
+    finally:
+        D._walk.walk = saved
+    assert (result['verdict'], result['failed']) == ('broken', 'rules'), result['causes']
+    assert "mangle FORWARD rule 1 (-o eth0 -m conntrack --ctorigdstport 8080 -j DROP) drops web01's replies" in \
+        result['cause']
+    assert verdict(view, 'web01 tcp/2222->22')['verdict'] == 'ok'      # its replies' original port is 2222
+    assert walks.count('FORWARD') >= 2
+
+
+# ---------------------------------------------------------------- tables the host does not have (review 2, B)
+
+HAND_MADE = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+[3:180] -A PREROUTING -d 203.0.113.10/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.168.122.10:80
+COMMIT
+"""
+
+
+def without(*names, view=None):
+    view = view or healthy_view()
+    for name in names:
+        view.families[4].tables.pop(name, None)
+    return view
+
+
+def hand_made(view):
+    view.families[4].tables = S.parse_save(HAND_MADE)
+    view.desired = {}
+    return view
+
+
+def empty_chain(table_name, chain):
+    def change(view):
+        table = view.families[4].tables[table_name]
+        table.rules.pop(chain, None)
+        table.chains.pop(chain, None)
+        return view
+    return change
+
+
+@pytest.mark.parametrize('change, verdict_, failed, words', [
+    (lambda v: without('filter', view=v), 'ok', None, ['filter FORWARD: no filter table (every forwarded packet passes)']),
+    (lambda v: without('mangle', view=v), 'ok', None, []),
+    (lambda v: without('raw', view=v), 'ok', None, []),
+    (lambda v: without('raw', 'mangle', 'security', 'filter', view=v), 'ok', None, []),
+    (empty_chain('filter', 'FORWARD'), 'ok', None, []),
+    (empty_chain('mangle', 'PREROUTING'), 'ok', None, []),
+    # the review's host: a hand-made DNAT, no filter table; the client gets through, guests on the bridge do not
+    (hand_made, 'broken', 'rules', ['accept: FORWARD policy ACCEPT', 'replies: FORWARD policy ACCEPT']),
+    (lambda v: without('nat', view=v), 'broken', 'jumps', []),
+])
+def test_a_table_the_host_does_not_have_lets_the_packet_pass(change, verdict_, failed, words):
+    result = verdict(change(healthy_view()))
+    assert (result['verdict'], result['failed']) == (verdict_, failed), result['causes']
+    text = ' '.join(check['detail'] for check in result['checks'].values())
+    for word in words:
+        assert word in text, text
+    if change is hand_made:
+        assert [c['cause'][:33] for c in result['causes']] == ['No MASQUERADE for hairpin traffic']
+
+
+def test_walks_through_what_is_not_there_pass():
+    assert (D.walk(None, 'FORWARD', {}).target, D.walk(None, 'FORWARD', {}).policy) == ('ACCEPT', True)
+    nat = S.parse_save(HAND_MADE)['nat']
+    assert D.walk(nat, 'NOSUCH', {}).target == 'ACCEPT'
+    view = healthy_view()
+    assert D.walk_in(view, 6, 'filter', 'FORWARD', {}).target == 'ACCEPT'
+    assert D.dnat_to(D._absent()) == (None, None)

@@ -167,10 +167,12 @@ def test_file_state(tmp_path):
 def test_sysctls(tmp_path):
     for path, value in (('net/ipv4/ip_forward', '1\n'), ('net/ipv6/conf/all/forwarding', '0\n'),
                         ('net/ipv4/conf/all/rp_filter', '0\n'), ('net/ipv4/conf/eth0/rp_filter', '1\n'),
-                        ('net/ipv4/conf/virbr0/rp_filter', 'x\n')):
+                        ('net/ipv4/conf/virbr0/rp_filter', 'x\n'), ('net/ipv4/conf/eth0/forwarding', '0\n'),
+                        ('net/ipv4/conf/virbr0/forwarding', '1\n')):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(value)
     assert H.sysctls(str(tmp_path)) == {'ipv4_forward': '1', 'ipv6_forward': '0', 'rp_filter': {'all': 0, 'eth0': 1},
+                                        'forwarding4': {'eth0': '0', 'virbr0': '1'}, 'forwarding6': {'all': '0'},
                                         'bridge_nf': None}
     assert H.forwarding(str(tmp_path / 'missing')) == {'ipv4': None, 'ipv6': None}
 

@@ -11,7 +11,7 @@ import ipaddress
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes as R
-from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.test_netfilter import FakeModule
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 ADDR = ('[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},'
         '{"ifname":"virbr0","addr_info":[{"family":"inet","local":"192.168.122.1","prefixlen":24},'
@@ -36,7 +36,7 @@ def test_parse_addresses_refuses_what_is_not_json(text):
 
 def test_host_interfaces_needs_ip():
     with pytest.raises(R.RouteError):
-        R.host_interfaces(FakeModule({}, binaries=set()))
+        R.host_interfaces(fakes.FakeModule(answers={}, binaries=set()))
 
 
 @pytest.mark.parametrize('ip, answers, expected', [
@@ -46,5 +46,5 @@ def test_host_interfaces_needs_ip():
     ('192.168.122.10', {'ip -j -4 route get': (0, '[]', '')}, None),
 ])
 def test_connected_network(ip, answers, expected):
-    result = R.connected_network(FakeModule(answers), ipaddress.ip_address(ip), R.parse_addresses(ADDR))
+    result = R.connected_network(fakes.FakeModule(answers=answers, binaries={'ip'}), ipaddress.ip_address(ip), R.parse_addresses(ADDR))
     assert (str(result) if result else None) == expected

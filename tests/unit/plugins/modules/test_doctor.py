@@ -110,7 +110,8 @@ def test_the_saved_file_is_compared_once_per_family_not_per_forward(quiet_host, 
         return persist_text(*args, **kwargs)
     monkeypatch.setattr(M._doctor._persisted, 'persist_text', counting)
     body = '*nat\nCOMMIT\n'                       # intact (its checksum matches) but out of date
-    (tmp_path / 'rules.v4').write_text('# kvmnet-nat-restore sha256=%s\n%s' % (hashlib.sha256(body.encode()).hexdigest(), body))
+    (tmp_path / 'rules.v4').write_text('# Managed by kvmnet.nat\n# kvmnet-nat-restore sha256=%s\n%s' % (
+        hashlib.sha256(body.encode()).hexdigest(), body))
     module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(50), persist_path=str(tmp_path / 'rules')), answers(50),
                               check_mode=True, binaries=BINARIES)
     result = fakes.result_of(M.run, module)

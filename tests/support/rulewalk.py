@@ -2,7 +2,7 @@
 # Copyright (c) kvmnet.nat contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The rule walker of the collection (plugins/module_utils/_walk.py), held to the rules the engine writes.
+"""The rule walker of the collection (plugins/module_utils/iptables/walk.py), held to the rules the engine writes.
 
 For the tests and the benchmark: a packet walked through rendered rules must never meet an option
 the walker cannot evaluate (that would hide a rendering mistake), so an uncertain rule is an error
