@@ -815,7 +815,9 @@ def _saved_state(view, family):
     key = ('saved', family, fam.saved_text, fam.flavour, id(desired))
     if key not in view.memo:
         fields, body = _persisted.read_persisted(fam.saved_text)
-        expected = _persisted.persist_text(desired, fam.flavour) if desired is not None and not desired.empty else None
+        # compared with the file on disk, never written or applied: the grammar check is the module's
+        expected = (_persisted.persist_text(desired, fam.flavour, check=False)
+                    if desired is not None and not desired.empty else None)
         wanted = set(_saved_lines(_persisted.read_persisted(expected)[1])) if expected else set()
         view.memo[key] = (fields, set(_saved_lines(body)), expected, wanted)
     return view.memo[key]

@@ -63,3 +63,33 @@ def test_the_header_is_read_from_line_2_as_the_restore_script_reads_it(edit, fie
     read, body = K.read_persisted(text)
     assert {key: read.get(key) for key in fields} == fields
     assert body == (text.split('\n', 2)[2] if fields['valid'] else text)
+
+
+@pytest.mark.parametrize('flavour, prefix, ok', [
+    ('nft', 'KVMNAT', True),
+    ('legacy', 'KVMNAT', True),
+    ('unknown', 'FWD2', True),
+    ('nft\n-A FORWARD -j ACCEPT', 'KVMNAT', False),      # a header line must never carry a rule
+    ('bogus', 'KVMNAT', False),
+    ('nft', 'kvmnat', False),
+])
+def test_the_header_is_made_only_of_a_known_flavour_and_a_valid_prefix(flavour, prefix, ok):
+    desired = R.desired_state(example_forwards(), 4, prefix if R.valid_prefix(prefix) else 'KVMNAT')
+    desired.prefix = prefix                               # a prefix that never passed the module's checks
+    if ok:
+        text = K.persist_text(desired, flavour)
+        assert text.split('\n')[1].startswith('# kvmnet-nat-restore format=2 family=4 flavour=%s prefix=%s ' % (flavour, prefix))
+    else:
+        with pytest.raises(K.PayloadError):
+            K.persist_text(desired, flavour)
+
+
+def test_without_the_check_the_text_is_the_same_and_only_the_check_is_skipped(monkeypatch):
+    desired = R.desired_state(example_forwards(), 4)
+    checked = K.persist_text(desired, 'nft')
+    calls = []
+    monkeypatch.setattr(P, 'check_payload', lambda *args, **kwargs: calls.append(args))
+    assert K.persist_text(desired, 'nft', check=False) == checked
+    assert calls == []
+    K.persist_text(desired, 'nft')
+    assert len(calls) == 1
