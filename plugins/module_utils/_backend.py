@@ -110,3 +110,9 @@ class Engine(Protocol):
 
     def open(self, family):
         """The Backend of ``family``; BackendUnavailable when the host has no tool for it."""
+
+    def open_saved(self, family, text):
+        """(Backend, desired state) of a persisted file of ``family`` (kvmnet-nat-restore at boot and at
+        libvirt events): the backend as the file says its rules were applied (e.g. the iptables flavour);
+        RulesetError when the file is not one this backend wrote, BackendUnavailable when the host lacks
+        its tool."""

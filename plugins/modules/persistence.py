@@ -21,7 +21,8 @@ description:
     at start and on reload only. O(sysctl_file), among O(files), is applied with C(sysctl -p) when the
     live forwarding setting it turns on is off.
   - A systemd unit file that is removed (with O(state=absent), or listed in O(remove)) is disabled first.
-  - With O(state=absent), every file in O(files) and O(remove) is removed.
+  - With O(state=absent), every file in O(files) and O(remove) is removed, then the directories in O(prune)
+    that are left empty.
 author:
   - kvmnet.nat maintainers (!UNKNOWN)
 attributes:
@@ -72,6 +73,15 @@ options:
     type: list
     elements: path
     default: []
+  prune:
+    description:
+      - With V(absent), directories to remove when they are empty once the files of this call are removed,
+        in the order given (deepest first). A directory that holds anything else, or is a symlink, is left.
+      - Ignored with V(present).
+    type: list
+    elements: path
+    default: []
+    version_added: 1.1.0
   unit:
     description: A systemd unit among O(files) to enable (only with V(present)).
     type: str
@@ -107,7 +117,7 @@ written:
   elements: str
   sample: [/usr/local/sbin/kvmnet-nat-restore]
 removed:
-  description: Files removed (or that would be).
+  description: Files removed (or that would be), then the directories O(prune) removed.
   returned: always
   type: list
   elements: str
@@ -205,6 +215,24 @@ class _Run:
                 self.diffs.append({'before_header': path, 'after_header': path, 'before': content or '',
                                    'after': item['content']})
 
+    def plan_prune(self, directories):
+        """The directories of ``directories`` that are empty once the planned removals are done."""
+        gone, pruned = set(self.removed), []
+        for path in directories:
+            if not os.path.isabs(path):
+                self.module.fail_json(msg='prune path %r is not absolute; nothing was changed' % (path,))
+            path = os.path.normpath(path)
+            if os.path.islink(path) or not os.path.isdir(path):
+                continue
+            try:
+                entries = {os.path.join(path, name) for name in os.listdir(path)}
+            except OSError:
+                continue
+            if entries <= gone:
+                pruned.append(path)
+                gone.add(path)
+        return pruned
+
     def disable(self, unit):
         systemctl = self.module.get_bin_path('systemctl')
         if systemctl and run(self.module, [systemctl, 'is-enabled', unit], check=False)[1].strip() == 'enabled':
@@ -235,6 +263,7 @@ def run_module(module):
     step.plan_files(params['files'], present)
     missing = [path for path in params['directories'] if present and not os.path.isdir(path)]
     step.removed.extend(path for path in params['remove'] if os.path.lexists(path) and path not in step.removed)
+    pruned = [] if present else step.plan_prune(params['prune'])
     # units that go away are disabled while their file is still there
     for path in step.removed:
         if _is_unit(path):
@@ -248,8 +277,11 @@ def run_module(module):
                                     make_dirs=True)
         for path in step.removed:
             os.remove(path)
+        for path in pruned:
+            os.rmdir(path)
         if any(_is_unit(path) for path in step.removed):
             _systemctl(module, 'daemon-reload')
+    step.removed.extend(pruned)
     step.changed = step.changed or bool(step.written or step.removed or missing)
     unit = params['unit']
     if unit and present:
@@ -283,6 +315,7 @@ def main():
             )),
             remove=dict(type='list', elements='path', default=[]),
             directories=dict(type='list', elements='path', default=[]),
+            prune=dict(type='list', elements='path', default=[]),
             unit=dict(type='str'),
             libvirt_hook=dict(type='path'),
             libvirt_units=dict(type='list', elements='str', default=['libvirtd.service', 'virtnetworkd.service']),

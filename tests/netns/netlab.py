@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -250,16 +251,29 @@ class Lab(Topology):
         """A shell helper of the role, rendered with the role's variables (or the ones given), in this lab's tmp."""
         defaults = {'__expose_rules_base': '/etc/iptables/kvmnet-nat', '__expose_lock_path': self.lock_path,
                     '__expose_restore_script': '/usr/local/sbin/kvmnet-nat-restore',
+                    # kvmnet-nat-restore imports the module_utils of the collection under test
+                    '__expose_restore_lib': self.collections_path,
                     'expose_libvirt_uri': 'qemu:///system', '__expose_libvirt_units': ['libvirtd.service'],
                     '__expose_syslog': False}     # the tests never write to this machine's syslog
         defaults.update(variables)
+        environment = jinja2.Environment(keep_trailing_newline=True)
+        environment.filters['to_json'] = json.dumps     # as Ansible's
+        environment.filters['bool'] = bool
+        environment.filters['quote'] = shlex.quote
         with open(os.path.join(TEMPLATES, template)) as handle:
-            text = jinja2.Template(handle.read(), keep_trailing_newline=True).render(**defaults)
-        path = os.path.join(self.tmp, template.replace('.sh.j2', ''))
+            text = environment.from_string(handle.read()).render(**defaults)
+        path = os.path.join(self.tmp, template.replace('.sh.j2', '').replace('.j2', ''))
         with open(path, 'w') as handle:
             handle.write(text)
         os.chmod(path, 0o755)
         return path
+
+    def restore_script(self, **variables):
+        """kvmnet-nat-restore as the role installs it: the shell entry point and its Python side, rendered
+        with the role's variables (or the ones given), importing the collection under test."""
+        entry = self.script('kvmnet-nat-restore.py.j2', **variables)
+        return self.script('kvmnet-nat-restore.sh.j2', __expose_restore_entry=entry,
+                           __expose_restore_python='/usr/bin/python3', **variables)
 
     def settle(self):
         """Give conntrack a moment; used between rule changes and probes."""

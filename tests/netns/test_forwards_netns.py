@@ -283,11 +283,11 @@ def test_role_restore_script_flushes_and_restores_every_sub_chain(lab, applied, 
     base = str(tmp_path / 'kvmnet-nat')
     lab.module(dict(PARAMS, forwards=MANY, persist_path=base))
     full = {4: lab.save(4), 6: lab.save(6)}
-    script = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=base)
-    lab.x('hv', 'sh', script, 'flush')
+    script = lab.restore_script(__expose_rules_base=base)
+    lab.x('hv', script, 'flush')
     for family in (4, 6):
         assert semantic(lab.save(family)) == semantic(lab.baseline[family])
-    lab.x('hv', 'sh', script, 'start')
+    lab.x('hv', script, 'start')
     for family in (4, 6):
         assert semantic(lab.save(family)) == semantic(full[family])
     again = lab.module(dict(PARAMS, forwards=MANY, persist_path=base))

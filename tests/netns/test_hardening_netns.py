@@ -100,7 +100,7 @@ def _start(cmd, env=None):
 def test_ten_concurrent_pairs_always_end_in_one_desired_state_with_four_jumps(lab, tmp_path):
     other = dict(PARAMS, forwards=[dict(WEB, host_port=9090), DNS])
     base = str(tmp_path / 'kvmnet-nat')
-    script = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=base)
+    script = lab.restore_script(__expose_rules_base=base)
     outcomes = []
     for pair in range(10):
         lab.module({'state': 'absent'})                       # both runs see every jump missing
@@ -108,8 +108,8 @@ def test_ten_concurrent_pairs_always_end_in_one_desired_state_with_four_jumps(la
             procs = [_start(lab.module_cmd(PARAMS)), _start(lab.module_cmd(other))]
         else:                                                 # a playbook and the libvirt hook at once
             lab.module(dict(PARAMS, persist_path=base))
-            lab.x('hv', 'sh', script, 'flush')
-            procs = [_start(lab.module_cmd(PARAMS)), _start(['ip', 'netns', 'exec', lab.ns['hv'], 'sh', script])]
+            lab.x('hv', script, 'flush')
+            procs = [_start(lab.module_cmd(PARAMS)), _start(['ip', 'netns', 'exec', lab.ns['hv'], script])]
         results = []
         for proc in procs:
             out, err = proc.communicate(timeout=120)
@@ -173,8 +173,8 @@ def test_restore_script_fed_a_corrupt_file_changes_nothing(lab, applied, tmp_pat
     with open(path, 'w') as handle:
         handle.write(_corrupt(good, how, tmp_path))
     before = {4: lab.save(4), 6: lab.save(6)}
-    script = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=lab.base)
-    proc = sh('ip', 'netns', 'exec', lab.ns['hv'], 'sh', script, check=False)
+    script = lab.restore_script(__expose_rules_base=lab.base)
+    proc = sh('ip', 'netns', 'exec', lab.ns['hv'], script, check=False)
     assert proc.returncode == 1, proc.stderr
     assert {4: lab.save(4), 6: lab.save(6)} == before, proc.stderr
     assert not (tmp_path / 'pwned').exists()
@@ -200,18 +200,18 @@ def _logging_tools(lab, tmp_path):
 
 def test_restore_script_changes_nothing_when_nothing_moved_and_moves_only_what_moved(lab, applied, tmp_path):
     bindir, log = _logging_tools(lab, tmp_path)
-    script = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=lab.base)
+    script = lab.restore_script(__expose_rules_base=lab.base)
     env = ['env', 'PATH=%s:%s' % (bindir, os.environ['PATH'])]
-    lab.x('hv', *env, 'sh', script, 'start')
+    lab.x('hv', *env, script, 'start')
     assert not log.exists(), log.read_text()                  # nothing moved: no restore at all, no -D
     # a foreign rule above our FORWARD jump, and one rule of ours missing in KVMNAT_DNAT
     lab.x('hv', lab.ipt(4), '-I', 'FORWARD', '1', '-s', '192.0.2.66', '-j', 'DROP')
     lab.x('hv', lab.ipt(4), '-t', 'nat', '-D', 'KVMNAT_DNAT', '1')
-    lab.x('hv', *env, 'sh', script, 'start')
+    lab.x('hv', *env, script, 'start')
     calls = log.read_text().split('== ')[1:]
     assert [c.splitlines()[0] for c in calls] == [
-        '%s-%s-restore -w 30 --noflush --test' % ('iptables', lab.flavour),
-        '%s-%s-restore -w 30 --noflush' % ('iptables', lab.flavour)]
+        '%s-%s-restore --noflush --wait 30 --test' % ('iptables', lab.flavour),
+        '%s-%s-restore --noflush --wait 30' % ('iptables', lab.flavour)]
     payload = calls[1].splitlines()[1:]
     assert [line for line in payload if line.startswith((':', '-D', '-I', '*'))] == [
         '*filter', '-D FORWARD -m comment --comment "kvmnet.nat: jump" -j KVMNAT_FWD',
@@ -233,11 +233,11 @@ def test_restore_script_uses_the_flavour_the_rules_were_applied_with(lab, applie
         for suffix in ('', '-save', '-restore'):
             real = sh('sh', '-c', 'command -v %s-%s%s' % (family, other, suffix)).stdout.strip()
             (bindir / (family + suffix)).symlink_to(real)
-    script = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=lab.base)
+    script = lab.restore_script(__expose_rules_base=lab.base)
     env = ['env', 'PATH=%s:%s' % (bindir, os.environ['PATH'])]
-    lab.x('hv', *env, 'sh', script, 'flush')
+    lab.x('hv', *env, script, 'flush')
     assert 'KVMNAT' not in lab.save(4) and 'KVMNAT' not in lab.save(6)
-    lab.x('hv', *env, 'sh', script, 'start')
+    lab.x('hv', *env, script, 'start')
     assert ours_first_once(lab.save(4))
     for family in ('iptables', 'ip6tables'):
         assert 'KVMNAT' not in lab.x('hv', '%s-%s-save' % (family, other)).stdout

@@ -70,15 +70,13 @@ def tools(lab, tmp_path, only=None):
     return str(bindir), log
 
 
-SCRIPT_TOOLS = ['sh', 'flock', 'awk', 'sed', 'sha256sum', 'cut', 'tail', 'wc', 'grep', 'tr', 'cat', 'env',
-                'timeout', 'stat', 'sleep']
+SCRIPT_TOOLS = ['sh', 'cut', 'tr', 'env', 'timeout', 'sleep']     # what the hook runs; the restore is Python
 
 
 def hook(lab, tmp_path, path, lock=None):
     """Run the hook as libvirt does for a guest's port (the XML pipe left open and never written to):
     (exit status, seconds taken, stderr)."""
-    restore = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=lab.base,
-                         __expose_lock_path=lock or lab.lock_path)
+    restore = lab.restore_script(__expose_rules_base=lab.base, __expose_lock_path=lock or lab.lock_path)
     script = lab.script('libvirt-network-hook.sh.j2', __expose_restore_script=restore, __expose_syslog=True,
                         __expose_hook_lock_timeout=LOCK_WAIT, __expose_hook_timeout=LIMIT)
     err = tmp_path / 'hook.err'
@@ -122,9 +120,10 @@ def _hold_lock(lab, tmp_path):
 CAUSES = {
     'appended comment': ('append', 'content does not match its checksum'),
     'cut short': ('cut', 'content does not match its checksum'),
-    'lock held longer than the hook waits': ('lock', 'held %s for %d s' % ('{lock}', LOCK_WAIT)),
+    'lock held longer than the hook waits': ('lock', 'did not finish within %d s; nothing was changed' % LOCK_WAIT),
     'iptables flavour missing': ('no flavour', '(the flavour the rules were applied with) not found'),
-    '--test refuses the payload': ('bad rule', '--test refused the payload'),
+    'a rule kvmnet.nat does not write': ('bad rule', 'refusing payload line'),
+    '--test refuses the payload': ('test refuses', '--test refused the payload, nothing was changed'),
     'iptables-save hangs': ('hang', 'did not finish within %d s and was stopped' % LIMIT),
 }
 
@@ -150,6 +149,14 @@ def test_the_hook_exits_0_in_bounded_time_and_logs_whatever_fails(lab, applied, 
             body = good.split('\n', 2)[2].replace('--dport 8080', '--dport 8080 --bogus-option 1', 1)
             with open(path, 'w') as handle:
                 handle.write(_with_sum(good, body))
+        elif how == 'test refuses':     # something to mend, and a restore tool that refuses its test run
+            lab.x('hv', lab.ipt(4), '-t', 'nat', '-D', 'KVMNAT_DNAT', '1')
+            before = {4: lab.save(4), 6: lab.save(6)}
+            real = shutil.which('iptables-%s-restore' % lab.flavour)
+            stub = tmp_path / 'bin' / ('iptables-%s-restore' % lab.flavour)
+            stub.write_text('#!/bin/sh\ncase "$*" in *--test*) echo "iptables-restore: line 2 failed" >&2; exit 1;; esac\n'
+                            'exec %s "$@"\n' % real)
+            stub.chmod(0o755)
         elif how == 'lock':
             holder = _hold_lock(lab, tmp_path)
         elif how == 'hang':
@@ -331,9 +338,9 @@ def test_a_lock_that_is_not_a_regular_file_is_refused_by_module_script_and_hook_
             assert time.monotonic() - start < 30
             assert result.get('failed') is True and 'the host lock %s is not a regular file' % path in result['msg']
             assert module_says in result['msg'], result['msg']
-        restore = lab.script('kvmnet-nat-restore.sh.j2', __expose_rules_base=lab.base, __expose_lock_path=path)
+        restore = lab.restore_script(__expose_rules_base=lab.base, __expose_lock_path=path)
         start = time.monotonic()
-        proc = sh('ip', 'netns', 'exec', lab.ns['hv'], 'sh', restore, check=False, timeout=30)
+        proc = sh('ip', 'netns', 'exec', lab.ns['hv'], restore, check=False, timeout=30)
         assert time.monotonic() - start < 10
         assert proc.returncode == 1 and 'the host lock %s is %s' % (path, script_says) in proc.stderr, proc.stderr
         env_path, journal = tools(lab, tmp_path)

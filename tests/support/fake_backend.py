@@ -65,6 +65,10 @@ class FakeEngine:
             raise BackendUnavailable('this host has no fake tool')
         return FakeBackend(self.host, family)
 
+    def open_saved(self, family, text):
+        backend = self.open(family)
+        return backend, backend.desired_from_persisted(text)
+
 
 class FakeBackend:
     flavour = 'fake'

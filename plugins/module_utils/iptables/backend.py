@@ -36,15 +36,27 @@ class Engine:
             raise BackendUnavailable('this host has no %s-restore' % netfilter.TOOL[family])
         return Backend(self.module, tools, self.prefix, self.lock_timeout)
 
+    def open_saved(self, family, text):
+        """For a restore: the Backend of the flavour and the chain prefix a persisted file names (not
+        this engine's), and the desired state the file describes. RulesetError when the file is not one
+        kvmnet.nat wrote for ``family``; BackendUnavailable when the host lacks that flavour's tools."""
+        fields = persisted.saved_header(text, family)
+        tools = netfilter.tools_for(self.module, family, fields['flavour'])
+        if tools is None:
+            name = netfilter.TOOL[family] + ('' if fields['flavour'] == 'unknown' else '-' + fields['flavour'])
+            raise BackendUnavailable('%s-save/-restore (the flavour the rules were applied with) not found' % name)
+        backend = Backend(self.module, tools, fields['prefix'], self.lock_timeout, detected=False)
+        return backend, backend.desired_from_persisted(text)
+
 
 class Backend:
     """One family's iptables (the flavour its rules live in). ``live`` values are {table: save.Table};
     ``desired`` values are rules.Desired."""
 
-    def __init__(self, module, tools, prefix, lock_timeout):
+    def __init__(self, module, tools, prefix, lock_timeout, detected=True):
         self.module, self.tools, self.prefix, self.lock_timeout = module, tools, prefix, lock_timeout
         self.family, self.flavour = tools.family, tools.flavour
-        self._detected = True       # the save taken while detecting is the first read
+        self._detected = detected   # the save taken while detecting is the first read
 
     def read(self):
         if self._detected:

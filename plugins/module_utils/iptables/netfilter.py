@@ -97,6 +97,16 @@ def detect(module, family, legacy=legacy_tables):
     return None
 
 
+def tools_for(module, family, flavour):
+    """The commands of a named flavour (``unknown``: the generic ``iptables-save``/``-restore``), for a
+    restore that must use the flavour its rules were applied with; None when the host lacks them."""
+    base = TOOL[family] if flavour == 'unknown' else '%s-%s' % (TOOL[family], flavour)
+    save_cmd, restore_cmd = module.get_bin_path(base + '-save'), module.get_bin_path(base + '-restore')
+    if not (save_cmd and restore_cmd):
+        return None
+    return Tools(family, flavour, [save_cmd], [restore_cmd])
+
+
 def save(module, tools):
     return run(module, tools.save_cmd, context='reading the IPv%d ruleset' % tools.family)[1]
 

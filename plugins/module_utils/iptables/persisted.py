@@ -55,6 +55,25 @@ def read_persisted(text):
     return fields, body
 
 
+def saved_header(text, family):
+    """The header fields (format, family, flavour, prefix) of a persisted file of ``family``, for a
+    restore that knows nothing else of it; RulesetError naming what is wrong (no header, a header not
+    understood, a checksum that does not match, a flavour not known)."""
+    if not text.split('\n', 2)[1:2] or not text.split('\n', 2)[1].startswith('# kvmnet-nat-restore '):
+        raise RulesetError('no kvmnet-nat-restore header')
+    fields, _body = read_persisted(text)
+    sha = fields.get('sha256') or ''
+    if (fields.get('format') != str(PERSIST_FORMAT) or fields.get('family') != str(family)
+            or not valid_prefix(fields.get('prefix')) or len(sha) != 64 or sha.strip('0123456789abcdef')):
+        raise RulesetError('header not understood (format=%s family=%s prefix=%s)'
+                           % (fields.get('format'), fields.get('family'), fields.get('prefix')))
+    if not fields['valid']:
+        raise RulesetError('content does not match its checksum (cut short or edited)')
+    if fields.get('flavour') not in FLAVOURS:
+        raise RulesetError('unknown iptables flavour %s' % (fields.get('flavour'),))
+    return fields
+
+
 def _desired_of_body(body, family, prefix):
     """The Desired a persisted body (a payload from nothing, grammar-checked) builds."""
     desired = Desired(family=family, prefix=prefix)

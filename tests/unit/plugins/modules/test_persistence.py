@@ -15,7 +15,8 @@ from ansible_collections.kvmnet.nat.plugins.modules import persistence as M
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 
-DEFAULTS = {'state': 'present', 'files': [], 'remove': [], 'directories': [], 'unit': None, 'libvirt_hook': None,
+DEFAULTS = {'state': 'present', 'files': [], 'remove': [], 'directories': [], 'prune': [], 'unit': None,
+            'libvirt_hook': None,
             'libvirt_units': ['libvirtd.service'], 'sysctl_file': None}
 
 
@@ -110,6 +111,49 @@ def test_absent_removes_every_listed_file(tmp_path):
     result = run(FakeModule({'state': 'absent', 'files': pieces(tmp_path, **{'a.sh': '', 'b.conf': '', 'gone': ''})}))
     assert sorted(os.path.basename(p) for p in result['removed']) == ['a.sh', 'b.conf']
     assert os.listdir(str(tmp_path)) == []
+
+
+def _library(tmp_path):
+    """The restore library's layout: two levels of directories, a file in each."""
+    lib = tmp_path / 'lib'
+    (lib / 'pkg' / 'sub').mkdir(parents=True)
+    files = [lib / 'pkg' / 'a.py', lib / 'pkg' / 'sub' / 'b.py']
+    for path in files:
+        path.write_text('x')
+    return lib, [str(p) for p in files], [str(lib / 'pkg' / 'sub'), str(lib / 'pkg'), str(lib)]
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_absent_prunes_the_directories_it_leaves_empty(tmp_path, check_mode):
+    lib, files, dirs = _library(tmp_path)
+    result = run(FakeModule({'state': 'absent', 'remove': files, 'prune': dirs}, check_mode=check_mode))
+    assert result['changed'] is True and result['removed'] == files + dirs
+    assert os.path.exists(str(lib)) is check_mode
+
+
+@pytest.mark.parametrize('extra, kept', [
+    ('pkg/sub/admins-note', ['pkg/sub', 'pkg', '']),      # something else in the deepest: nothing above it goes
+    ('pkg/other', ['pkg', '']),                           # something else one level up
+    ('sibling', ['']),                                    # something else at the top
+])
+def test_absent_keeps_a_directory_that_holds_anything_else(tmp_path, extra, kept):
+    lib, files, dirs = _library(tmp_path)
+    (lib / extra).write_text('mine')
+    result = run(FakeModule({'state': 'absent', 'remove': files, 'prune': dirs}))
+    assert [d for d in dirs if os.path.isdir(d)] == [str(lib / k).rstrip('/') for k in kept]
+    assert result['removed'] == files + [d for d in dirs if not os.path.isdir(d)]
+    assert (lib / extra).read_text() == 'mine'
+
+
+def test_prune_does_nothing_with_present_and_follows_no_symlink(tmp_path):
+    lib, files, dirs = _library(tmp_path)
+    result = run(FakeModule({'prune': dirs}))
+    assert result['changed'] is False and all(os.path.isdir(d) for d in dirs)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    (tmp_path / 'link').symlink_to(empty)
+    result = run(FakeModule({'state': 'absent', 'prune': [str(tmp_path / 'link')]}))
+    assert result['changed'] is False and empty.is_dir() and (tmp_path / 'link').is_symlink()
 
 
 @pytest.mark.parametrize('content, off', [

@@ -23,6 +23,7 @@ def test_no_chain_or_rule_of_ours(host):
     '/etc/iptables/kvmnet-nat.v4', '/etc/iptables/kvmnet-nat.v6', '/usr/local/sbin/kvmnet-nat-restore',
     '/usr/share/netfilter-persistent/plugins.d/45-kvmnet-nat', '/etc/libvirt/hooks/network.d/50-kvmnet-nat',
     '/etc/sysctl.d/60-kvmnet-nat.conf', '/etc/systemd/system/kvmnet-nat.service', '/var/lib/kvmnet-nat/pins.json',
+    '/usr/local/lib/kvmnet-nat',      # the restore's library, its directories pruned
 ])
 def test_installed_files_removed(host, path):
     assert not host.file(path).exists

@@ -1,0 +1,201 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""kvmnet-nat-restore, the program the boot unit, the netfilter-persistent plugin and the libvirt network
+hook run: PRIVATE to this collection, no stable API.
+
+It runs on the hypervisor without Ansible: the role installs this file and the module_utils it imports
+under /usr/local/lib/kvmnet-nat, and a two-line entry point (roles/expose/templates/kvmnet-nat-restore.py.j2)
+that calls ``main``. It uses the module's own planner, grammar check and host lock (_lock), per family:
+
+- ``start``: the saved file's desired state against the live ruleset. Nothing at all runs when all is as
+  saved (a guest starting, the usual hook event); otherwise one payload, tested (``--test``), applied in
+  one transaction, read back.
+- ``flush``: our jumps and chains removed, in one transaction per family.
+
+The saved file is data: its header (format, family, flavour, prefix, SHA-256 of the rest) and every line
+of it are checked before anything runs, and nothing from it is ever executed. The rules are changed with
+the flavour the file names. A family whose file is refused or whose payload fails is left as it was.
+Exit status 0 when every family is as asked, 1 when anything was refused or failed, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _command, _lock
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import BackendUnavailable, RulesetError
+from ansible_collections.kvmnet.nat.plugins.module_utils._schema import DEFAULT_PREFIX
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as _iptables
+
+NAME = 'kvmnet-nat-restore'
+FAMILIES = (4, 6)
+DEFAULT_WAIT = 30
+MAX_WAIT = 600
+DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+MAX_FILE = 256 * 1024 * 1024       # a saved file of 10 000 forwards is a few MB
+LOG_TIMEOUT = 3                    # a journal stuck on a bad disk must not hold the restore
+
+
+class Host:
+    """What the backend needs of an AnsibleModule (``get_bin_path``, ``run_command``), for a program
+    that runs without Ansible: commands found on the caller's PATH, run from an argument list, no shell."""
+
+    def __init__(self, path=None):
+        self.path = path or DEFAULT_PATH
+
+    def get_bin_path(self, name):
+        return shutil.which(name, path=self.path)
+
+    def run_command(self, argv, data=None, binary_data=False, environ_update=None):
+        stdin = {'stdin': subprocess.DEVNULL} if data is None else {'input': data.encode('utf-8')}
+        try:
+            proc = subprocess.run(argv, capture_output=True, env=dict(os.environ, **(environ_update or {})),
+                                  check=False, **stdin)
+        except OSError as exc:
+            return 127, '', '%s: %s' % (argv[0], exc.strerror or exc)
+        return proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace')
+
+
+class Log:
+    """``log(level, text)``: to stderr (except ``debug``), and to the journal/syslog with ``logger``
+    (up to date: debug; a change: notice; a refusal or failure: err), bounded in time."""
+
+    def __init__(self, host, syslog, stream=None):
+        self.logger = host.get_bin_path('logger') if syslog else None
+        self.stream = stream or sys.stderr
+
+    def __call__(self, level, text):
+        if level != 'debug':
+            self.stream.write('%s: %s\n' % (NAME, text))
+            self.stream.flush()
+        if self.logger:
+            try:
+                subprocess.run([self.logger, '-p', 'daemon.' + level, '-t', NAME, '--', text], check=False,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=LOG_TIMEOUT)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+def lock_wait(text):
+    """Seconds to wait for the host lock and for iptables' own lock: a positive integer written without
+    a leading zero, at most MAX_WAIT; anything else is DEFAULT_WAIT."""
+    if text.isdigit() and text.isascii() and not text.startswith('0') and int(text) <= MAX_WAIT:
+        return int(text)
+    return DEFAULT_WAIT
+
+
+def read_saved(path):
+    """(text, problem) of a saved file: (None, None) when there is none, a problem when it is not a
+    regular file, is empty, too large or not UTF-8."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, '%s: cannot be read (%s); not restored' % (path, exc.strerror or exc)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None, '%s: not a regular file; not restored' % path
+    with os.fdopen(fd, 'rb') as handle:
+        data = handle.read(MAX_FILE + 1)
+    if not data:
+        return None, '%s: empty (cut short?); not restored' % path
+    if len(data) > MAX_FILE:
+        return None, '%s: larger than %d bytes; not restored' % (path, MAX_FILE)
+    try:
+        return data.decode('utf-8'), None
+    except UnicodeDecodeError:
+        return None, '%s: not UTF-8 text (edited?); not restored' % path
+
+
+def _open(engine, family, path, action, text):
+    """(backend, desired) for one family: the saved file's, or for a flush with no file, the host's
+    detected flavour and the default prefix with nothing desired."""
+    if text is None:
+        backend = engine.open(family)
+        return backend, backend.desired([])
+    try:
+        backend, desired = engine.open_saved(family, text)
+    except RulesetError as exc:
+        raise RulesetError('%s: %s' % (path, exc)) from None
+    return backend, backend.desired([]) if action == 'flush' else desired
+
+
+def _change(backend, desired, plan, log):
+    """Test, apply and read back one family's plan; False (and logged) when any of it fails."""
+    family = backend.family
+    try:
+        backend.test(plan)
+    except _command.CommandError as exc:
+        log('err', 'IPv%d: %s --test refused the payload, nothing was changed: %s'
+            % (family, os.path.basename(exc.cmd[0]), exc.stderr or exc))
+        return False
+    backend.apply(plan)
+    recheck = backend.read_back(desired)
+    if recheck.changed:
+        log('err', 'IPv%d: the rules were applied but the ruleset read back differs (%s); run kvmnet.nat.doctor'
+            % (family, '; '.join(recheck.reasons)))
+        return False
+    return True
+
+
+def restore_family(engine, family, path, action, log):
+    """Bring one family to its saved file (``start``) or remove our rules (``flush``); True when it is
+    as asked, False when something was refused or failed (logged; the family left as it was)."""
+    text, problem = read_saved(path)
+    if problem:
+        log('err', problem)
+        return False
+    if text is None and action == 'start':
+        return True                                 # no file: no forwards of this family
+    try:
+        backend, desired = _open(engine, family, path, action, text)
+        plan = backend.plan(backend.read(), desired)
+        if not plan.changed:
+            log('debug', 'IPv%d: up to date' % family)
+            return True
+        if not _change(backend, desired, plan, log):
+            return False
+    except BackendUnavailable as exc:
+        if text is None:                            # flush, and no tool: nothing of ours can be there
+            return True
+        log('err', 'IPv%d: %s; not restored' % (family, exc))
+        return False
+    except RulesetError as exc:
+        log('err', 'IPv%d: %s; nothing was changed' % (family, exc))
+        return False
+    except _command.CommandError as exc:
+        log('err', 'IPv%d: %s' % (family, exc))
+        return False
+    log('notice', 'IPv%d: %s: applied (%s)' % (family, action, '; '.join(plan.reasons)))
+    return True
+
+
+def main(argv, base, lock_path, syslog=True, environ=None, stream=None):
+    """The program: ``argv`` is ``[start|flush]``; the saved files are ``<base>.v4`` and ``.v6``. Reads
+    KVMNET_NAT_LOCK_TIMEOUT (seconds to wait for the locks) and PATH from ``environ``, nothing else."""
+    environ = os.environ if environ is None else environ
+    stream = stream or sys.stderr
+    action = argv[0] if argv else 'start'
+    if len(argv) > 1 or action not in ('start', 'flush'):
+        stream.write('usage: %s [start|flush]\n' % NAME)
+        return 2
+    host = Host(environ.get('PATH'))
+    log = Log(host, syslog, stream)
+    wait = lock_wait(environ.get('KVMNET_NAT_LOCK_TIMEOUT', ''))
+    engine = _iptables.Engine(host, DEFAULT_PREFIX, wait)
+    try:
+        with _lock.host_lock(lock_path, wait, '%s %s' % (NAME, action)):
+            done = [restore_family(engine, family, '%s.v%d' % (base, family), action, log) for family in FAMILIES]
+    except _lock.LockError as exc:
+        log('err', str(exc))
+        return 1
+    return 0 if all(done) else 1
