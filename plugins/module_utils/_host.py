@@ -25,17 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-from dataclasses import dataclass, field
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
 from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter
-from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.save import in_use as _in_use
 
 WATCHED = ('ufw', 'firewalld', 'iptables-persistent', 'netfilter-persistent', 'nftables')
-FLAVOURS = ('legacy', 'nft')
 SYSCTL = '/proc/sys'
 
 # ---------------------------------------------------------------- packages and services
@@ -345,74 +341,10 @@ def _nft_text(rule, ifaces, verdict):
 # ---------------------------------------------------------------- iptables: which flavour holds the rules
 
 
-_COUNTS_RE = re.compile(r'^\[\d+:\d+\] ', re.MULTILINE)
-
-
-def in_use(text):
-    """iptables.save.in_use of a save read with or without ``-c`` (its ``[packets:bytes]`` put aside)."""
-    return _in_use(_COUNTS_RE.sub('', text))
-
-
-@dataclass
-class Saves:
-    """One family's ``*-save`` output per flavour the host has a tool for, and the flavour chosen."""
-    family: int
-    texts: dict = field(default_factory=dict)      # {flavour: save text}; '' for legacy when the kernel holds none
-    commands: dict = field(default_factory=dict)   # {flavour: [save command]}
-    flavour: str | None = None                     # choose_flavour; None: rules in both, or no tool
-
-    @property
-    def both(self):
-        """Rules in both flavours: the engine refuses such a host."""
-        return len([f for f in FLAVOURS if in_use(self.texts.get(f, ''))]) == 2
-
-
-def choose_flavour(texts, default=None):
-    """The flavour the engine (iptables.netfilter.detect) keeps a family's rules in.
-
-    ``texts``: {flavour: save text} of the flavours the host has; ``default``: the flavour of the plain
-    ``iptables-save`` (read only when no flavour holds rules). The one flavour holding rules; with none,
-    the default when the host has it, else nft, else legacy, else the default (or 'unknown' for a lone
-    plain ``iptables-save``). None when both hold rules (the engine refuses) or there is no tool.
-    """
-    used = [f for f in FLAVOURS if f in texts and in_use(texts[f])]
-    if len(used) == 2:
-        return None
-    if used:
-        return used[0]
-    if default in texts:
-        return default
-    for flavour in ('nft', 'legacy', 'unknown'):
-        if flavour in texts:
-            return flavour
-    return None
-
-
-def iptables_saves(module, family, counters=True, legacy=netfilter.legacy_tables):
-    """Saves of one family: each flavour's ``*-save`` (with packet counts), read once."""
-    base = netfilter.TOOL[family]
-    option = ['-c'] if counters else []
-    saves = Saves(family)
-    for flavour in FLAVOURS:
-        save = module.get_bin_path('%s-%s-save' % (base, flavour))
-        if not save:
-            continue
-        if flavour == 'legacy' and legacy(family) == []:
-            saves.texts[flavour], saves.commands[flavour] = '', [save]
-            continue
-        rc, out, _err = _run(module, [save] + option)
-        if rc == 0:
-            saves.texts[flavour], saves.commands[flavour] = out, [save]
-    generic = module.get_bin_path('%s-save' % base)
-    default = None
-    if generic and not any(in_use(text) for text in saves.texts.values()):
-        default = netfilter._flavour_of(module, generic)     # pylint: disable=protected-access
-    if generic and not saves.texts:
-        name = default or 'unknown'
-        saves.texts[name] = run(module, [generic] + option, context='reading the IPv%d ruleset' % family)[1]
-        saves.commands[name] = [generic]
-    saves.flavour = choose_flavour(saves.texts, default)
-    return saves
+def iptables_saves(module, family, legacy=netfilter.legacy_tables):
+    """Every iptables flavour's save of ``family`` with packet counts, and the flavour the engine keeps the
+    rules in: the backend's own reader (iptables.netfilter.read_saves), so both always agree."""
+    return netfilter.read_saves(module, family, counters=True, legacy=legacy)
 
 # ---------------------------------------------------------------- libvirt
 

@@ -14,7 +14,7 @@ CommandError carrying the command and its stderr.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
 from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
@@ -56,45 +56,94 @@ def legacy_tables(family):
         return None
 
 
-def detect(module, family, legacy=legacy_tables):
-    """Pick the flavour this family's rules live in; refuse a host that uses both.
+_COUNTS_RE = re.compile(r'^\[\d+:\d+\] ', re.MULTILINE)
+FLAVOURS = ('legacy', 'nft')
 
-    When the kernel shows iptables-legacy holds no table here, its ruleset is not read (it is empty),
-    so a host that uses nf_tables is read once per family. Returns None when the host has no iptables
-    tool for the family at all.
-    """
+
+def in_use_counted(text):
+    """save.in_use of a save read with or without ``-c`` (its ``[packets:bytes]`` put aside)."""
+    return in_use(_COUNTS_RE.sub('', text))
+
+
+@dataclass
+class Saves:
+    """One family's ``*-save`` output per flavour the host has the tools for, and the flavour chosen."""
+    family: int
+    texts: dict = field(default_factory=dict)      # {flavour: save text}; '' for legacy when the kernel holds none
+    commands: dict = field(default_factory=dict)   # {flavour: [save command]}
+    flavour: str | None = None                     # choose(); None: rules in both, or no tool
+
+    @property
+    def both(self):
+        """Rules in both flavours: the engine refuses such a host."""
+        return len([f for f in FLAVOURS if in_use_counted(self.texts.get(f, ''))]) == 2
+
+
+def choose(texts, default=None):
+    """The flavour a family's rules are kept in: ``texts`` are {flavour: save text} of the flavours the host
+    has; ``default`` is the flavour of the plain ``iptables-save`` (read only when no flavour holds rules).
+    The one flavour holding rules; with none, the default when the host has it, else nft, else legacy,
+    else the default (or 'unknown' for a lone plain ``iptables-save``). None when both hold rules (the
+    engine refuses) or there is no tool."""
+    used = [f for f in FLAVOURS if f in texts and in_use_counted(texts[f])]
+    if len(used) == 2:
+        return None
+    if used:
+        return used[0]
+    if default in texts:
+        return default
+    for flavour in ('nft', 'legacy', 'unknown'):
+        if flavour in texts:
+            return flavour
+    return None
+
+
+def read_saves(module, family, counters=False, legacy=legacy_tables):
+    """Each flavour's ``*-save`` of one family, read once (with packet counts for the doctor), and the
+    flavour chosen. When the kernel shows iptables-legacy holds no table here, its ruleset is not read
+    (it is empty), so a host that uses nf_tables is read once per family."""
     base = TOOL[family]
-    found = {}
-    for flavour in ('legacy', 'nft'):
-        save = module.get_bin_path('%s-%s-save' % (base, flavour))
-        restore = module.get_bin_path('%s-%s-restore' % (base, flavour))
-        if not save or not restore:
+    option = ['-c'] if counters else []
+    saves = Saves(family)
+    for flavour in FLAVOURS:
+        save_cmd = module.get_bin_path('%s-%s-save' % (base, flavour))
+        if not save_cmd:
             continue
         if flavour == 'legacy' and legacy(family) == []:
-            found[flavour] = Tools(family, flavour, [save], [restore], '')
+            saves.texts[flavour], saves.commands[flavour] = '', [save_cmd]
             continue
-        rc, out, _err = run(module, [save], check=False)
+        rc, out, _err = run(module, [save_cmd] + option, check=False)
         if rc == 0:
-            found[flavour] = Tools(family, flavour, [save], [restore], out)
-    used = [f for f in ('legacy', 'nft') if f in found and in_use(found[f].saved)]
-    if len(used) == 2:
+            saves.texts[flavour], saves.commands[flavour] = out, [save_cmd]
+    generic = module.get_bin_path('%s-save' % base)
+    default = None
+    if generic and not any(in_use_counted(text) for text in saves.texts.values()):
+        default = _flavour_of(module, generic)
+    if generic and not saves.texts:
+        name = default or 'unknown'
+        saves.texts[name] = run(module, [generic] + option, context='reading the IPv%d ruleset' % family)[1]
+        saves.commands[name] = [generic]
+    saves.flavour = choose(saves.texts, default)
+    return saves
+
+
+def detect(module, family, legacy=legacy_tables):
+    """The Tools of the flavour this family's rules live in (read_saves, choose); refuses a host that
+    uses both. Returns None when the host has no iptables tool (save and restore) for the family."""
+    saves = read_saves(module, family, legacy=legacy)
+    base = TOOL[family]
+    if saves.both:
         raise RulesetError(
             'this host has %s rules in both iptables-legacy and iptables-nft; rules in one are '
             'invisible to the other and the result would be unpredictable. Move everything to one '
             'flavour first (see %s-legacy-save and %s-nft-save)' % (base, base, base))
-    if used:
-        return found[used[0]]
-    generic_save = module.get_bin_path('%s-save' % base)
-    generic_restore = module.get_bin_path('%s-restore' % base)
-    default = _flavour_of(module, generic_save) if generic_save else None
-    if default in found:
-        return found[default]
-    if found:
-        return found.get('nft') or found['legacy']
-    if generic_save and generic_restore:
-        return Tools(family, default or 'unknown', [generic_save], [generic_restore],
-                     run(module, [generic_save], context='reading the IPv%d ruleset' % family)[1])
-    return None
+    if saves.flavour is None:
+        return None
+    save_cmd = saves.commands[saves.flavour]
+    restore_cmd = module.get_bin_path(save_cmd[0].rsplit('/', 1)[-1][:-len('-save')] + '-restore')
+    if not restore_cmd:
+        return None
+    return Tools(family, saves.flavour, save_cmd, [restore_cmd], saves.texts[saves.flavour])
 
 
 def tools_for(module, family, flavour):

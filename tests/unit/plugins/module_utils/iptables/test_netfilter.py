@@ -67,6 +67,13 @@ def test_detect_falls_back_to_the_generic_tools():
     assert (backend.flavour, backend.save_cmd) == ('legacy', ['/usr/sbin/iptables-save'])
 
 
+@pytest.mark.parametrize('binaries', [{'iptables-nft-save'}, {'iptables-save'}])
+def test_detect_needs_the_restore_tool_of_the_flavour_it_reads(binaries):
+    module = FakeModule({'iptables-save --version': (0, 'iptables-save v1.8.9 (nf_tables)', ''),
+                         'iptables-nft-save': (0, EMPTY, ''), 'iptables-save': (0, EMPTY, '')}, binaries=binaries)
+    assert N.detect(module, 4, legacy=lambda family: None) is None
+
+
 def test_restore_test_run_arguments():
     module = FakeModule({'iptables-nft-restore': (0, '', '')})
     tools = N.Tools(4, 'nft', ['/usr/sbin/iptables-nft-save'], ['/usr/sbin/iptables-nft-restore'])
