@@ -15,7 +15,7 @@ COLL_DIR   := $(COLL_ROOT)/ansible_collections/kvmnet/nat
 # the benchmark adds iperf3 (bench/dataplane.py)
 APT_PKGS   := iptables nftables iproute2 rsync python3 debootstrap systemd-container zstd gcc libc6-dev dpkg-dev \
               openssh-client iperf3
-LAB        := $(PYTHON) tests/lab/lab.py
+LAB        := PYTHONPATH=$(COLL_ROOT) $(PYTHON) tests/lab/lab.py
 HV         ?= hv1
 DEMO_DIR   := /var/tmp/kvmnet-lab/kvmlab
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
@@ -159,12 +159,12 @@ MOLECULE_COPY := $(HOME)/.ansible/collections/ansible_collections/kvmnet/nat
 molecule: collection lab-images
 	trap '$(LAB) --name kvmmol down >/dev/null 2>&1 || true; $(LAB) --name kvmref down >/dev/null 2>&1 || true; \
 	      rm -rf $(MOLECULE_COPY)' EXIT; \
-	molecule test -s default && molecule test -s refusals
+	$(WITH_COLL) molecule test -s default && $(WITH_COLL) molecule test -s refusals
 
-lab-up: deps lab-images
+lab-up: deps collection lab-images
 	@$(LAB) status >/dev/null 2>&1 || $(LAB) up --hv hv1:bookworm
 
-lab-down:
+lab-down: collection
 	$(LAB) down
 
 lab-status:

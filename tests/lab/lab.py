@@ -13,7 +13,8 @@ Layout (one lab, NAME defaults to "kvmlab"):
                      network 192.168.122.0/24, guests webNN (fixed MAC, reserved .10) and appNN.
 The machine's root network namespace gets nothing: ssh goes through netns_proxy.py. `up` records
 the root namespace's netfilter, routes and sysctls; `down` removes everything and fails loudly if
-they changed.
+they changed. The two namespaces, their links and the repository's process are made and removed by
+tests/support/topology.py: `up` and `down` need the collections root on PYTHONPATH (make sets it).
 """
 import argparse
 import contextlib
@@ -26,6 +27,13 @@ import subprocess
 import sys
 import time
 
+TOPOLOGY_MISSING = None  # or why: `images`, `status`, `ssh` and tests/tools/core_line.py run without it
+try:
+    from ansible_collections.kvmnet.nat.tests.support import topology
+except ImportError as import_error:
+    topology = None
+    TOPOLOGY_MISSING = str(import_error)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.environ.get('KVMLAB_CACHE', '/var/cache/kvmnet-lab')
 STATE_ROOT = os.environ.get('KVMLAB_STATE', '/var/tmp/kvmnet-lab')
@@ -35,6 +43,7 @@ PUBLIC_GW = '203.0.113.1'
 CLIENT_ADDRS = ('203.0.113.50', '203.0.113.51')
 REPO_PORT = 8080
 DEFAULT_HVS = ('hv1:bookworm', 'hv2:trixie')
+ROLES = ('pub', 'cli')  # the namespaces NAME-pub and NAME-cli
 
 
 class LabError(Exception):
@@ -50,10 +59,6 @@ def run(cmd, check=True, **kw):
     if check and proc.returncode != 0:
         raise LabError(f'{" ".join(cmd)} failed (rc={proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}')
     return proc
-
-
-def in_ns(ns, *cmd, check=True):
-    return run(['ip', 'netns', 'exec', ns, *cmd], check=check)
 
 
 def hv_address(index):
@@ -141,6 +146,7 @@ class Lab:
         self.state_file = os.path.join(self.dir, 'state.json')
         self.pub = f'{name}-pub'
         self.cli = f'{name}-cli'
+        self.net = None  # the Topology switch() built in this process
         self.state = None
         if os.path.exists(self.state_file):
             with open(self.state_file) as f:
@@ -169,6 +175,7 @@ class Lab:
     def up(self, hvs, guests=True):
         if self.state:
             raise LabError(f'lab {self.name} is already up ({self.dir}); run "down" first')
+        require_topology()
         if os.geteuid() != 0:
             raise LabError('the lab needs root (namespaces, nspawn)')
         specs = []
@@ -258,24 +265,25 @@ class Lab:
             json.dump({'hypervisors': {'hosts': hosts}}, f, indent=2)
 
     def switch(self):
+        """The switch and client namespaces, left up for the lab's life; down() removes them."""
         log(f'lab switch: netns {self.pub} (br0 {PUBLIC_GW}/24), client netns {self.cli}')
-        run(['ip', 'netns', 'add', self.pub])
-        in_ns(self.pub, 'ip', 'link', 'set', 'lo', 'up')
-        in_ns(self.pub, 'ip', 'link', 'add', 'br0', 'type', 'bridge')
-        in_ns(self.pub, 'ip', 'addr', 'add', f'{PUBLIC_GW}/24', 'dev', 'br0')
-        in_ns(self.pub, 'ip', 'link', 'set', 'br0', 'up')
-        run(['ip', 'netns', 'add', self.cli])
-        in_ns(self.cli, 'ip', 'link', 'set', 'lo', 'up')
-        in_ns(self.cli, 'ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'cli0', 'netns', self.pub)
-        for addr in CLIENT_ADDRS:
-            in_ns(self.cli, 'ip', 'addr', 'add', f'{addr}/24', 'dev', 'eth0')
-        in_ns(self.cli, 'ip', 'link', 'set', 'eth0', 'up')
-        in_ns(self.pub, 'ip', 'link', 'set', 'cli0', 'master', 'br0')
-        in_ns(self.pub, 'ip', 'link', 'set', 'cli0', 'up')
-        logf = open(os.path.join(self.dir, 'repo.log'), 'w')
-        repo = subprocess.Popen(['ip', 'netns', 'exec', self.pub, sys.executable, '-m', 'http.server',
-                                 '--bind', PUBLIC_GW, '--directory', os.path.join(CACHE, 'repo'), str(REPO_PORT)],
-                                stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True)
+        net = self.net = topology.Topology(self.name, ROLES)
+        try:
+            net.up()
+            net.x('pub', 'ip', 'link', 'add', 'br0', 'type', 'bridge')
+            net.x('pub', 'ip', 'addr', 'add', f'{PUBLIC_GW}/24', 'dev', 'br0')
+            net.x('pub', 'ip', 'link', 'set', 'br0', 'up')
+            net.link('cli', 'eth0', 'pub', 'cli0')
+            for addr in CLIENT_ADDRS:
+                net.x('cli', 'ip', 'addr', 'add', f'{addr}/24', 'dev', 'eth0')
+            net.x('cli', 'ip', 'link', 'set', 'eth0', 'up')
+            net.x('pub', 'ip', 'link', 'set', 'cli0', 'master', 'br0', 'up')
+            with open(os.path.join(self.dir, 'repo.log'), 'w') as logf:
+                repo = net.spawn('pub', [sys.executable, '-m', 'http.server', '--bind', PUBLIC_GW,
+                                         '--directory', os.path.join(CACHE, 'repo'), str(REPO_PORT)],
+                                 stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True)
+        except topology.TopologyError as e:
+            raise LabError(str(e)) from e
         self.state['repo_pid'] = repo.pid
         self.save()
 
@@ -365,6 +373,7 @@ class Lab:
 
     # ---------------------------------------------------------------- down
     def down(self):
+        require_topology()
         problems = []
         state = self.state or {}
         for hv, pid in (state.get('supervisors') or {}).items():
@@ -376,16 +385,16 @@ class Lab:
                 problems.append(f'{hv}: container did not stop in 60 s; killed its processes')
                 kill_cgroup(self.name, hv)
                 wait_pid(pid, 10)
-        if state.get('repo_pid') and pid_alive(state['repo_pid']):
-            os.killpg(state['repo_pid'], signal.SIGTERM)
-            wait_pid(state['repo_pid'], 10)
         for hv in (state.get('supervisors') or {}):
             kill_cgroup(self.name, hv)
             remove_cgroup(self.name, hv)
             remove_nspawn_leftover(hv)
-        for ns in (self.cli, self.pub):
-            if os.path.exists(f'/run/netns/{ns}'):
-                run(['ip', 'netns', 'delete', ns], check=False)
+        try:  # what switch() built, also half-way
+            if self.net:  # a failed `up` in this process: its repository also while it is still starting
+                self.net.down()
+            topology.Topology.existing(self.name, ROLES, pids=[state.get('repo_pid')]).down()
+        except topology.TopologyError as e:
+            problems.append(str(e))
         if os.path.isdir(self.dir):
             self.keep_logs()
             if not any(pid_alive(pid) for pid in (state.get('supervisors') or {}).values()):
@@ -427,7 +436,14 @@ class Lab:
         return 0
 
 
-# ---------------------------------------------------------------- processes and cgroups
+# ---------------------------------------------------------------- namespaces, processes and cgroups
+
+def require_topology():
+    """`up` and `down` make and remove the namespaces with tests/support/topology.py."""
+    if TOPOLOGY_MISSING:
+        raise LabError(f'cannot import tests/support/topology.py ({TOPOLOGY_MISSING}): run lab.py with the '
+                       'collections root on PYTHONPATH, as make does (PYTHONPATH=$(COLL_ROOT))')
+
 
 def pid_alive(pid):
     if not pid:

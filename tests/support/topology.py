@@ -8,14 +8,21 @@ A Topology is a set of namespaces named ``<tag>-<role>`` that it creates and del
 between them, and the processes it started in them (killed by PID). Every command that touches
 netfilter, routes or sysctls runs inside them via ``ip netns exec``; nothing here touches the
 machine's own namespace. Use it as a context manager, or call down() in a finally: it removes
-everything, also after a failure half-way through up().
+everything, also after a failure half-way through up(). What one process builds another can remove:
+Topology.existing(tag, roles, pids) finds the namespaces by name and stops the recorded processes
+(the lab: ``lab.py up``, later ``lab.py down``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
+import time
+
+NETNS_DIR = '/run/netns'
 
 
 class TopologyError(Exception):
@@ -35,6 +42,17 @@ class Topology:
         self.ns = {role: '%s-%s' % (tag, role) for role in roles}
         self.created = []
         self.procs = []
+        self.pids = []
+
+    @classmethod
+    def existing(cls, tag, roles, pids=()):
+        """What another process built with ``cls(tag, roles)``, for down(): those of its namespaces that
+        still exist, and the processes it started there, by PID (``spawn(...).pid``). down() stops a
+        PID only while it runs in one of these namespaces, so a PID reused since is left alone."""
+        topo = cls(tag, roles)
+        topo.created = [name for name in topo.ns.values() if os.path.exists(os.path.join(NETNS_DIR, name))]
+        topo.pids = [pid for pid in pids if pid]
+        return topo
 
     def up(self):
         if os.geteuid() != 0:
@@ -88,10 +106,48 @@ class Topology:
                     proc.kill()
                     proc.wait(timeout=5)
         self.procs = []
+        ours = {_namespace(os.path.join(NETNS_DIR, name)) for name in self.created} - {None}
+        for pid in self.pids:
+            if _namespace('/proc/%d/ns/net' % pid) in ours and not _stop(pid):
+                errors.append('process %d: still runs after SIGKILL' % pid)
+        self.pids = []
         for name in reversed(self.created):
             result = sh('ip', 'netns', 'del', name, check=False)
             if result.returncode != 0:
                 errors.append('%s: %s' % (name, result.stderr.strip()))
         self.created = []
         if errors:
-            raise TopologyError('namespaces not removed: ' + '; '.join(errors))
+            raise TopologyError('not removed: ' + '; '.join(errors))
+
+
+def _namespace(path):
+    """The namespace a /run/netns entry or a /proc/PID/ns link names, as (device, inode); None if gone."""
+    try:
+        ns = os.stat(path)
+    except OSError:
+        return None
+    return ns.st_dev, ns.st_ino
+
+
+def _running(pid):
+    """Whether PID runs: neither gone nor a zombie (reaped here when it is this process's child)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            return stat.read().rsplit(') ', 1)[1][0] != 'Z'
+    except OSError:
+        return False
+
+
+def _stop(pid, timeout=5):
+    """SIGTERM, SIGKILL after ``timeout`` s, as down() stops its own processes; False if PID still runs."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _running(pid):
+            return True
+    return False
