@@ -53,10 +53,15 @@ class Plan:
 
 
 class Backend(Protocol):
-    """One IP family of one firewall backend. Attributes: ``family`` (4 or 6) and ``flavour`` (what the
-    result's ``flavour`` reports, e.g. ``nft`` or ``legacy``)."""
+    """One scope of one firewall backend: what it changes in one transaction. Attributes: ``families``
+    (the IP families it covers: (4,) or (6,) for iptables, (4, 6) for one nftables table); ``family`` (4
+    or 6 for a one-family backend, else None); ``key`` (how results, diffs and saved files name it:
+    ``ipv4``, ``ipv6``, ``inet``); ``flavour`` (what the result's ``flavour`` reports, e.g. ``nft`` or
+    ``legacy``)."""
 
+    families: tuple
     family: int
+    key: str
     flavour: str
 
     # ------------------------------------------------------------ converge
@@ -101,18 +106,22 @@ class Backend(Protocol):
 
 
 class Engine(Protocol):
-    """A backend kind, for one run: ``diff_header`` names what the diff shows."""
+    """A backend kind, for one run: ``diff_header`` names what the diff shows; ``scopes`` what ``open``
+    takes, one Backend each (iptables: 4 and 6; nftables: 'inet'); ``saved_files`` the suffix of each
+    scope's saved file by its key ({'ipv4': 'v4', 'ipv6': 'v6'})."""
 
     diff_header: str
+    scopes: tuple
+    saved_files: dict
 
     def problems(self):
         """Problems with the backend's own parameters (e.g. chain_prefix), before anything is read."""
 
-    def open(self, family):
-        """The Backend of ``family``; BackendUnavailable when the host has no tool for it."""
+    def open(self, scope):
+        """The Backend of ``scope``; BackendUnavailable when the host has no tool for it."""
 
-    def open_saved(self, family, text):
-        """(Backend, desired state) of a persisted file of ``family`` (kvmnet-nat-restore at boot and at
+    def open_saved(self, scope, text):
+        """(Backend, desired state) of a persisted file of ``scope`` (kvmnet-nat-restore at boot and at
         libvirt events): the backend as the file says its rules were applied (e.g. the iptables flavour);
         RulesetError when the file is not one this backend wrote, BackendUnavailable when the host lacks
         its tool."""

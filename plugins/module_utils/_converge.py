@@ -5,8 +5,9 @@
 
 """The converge driver: PRIVATE to this collection, no stable API.
 
-One sequence for every backend (_backend.py): read and plan every family and test every payload
-before changing any; write the saved files first, then apply each family and read it back; put the
+One sequence for every backend (_backend.py): read and plan every scope (a backend's unit of change: one
+IP family for iptables, both in one table for nftables) and test every payload before changing any; write
+the saved files first, then apply each scope and read it back; put the
 saved files back when a payload fails. The host lock, check mode (nothing written, no lock created),
 the diff and every error text of that sequence are here, once. The module (plugins/modules/forwards.py)
 checks its parameters and the host, then calls ``converge``; ``run`` turns refusals into failures.
@@ -23,6 +24,11 @@ PERSIST_MODE = 0o640
 MAX_LOCK_TIMEOUT = 600
 
 
+def _name(key):
+    """How messages name a scope: ``IPv4`` for ``ipv4``, the key itself otherwise (``inet``)."""
+    return 'IPv' + key[3:] if key.startswith('ipv') else key
+
+
 def forward_result(fwd):
     return dict(guest=fwd.guest, guest_ip=str(fwd.guest_ip), proto=fwd.proto,
                 host_port=str(fwd.host_ports), guest_port=str(fwd.guest_ports),
@@ -32,8 +38,9 @@ def forward_result(fwd):
                 guest_network=str(fwd.guest_network) if fwd.guest_network else None)
 
 
-def persist_paths(path, check_mode=False):
-    """``<path>.v4`` and ``<path>.v6``, after checking the path can hold them; None when not asked.
+def persist_paths(path, check_mode=False, suffixes=None):
+    """``<path>.<suffix>`` for each scope's key ({key: suffix}, the engine's ``saved_files``; by default
+    ``<path>.v4`` and ``<path>.v6``), after checking the path can hold them; None when not asked.
 
     In check mode the directory may be missing (a role creates it before the real run)."""
     if not path:
@@ -44,7 +51,8 @@ def persist_paths(path, check_mode=False):
     parent = os.path.dirname(path)
     if not os.path.isdir(parent) and not check_mode:
         raise ValueError('persist_path %s: directory %s does not exist' % (path, parent))
-    paths = {family: '%s.v%d' % (path, family) for family in _forward.FAMILIES}
+    suffixes = suffixes or {'ipv%d' % family: 'v%d' % family for family in _forward.FAMILIES}
+    paths = {key: '%s.%s' % (path, suffix) for key, suffix in suffixes.items()}
     for target in paths.values():
         if os.path.islink(target) or (os.path.lexists(target) and not os.path.isfile(target)):
             raise ValueError('persist_path: %s exists and is not a regular file; remove it first' % target)
@@ -53,7 +61,7 @@ def persist_paths(path, check_mode=False):
 
 def check_params(module, engine):
     """Parameters checked before anything is read or changed: the backend's own, the lock, the saved
-    files. Returns the saved files' paths ({family: path} or None)."""
+    files. Returns the saved files' paths ({scope key: path} or None)."""
     params = module.params
     problems = list(engine.problems())
     if not 1 <= params['lock_timeout'] <= MAX_LOCK_TIMEOUT:
@@ -61,7 +69,7 @@ def check_params(module, engine):
     if not os.path.isabs(params['lock_path']):
         problems.append('lock_path %r must be an absolute path' % (params['lock_path'],))
     try:
-        paths = persist_paths(params['persist_path'], module.check_mode)
+        paths = persist_paths(params['persist_path'], module.check_mode, engine.saved_files)
     except ValueError as exc:
         problems.append(str(exc))
         paths = None
@@ -70,16 +78,23 @@ def check_params(module, engine):
     return paths
 
 
+def _families(scope):
+    """The IP families a scope covers: itself for 4 or 6, both for a backend that holds them together."""
+    return (scope,) if scope in _forward.FAMILIES else _forward.FAMILIES
+
+
 def plan_families(module, engine, forwards):
-    """Read and plan every family, and test every payload, before changing any: a refusal leaves all untouched.
-    Returns [(backend, desired, plan)] of the families the host has a tool for."""
+    """Read and plan every scope, and test every payload, before changing any: a refusal leaves all untouched.
+    Returns [(backend, desired, plan)] of the scopes the host has a tool for."""
     work = []
-    for family in _forward.FAMILIES:
+    for scope in engine.scopes:
         try:
-            backend = engine.open(family)
+            backend = engine.open(scope)
         except BackendUnavailable as exc:
-            if any(fwd.family == family for fwd in forwards):
-                module.fail_json(msg='IPv%d forwards were given but %s, nothing was changed' % (family, exc))
+            given = sorted({fwd.family for fwd in forwards if fwd.family in _families(scope)})
+            if given:
+                module.fail_json(msg='%s forwards were given but %s, nothing was changed'
+                                 % (' and '.join('IPv%d' % family for family in given), exc))
             continue
         desired = backend.desired(forwards)
         plan = backend.plan(backend.read(), desired)
@@ -92,21 +107,21 @@ def plan_families(module, engine, forwards):
 def _read_back(module, backend, desired, plan, result):
     recheck = backend.read_back(desired)
     if recheck.changed:
-        module.fail_json(msg='IPv%d rules were applied but the ruleset read back differs from the desired '
+        module.fail_json(msg='%s rules were applied but the ruleset read back differs from the desired '
                          'one (%s); this is a bug in kvmnet.nat, please report it with this output'
-                         % (backend.family, '; '.join(recheck.reasons)),
+                         % (_name(backend.key), '; '.join(recheck.reasons)),
                          payload=plan.payload, **result)
 
 
 def apply(module, work, result, paths=None, previous=None):
-    """Apply each family's plan and read it back; True if anything changed.
+    """Apply each scope's plan and read it back; True if anything changed.
 
-    When a payload fails, the saved files ``persist`` wrote for it and for the families not applied yet
+    When a payload fails, the saved files ``persist`` wrote for it and for the scopes not applied yet
     are put back as they were (``previous``), so that they still describe the live rules."""
     changed = False
     applied = set()
     for index, (backend, desired, plan) in enumerate(work):
-        key = 'ipv%d' % backend.family
+        key = backend.key
         result['flavour'][key] = backend.flavour
         result['reasons'].extend('%s %s' % (key, r) for r in plan.reasons)
         result['rules'][key] = plan.after
@@ -118,10 +133,10 @@ def apply(module, work, result, paths=None, previous=None):
         try:
             backend.apply(plan)
         except _command.CommandError as exc:
-            pending = {b.family for b, _d, p in work[index:] if p.changed}
+            pending = {b.key for b, _d, p in work[index:] if p.changed}
             module.fail_json(msg='%s; %s' % (exc, _after_failed_apply(module, paths, previous or {}, pending, applied)),
                              cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
-        applied.add(backend.family)
+        applied.add(backend.key)
         _read_back(module, backend, desired, plan, result)
     return changed
 
@@ -148,10 +163,10 @@ def _persist_one(module, path, text):
 
 
 def _put_back(module, paths, previous):
-    """Put the saved files of ``previous`` ({family: content or None}) back as they were; the problems."""
+    """Put the saved files of ``previous`` ({scope key: content or None}) back as they were; the problems."""
     problems = []
-    for family in sorted(previous):
-        path, before = paths[family], previous[family]
+    for key in sorted(previous):
+        path, before = paths[key], previous[key]
         try:
             if before is None:
                 if os.path.lexists(path):
@@ -166,27 +181,27 @@ def _put_back(module, paths, previous):
 
 
 def _after_failed_apply(module, paths, previous, pending, applied):
-    """What became of the saved files when a payload failed: the ones of the families not applied are put back."""
-    back = {family: previous[family] for family in pending if family in previous}
+    """What became of the saved files when a payload failed: the ones of the scopes not applied are put back."""
+    back = {key: previous[key] for key in pending if key in previous}
     problems = _put_back(module, paths, back)
-    notes = ['IPv%d rules were applied and saved' % family for family in sorted(applied)] or ['nothing was changed']
+    notes = ['%s rules were applied and saved' % _name(key) for key in sorted(applied)] or ['nothing was changed']
     if back and not problems:
-        notes.append('%s put back as it was' % ', '.join(paths[family] for family in sorted(back)))
+        notes.append('%s put back as it was' % ', '.join(paths[key] for key in sorted(back)))
     return '; '.join(notes + problems)
 
 
 def persist(module, work, paths):
-    """Write (or remove) every family's saved file before any rule is applied (issue 19).
+    """Write (or remove) every scope's saved file before any rule is applied (issue 19).
 
     kvmnet-nat-restore applies these files at boot and at every libvirt network event; a file that
     disagrees with the live rules would bring back a forward that was removed. So a file that cannot be
     written (a read-only /etc, a full disk) fails the task before anything is applied, and the files
     already written in this run are put back (a read-only directory allows neither writing nor deleting
     nor renaming a file in it, so an older file there cannot be made unrestorable: it must stay right).
-    Returns (reasons, {family: what the file held before}) for the files it changed."""
+    Returns (reasons, {scope key: what the file held before}) for the files it changed."""
     reasons, previous = [], {}
     for backend, desired, _unused in work:
-        path = paths[backend.family]
+        path = paths[backend.key]
         text = backend.persisted_text(desired)
         try:
             written, before = _persist_one(module, path, text)
@@ -197,15 +212,15 @@ def persist(module, work, paths):
                              % ('writing' if text else 'removing', path, exc.strerror or exc,
                                 '; '.join(problems) or 'nothing was changed'))
         if written:
-            previous[backend.family] = before
-            reasons.append('ipv%d persisted rules in %s %s' % (backend.family, path, 'updated' if text else 'removed'))
+            previous[backend.key] = before
+            reasons.append('%s persisted rules in %s %s' % (backend.key, path, 'updated' if text else 'removed'))
     return reasons, previous
 
 
 def diff(engine, work):
     before, after = [], []
     for backend, _desired, plan in work:
-        key = 'ipv%d' % backend.family
+        key = backend.key
         before.extend('%s %s' % (key, line) for line in plan.before)
         after.extend('%s %s' % (key, line) for line in plan.after)
     return dict(before='\n'.join(before) + '\n' if before else '', after='\n'.join(after) + '\n' if after else '',

@@ -8,7 +8,8 @@ hook run: PRIVATE to this collection, no stable API.
 
 It runs on the hypervisor without Ansible: the role installs this file and the module_utils it imports
 under /usr/local/lib/kvmnet-nat, and a two-line entry point (roles/expose/templates/kvmnet-nat-restore.py.j2)
-that calls ``main``. It uses the module's own planner, grammar check and host lock (_lock), per family:
+that calls ``main``. It uses the module's own planner, grammar check and host lock (_lock), per scope
+(an IP family, for iptables):
 
 - ``start``: the saved file's desired state against the live ruleset. Nothing at all runs when all is as
   saved (a guest starting, the usual hook event); otherwise one payload, tested (``--test``), applied in
@@ -35,7 +36,6 @@ from ansible_collections.kvmnet.nat.plugins.module_utils._schema import DEFAULT_
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as _iptables
 
 NAME = 'kvmnet-nat-restore'
-FAMILIES = (4, 6)
 DEFAULT_WAIT = 30
 MAX_WAIT = 600
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
@@ -116,66 +116,73 @@ def read_saved(path):
         return None, '%s: not UTF-8 text (edited?); not restored' % path
 
 
-def _open(engine, family, path, action, text):
-    """(backend, desired) for one family: the saved file's, or for a flush with no file, the host's
+def _label(scope):
+    """How messages name a scope: IPv4, IPv6, or the scope itself (inet)."""
+    return 'IPv%d' % scope if scope in (4, 6) else str(scope)
+
+
+def _open(engine, scope, path, action, text):
+    """(backend, desired) for one scope: the saved file's, or for a flush with no file, the host's
     detected flavour and the default prefix with nothing desired."""
     if text is None:
-        backend = engine.open(family)
+        backend = engine.open(scope)
         return backend, backend.desired([])
     try:
-        backend, desired = engine.open_saved(family, text)
+        backend, desired = engine.open_saved(scope, text)
     except RulesetError as exc:
         raise RulesetError('%s: %s' % (path, exc)) from None
     return backend, backend.desired([]) if action == 'flush' else desired
 
 
 def _change(backend, desired, plan, log):
-    """Test, apply and read back one family's plan; False (and logged) when any of it fails."""
-    family = backend.family
+    """Test, apply and read back one scope's plan; False (and logged) when any of it fails."""
+    label = _label(backend.family or backend.key)
     try:
         backend.test(plan)
     except _command.CommandError as exc:
-        log('err', 'IPv%d: %s --test refused the payload, nothing was changed: %s'
-            % (family, os.path.basename(exc.cmd[0]), exc.stderr or exc))
+        log('err', '%s: %s --test refused the payload, nothing was changed: %s'
+            % (label, os.path.basename(exc.cmd[0]), exc.stderr or exc))
         return False
     backend.apply(plan)
     recheck = backend.read_back(desired)
     if recheck.changed:
-        log('err', 'IPv%d: the rules were applied but the ruleset read back differs (%s); run kvmnet.nat.doctor'
-            % (family, '; '.join(recheck.reasons)))
+        log('err', '%s: the rules were applied but the ruleset read back differs (%s); run kvmnet.nat.doctor'
+            % (label, '; '.join(recheck.reasons)))
         return False
     return True
 
 
-def restore_family(engine, family, path, action, log):
-    """Bring one family to its saved file (``start``) or remove our rules (``flush``); True when it is
-    as asked, False when something was refused or failed (logged; the family left as it was)."""
+def restore_family(engine, scope, path, action, log):
+    """Bring one scope (an IP family, for iptables) to its saved file (``start``) or remove our rules
+    (``flush``); True when it is as asked, False when something was refused or failed (logged; the scope
+    left as it was)."""
+    label = _label(scope)
     text, problem = read_saved(path)
     if problem:
         log('err', problem)
         return False
     if text is None and action == 'start':
-        return True                                 # no file: no forwards of this family
+        return True                                 # no file: no forwards of this scope
     try:
-        backend, desired = _open(engine, family, path, action, text)
+        backend, desired = _open(engine, scope, path, action, text)
         plan = backend.plan(backend.read(), desired)
         if not plan.changed:
-            log('debug', 'IPv%d: up to date' % family)
+            log('debug', '%s: up to date' % label)
             return True
         if not _change(backend, desired, plan, log):
             return False
     except BackendUnavailable as exc:
         if text is None:                            # flush, and no tool: nothing of ours can be there
             return True
-        log('err', 'IPv%d: %s; not restored' % (family, exc))
+        log('err', '%s: %s; not restored' % (label, exc))
         return False
     except RulesetError as exc:
-        log('err', 'IPv%d: %s; nothing was changed' % (family, exc))
+        log('err', '%s: %s; nothing was changed' % (label, exc))
         return False
     except _command.CommandError as exc:
-        log('err', 'IPv%d: %s' % (family, exc))
+        log('err', '%s: %s' % (label, exc))
         return False
-    log('notice', 'IPv%d: %s: applied (%s)' % (family, action, '; '.join(plan.reasons)))
+    log('notice', '%s: %s: applied (%s)' % (label, action, '; '.join(plan.reasons)))
     return True
 
 
@@ -194,7 +201,8 @@ def main(argv, base, lock_path, syslog=True, environ=None, stream=None):
     engine = _iptables.Engine(host, DEFAULT_PREFIX, wait)
     try:
         with _lock.host_lock(lock_path, wait, '%s %s' % (NAME, action)):
-            done = [restore_family(engine, family, '%s.v%d' % (base, family), action, log) for family in FAMILIES]
+            done = [restore_family(engine, scope, '%s.%s' % (base, suffix), action, log)
+                    for scope, suffix in zip(engine.scopes, engine.saved_files.values())]
     except _lock.LockError as exc:
         log('err', str(exc))
         return 1

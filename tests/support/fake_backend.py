@@ -42,11 +42,13 @@ class FakeDesired:
 
 
 class FakeHost:
-    """What the fake backend reads and changes: {family: set of items}; ``families``: the ones it has a tool for."""
+    """What the fake backend reads and changes: {scope: set of items}; ``families``: the ones it has a tool
+    for; ``together``: one scope 'inet' holds both families (as one nftables table does)."""
 
-    def __init__(self, families=(4, 6)):
+    def __init__(self, families=(4, 6), together=False):
         self.families = tuple(families)
-        self.live = {family: set() for family in families}
+        self.together = together
+        self.live = {'inet': set()} if together else {family: set() for family in families}
         self.faults = Faults()
         self.applied = []       # (family, payload) of every apply that ran
 
@@ -60,10 +62,18 @@ class FakeEngine:
     def problems(self):
         return [] if self.prefix.isupper() else ['chain_prefix %r must be upper case' % (self.prefix,)]
 
-    def open(self, family):
-        if family not in self.host.families:
+    @property
+    def scopes(self):
+        return ('inet',) if self.host.together else (4, 6)
+
+    @property
+    def saved_files(self):
+        return {'inet': 'nft'} if self.host.together else {'ipv4': 'v4', 'ipv6': 'v6'}
+
+    def open(self, scope):
+        if (scope == 'inet' and not self.host.families) or (scope != 'inet' and scope not in self.host.families):
             raise BackendUnavailable('this host has no fake tool')
-        return FakeBackend(self.host, family)
+        return FakeBackend(self.host, scope)
 
     def open_saved(self, family, text):
         backend = self.open(family)
@@ -73,14 +83,18 @@ class FakeEngine:
 class FakeBackend:
     flavour = 'fake'
 
-    def __init__(self, host, family):
-        self.host, self.family = host, family
+    def __init__(self, host, scope):
+        self.host, self.scope = host, scope
+        self.family = None if scope == 'inet' else scope
+        self.families = (4, 6) if scope == 'inet' else (scope,)
+        self.key = 'inet' if scope == 'inet' else 'ipv%d' % scope
 
     def read(self):
-        return frozenset(self.host.live[self.family])
+        return frozenset(self.host.live[self.scope])
 
     def desired(self, forwards):
-        return FakeDesired(self.family, tuple(sorted(f.label for f in forwards if f.family == self.family)))
+        return FakeDesired(self.family, tuple(sorted('%d %s' % (f.family, f.label) if self.family is None else f.label
+                                                     for f in forwards if f.family in self.families)))
 
     def plan(self, live, desired):
         added, removed = sorted(set(desired.items) - live), sorted(live - set(desired.items))
@@ -89,18 +103,18 @@ class FakeBackend:
                     after=list(desired.items), reasons=['%s added' % i for i in added] + ['%s removed' % i for i in removed])
 
     def _fail(self, what):
-        raise CommandError(['fake-restore'], 1, 'fake %s failed' % what, 'applying IPv%d rules' % self.family)
+        raise CommandError(['fake-restore'], 1, 'fake %s failed' % what, 'applying %s rules' % self.key)
 
     def test(self, plan):
-        if self.family in self.host.faults.test:
+        if self.scope in self.host.faults.test:
             self._fail('test')
 
     def apply(self, plan):
-        if self.family in self.host.faults.apply:
+        if self.scope in self.host.faults.apply:
             self._fail('apply')
-        self.host.applied.append((self.family, plan.payload))
-        if self.family not in self.host.faults.ignore:
-            self.host.live[self.family] = set(plan.after)
+        self.host.applied.append((self.scope, plan.payload))
+        if self.scope not in self.host.faults.ignore:
+            self.host.live[self.scope] = set(plan.after)
 
     def read_back(self, desired):
         return self.plan(self.read(), desired)
@@ -109,7 +123,7 @@ class FakeBackend:
         if desired.empty:
             return None
         body = ''.join('%s\n' % item for item in desired.items)
-        return '# fake family=%d sha256=%s\n%s' % (self.family, hashlib.sha256(body.encode()).hexdigest(), body)
+        return '# fake scope=%s sha256=%s\n%s' % (self.scope, hashlib.sha256(body.encode()).hexdigest(), body)
 
     def read_persisted(self, text):
         header, _sep, body = text.partition('\n')

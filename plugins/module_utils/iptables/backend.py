@@ -21,6 +21,8 @@ class Engine:
     is handed to ``*-restore --wait`` (xtables' own lock)."""
 
     diff_header = 'managed iptables rules'
+    scopes = (4, 6)
+    saved_files = {'ipv4': 'v4', 'ipv6': 'v6'}
 
     def __init__(self, module, prefix, lock_timeout, legacy=netfilter.legacy_tables):
         self.module, self.prefix, self.lock_timeout, self.legacy = module, prefix, lock_timeout, legacy
@@ -56,6 +58,7 @@ class Backend:
     def __init__(self, module, tools, prefix, lock_timeout, detected=True):
         self.module, self.tools, self.prefix, self.lock_timeout = module, tools, prefix, lock_timeout
         self.family, self.flavour = tools.family, tools.flavour
+        self.families, self.key = (tools.family,), 'ipv%d' % tools.family
         self._detected = detected   # the save taken while detecting is the first read
 
     def read(self):

@@ -178,6 +178,44 @@ def test_a_family_without_a_tool_fails_only_when_it_has_forwards(tmp_path):
     assert result['msg'] == 'IPv6 forwards were given but this host has no fake tool, nothing was changed'
 
 
+class Together(Fake):
+    """A backend whose one scope holds both families (one nftables table): one plan, one file."""
+
+    def __init__(self, families=(4, 6)):
+        super().__init__()
+        self.host = FB.FakeHost(families, together=True)
+
+
+def test_one_scope_for_both_families_is_planned_applied_and_saved_once(tmp_path):
+    together = Together()
+    _m, first = converge(together, tmp_path, DECLARED, diff=True)
+    assert first['changed'] is True and 'failed' not in first, first.get('msg')
+    assert list(first['flavour']) == ['inet'] and len(together.host.applied) == 1
+    assert together.ours() == {'inet': ['4 web01 tcp/2222->22', '4 web01 tcp/8080->80', '6 web01 tcp/8080->80']}
+    assert sorted(files(tmp_path)) == ['rules.nft'] and first['diff']['after'].startswith('inet ')
+    _m, again = converge(together, tmp_path, DECLARED)
+    assert (again['changed'], again['reasons']) == (False, [])
+
+
+def test_one_scope_for_both_families_puts_its_file_back_when_the_apply_fails(tmp_path):
+    together = Together()
+    converge(together, tmp_path, DECLARED[:1])
+    before, live = files(tmp_path), together.ours()
+    together.host.faults.apply.add('inet')
+    _m, result = converge(together, tmp_path, DECLARED)
+    assert result['failed'] is True and 'nothing was changed; %s put back as it was' % (tmp_path / 'rules.nft') \
+        in result['msg'], result['msg']
+    assert files(tmp_path) == before and together.ours() == live
+
+
+def test_one_scope_without_a_tool_names_every_family_given(tmp_path):
+    together = Together(families=())
+    _m, result = converge(together, tmp_path, DECLARED)
+    assert result['msg'] == 'IPv4 and IPv6 forwards were given but this host has no fake tool, nothing was changed'
+    _m, result = converge(together, tmp_path, [])
+    assert result['changed'] is False and 'failed' not in result
+
+
 def test_the_persisted_file_gives_back_the_desired_state(backend, tmp_path):
     """What a restore at boot plans against: the desired state the saved file describes."""
     module = backend.module({})

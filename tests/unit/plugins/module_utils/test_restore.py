@@ -18,7 +18,7 @@ import pytest
 from ansible_collections.kvmnet.nat.plugins.module_utils import _restore as R
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as iptables
 from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.test_converge import (
-    DECLARED, Fake, Iptables, converge)
+    DECLARED, Fake, Iptables, Together, converge)
 
 
 @pytest.fixture(params=[Fake, Iptables], ids=['fake', 'iptables'])
@@ -82,6 +82,17 @@ def test_start_brings_back_what_was_saved_and_then_does_nothing(backend, tmp_pat
     done, log, commands = restore(backend, tmp_path)
     assert done == [True, True] and changes(commands) == [], commands       # all as saved: nothing runs
     assert [level for level, _t in log.lines] == ['debug', 'debug']
+
+
+def test_a_scope_holding_both_families_is_restored_from_its_one_file(tmp_path):
+    together = Together()
+    live = saved(together, tmp_path)
+    together.host.live = {'inet': set()}
+    module = together.module({})
+    engine = together.engine(module)
+    log = Log()
+    assert R.restore_family(engine, 'inet', str(tmp_path / 'rules.nft'), 'start', log) is True, log.lines
+    assert ours(together) == live and log.lines[0][1].startswith('inet: start: applied')
 
 
 def test_flush_removes_ours_and_start_puts_it_back(backend, tmp_path):

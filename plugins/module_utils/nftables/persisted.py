@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The nftables backend, the persisted copy: PRIVATE to this collection, no stable API.
+
+Pure Python, no I/O. The file a restore loads at boot: a comment line, the header line (format,
+backend, prefix, table, SHA-256 of the rest), then the script that builds our table from nothing
+(``table inet X`` / ``delete table inet X`` / ``table inet X { ... }``). The accept rule is not in it:
+libvirt's table does not exist at boot, and the libvirt network hook puts the rule back when libvirt
+builds it (a plan against the live ruleset).
+
+Reading it back refuses anything that is not exactly what the renderer writes: the checksum, the
+header's fields, every set's name and type, every element and every rule matched against the forms
+rules.py writes (nothing else ever reaches nft from a file), and the script rendered again from what
+was parsed must be the body byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.rules import valid_prefix
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.plan import table_commands
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.rules import (
+    BASE_CHAINS, DISPATCH, Chain, Desired, NftSet, Table, table_name)
+
+PERSIST_FORMAT = 1
+HEADER = '# kvmnet-nat-restore '
+
+# ---------------------------------------------------------------- the forms rules.py writes
+_A4 = r'[0-9]{1,3}(?:\.[0-9]{1,3}){3}'
+_A6 = r'[0-9a-f:]*:[0-9a-f:.]*'
+_ADDR = r'(?:%s|%s)' % (_A4, _A6)
+_NET = r'%s(?:/[0-9]{1,3})?' % _ADDR
+_PORTS = r'[0-9]{1,5}(?:-[0-9]{1,5})?'
+_PROTO = r'(?:tcp|udp|sctp)'
+_IFACE = r'"[A-Za-z0-9_.@-]{1,15}\*?"'
+_CHAIN = r'f_[0-9a-f]{16}'
+_MARK = r'0x00[246]00000'
+_FAM = r'(?:ip|ip6)'
+_KEY = r'%s daddr \. meta l4proto \. th dport' % _FAM
+_DEST = r'(?:%s|\[%s\])(?::[0-9]{1,5}|:%s dport map \{ [0-9]{1,5} : [0-9]{1,5}(?:, [0-9]{1,5} : [0-9]{1,5})* \})?' % (
+    _A4, _A6, _PROTO)
+_RULES = [re.compile(p, re.ASCII) for p in (
+    r'%s vmap @special[46]' % _KEY,
+    r'%s saddr \. %s @hairpin[46] ct mark set ct mark \| 0x00400000' % (_FAM, _KEY),
+    r'%s @masq[46] ct mark set ct mark \| 0x00400000' % _KEY,
+    r'%s @(port|addr)[46] ct mark set ct mark \| 0x00200000 dnat %s to %s map @(port|addr)[46]' % (_KEY, _FAM, _KEY),
+    r'meta nfproto ipv[46] iifname \. meta l4proto \. th dport vmap @iface[46]',
+    r'meta nfproto ipv[46] iifname %s meta l4proto \. th dport vmap @wild[46]_[0-9]{1,4}' % _IFACE,
+    r'(?:iifname %s )?meta l4proto %s(?: %s saddr (?:%s|\{ %s(?:, %s)* \}))?(?: %s saddr %s)? '
+    r'ct mark set ct mark \| %s dnat %s to %s comment "[A-Za-z0-9 ._+:@/>-]{1,120}"'
+    % (_IFACE, _PROTO, _FAM, _NET, _NET, _NET, _FAM, _NET, _MARK, _FAM, _DEST),
+    r'jump dispatch',
+    r'fib daddr type local jump dispatch',
+    r'ct mark & 0x00400000 == 0x00400000 masquerade',
+)]
+_SET_NAME = re.compile(r'(special|hairpin|masq|port|addr|iface)[46]|wild[46]_[0-9]{1,4}', re.ASCII)
+_ELEMENT = {
+    'ipv4_addr': r'%s(?:/[0-9]{1,2})?' % _A4, 'ipv6_addr': r'%s(?:/[0-9]{1,3})?' % _A6, 'inet_proto': _PROTO,
+    'inet_service': _PORTS, 'ifname': _IFACE, 'verdict': r'jump %s' % _CHAIN,
+}
+
+
+def _element_re(found):
+    key = r' \. '.join(_ELEMENT.get(t, '(?!)') for t in found.key)
+    if not found.data:
+        return re.compile(key, re.ASCII)
+    return re.compile(key + ' : ' + r' \. '.join(_ELEMENT.get(t, '(?!)') for t in found.data), re.ASCII)
+
+
+def check_table(table):
+    """Problems of a Table that rules.py would not have written (names, types, elements, rules)."""
+    problems = []
+    for name, found in sorted(table.sets.items()):
+        types = set(found.key) | set(found.data)
+        if not _SET_NAME.fullmatch(name) or not types <= set(_ELEMENT) or found.kind not in ('set', 'map'):
+            problems.append('%s %s of type %s' % (found.kind, name, found.type_text))
+            continue
+        pattern = _element_re(found)
+        problems.extend('%s %s element %s' % (found.kind, name, e) for e in found.elements if not pattern.fullmatch(e))
+    for name, chain in sorted(table.chains.items()):
+        if chain.base != BASE_CHAINS.get(name, '') or not (name in BASE_CHAINS or name == DISPATCH or re.fullmatch(_CHAIN, name)):
+            problems.append('chain %s %s' % (name, chain.base))
+        problems.extend('chain %s rule %s' % (name, r) for r in chain.rules if not any(p.fullmatch(r) for p in _RULES))
+    return problems
+
+# ---------------------------------------------------------------- the file
+
+
+def persist_text(desired):
+    """The saved file: two header lines, then the script that builds our table from nothing."""
+    if desired.table is None:
+        raise ValueError('there is no table to save')
+    problems = check_table(desired.table)
+    if problems:
+        raise ValueError('refusing to save what kvmnet.nat would not write: %s' % problems[0])
+    body = table_commands(desired.name, desired.table)
+    header = '# Managed by kvmnet.nat: only its own table inet %s. Do not edit.\n' % desired.name
+    meta = '%sformat=%d backend=nftables prefix=%s table=%s sha256=%s\n' % (
+        HEADER, PERSIST_FORMAT, desired.prefix, desired.name, hashlib.sha256(body.encode('ascii')).hexdigest())
+    return header + meta + body
+
+
+def read_persisted(text):
+    """(fields of the header line 2, body: every line after it); ``valid``: the body's SHA-256 matches."""
+    lines = text.split('\n')
+    if len(lines) < 3 or not lines[1].startswith(HEADER):
+        return {'valid': False}, text
+    fields = dict(word.split('=', 1) for word in lines[1][len(HEADER):].split(' ') if '=' in word)
+    body = '\n'.join(lines[2:])
+    fields['valid'] = fields.get('sha256') == hashlib.sha256(body.encode('utf-8', 'replace')).hexdigest()
+    return fields, body
+
+
+def _parse_body(body, name):
+    """The Table a body describes, parsed by the shape the renderer writes (checked after)."""
+    lines = body.split('\n')
+    head = ['table inet %s' % name, 'delete table inet %s' % name, 'table inet %s {' % name]
+    if lines[:3] != head:
+        raise RulesetError('the saved script does not start by replacing table inet %s' % name)
+    table, index = Table(name), 3
+    while index < len(lines) and lines[index].startswith('\t') and lines[index].endswith(' {'):
+        kind, obj = lines[index].strip()[:-2].split(' ', 1)
+        index += 1
+        if kind in ('set', 'map'):
+            type_text = lines[index].strip()[len('type '):]
+            index += 1
+            interval = lines[index] == '\t\tflags interval'
+            index += interval
+            elements = []
+            if lines[index].startswith('\t\telements = { '):
+                chunk = [lines[index][len('\t\telements = { '):]]
+                while not chunk[-1].endswith(' }'):
+                    index += 1
+                    chunk.append(lines[index].strip())
+                chunk[-1] = chunk[-1][:-2]
+                elements = [e.rstrip(',') for e in chunk]
+                index += 1
+            key, _sep, data = type_text.partition(' : ')
+            table.sets[obj] = NftSet(kind, tuple(key.split(' . ')), tuple(data.split(' . ')) if data else (),
+                                     interval, tuple(sorted(set(elements))))
+        else:
+            rules = []
+            while lines[index] != '\t}':
+                rules.append(lines[index][2:])
+                index += 1
+            base = rules.pop(0) if rules and rules[0].startswith('type ') else ''
+            table.chains[obj] = Chain(base, tuple(rules))
+        if lines[index] != '\t}':
+            raise RulesetError('the saved script is not one kvmnet.nat writes (near line %d)' % (index + 4))
+        index += 1
+    return table
+
+
+def desired_from_persisted(text, prefix):
+    """The Desired a saved file describes; RulesetError unless it is intact, for ``prefix``, and exactly
+    what the renderer writes (every line checked, the whole body rendered again and compared)."""
+    fields, body = read_persisted(text)
+    if not fields['valid']:
+        raise RulesetError('the saved rules have no valid kvmnet-nat-restore header or their checksum does not match')
+    name = table_name(prefix) if valid_prefix(prefix) else None
+    expected = {'format': str(PERSIST_FORMAT), 'backend': 'nftables', 'prefix': prefix, 'table': name}
+    wrong = ['%s=%s (expected %s)' % (k, fields.get(k), v) for k, v in sorted(expected.items()) if fields.get(k) != v]
+    if wrong:
+        raise RulesetError('the saved rules are not for this run: %s' % ', '.join(wrong))
+    try:
+        table = _parse_body(body, name)
+    except (IndexError, ValueError):
+        raise RulesetError('the saved script is not one kvmnet.nat writes (cut short or edited)') from None
+    problems = check_table(table)
+    if problems:
+        raise RulesetError('the saved script holds what kvmnet.nat does not write: %s' % problems[0])
+    if table_commands(name, table) != body:
+        raise RulesetError('the saved script is not exactly what kvmnet.nat writes (edited)')
+    return Desired(prefix=prefix, table=table)

@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kvmnet.nat contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What the nftables backend's tests share (units, namespace tests, the fixture recorder, the benchmark):
+libvirt 11.3's nftables rules for the default network as a script, an admin's own table, the forwards
+of the examples (both families, every kind), and the recorded ``nft -j list ruleset`` fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.tests.support.rulesets import ISSUE_EXAMPLE, PUB, PUB6
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'unit', 'plugins', 'module_utils', 'nftables', 'fixtures')
+
+# libvirt's tables as its nftables backend builds them for network "default" (virbr0, 192.168.122.0/24
+# and 2001:db8:122::/64): forward jumps to guest_cross, guest_input, guest_output; guest_input accepts
+# only established/related to the network, then rejects; guest_nat masquerades the network's own traffic.
+LIBVIRT = """table ip libvirt_network {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        counter jump guest_cross
+        counter jump guest_input
+        counter jump guest_output
+    }
+    chain guest_output {
+        ip saddr 192.168.122.0/24 iif "virbr0" counter accept
+        iif "virbr0" counter reject
+    }
+    chain guest_input {
+        oif "virbr0" ip daddr 192.168.122.0/24 ct state established,related counter accept
+        oif "virbr0" counter reject
+    }
+    chain guest_cross {
+        iif "virbr0" oif "virbr0" counter accept
+    }
+    chain guest_nat {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 192.168.122.0/24 ip daddr 224.0.0.0/24 counter return
+        ip saddr 192.168.122.0/24 ip daddr 255.255.255.255 counter return
+        meta l4proto tcp ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade to :1024-65535
+        meta l4proto udp ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade to :1024-65535
+        ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade
+    }
+}
+table ip6 libvirt_network {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        counter jump guest_cross
+        counter jump guest_input
+        counter jump guest_output
+    }
+    chain guest_output {
+        ip6 saddr 2001:db8:122::/64 iif "virbr0" counter accept
+        iif "virbr0" counter reject
+    }
+    chain guest_input {
+        oif "virbr0" ip6 daddr 2001:db8:122::/64 ct state established,related counter accept
+        oif "virbr0" counter reject
+    }
+    chain guest_cross {
+        iif "virbr0" oif "virbr0" counter accept
+    }
+}
+"""
+
+# an admin's own table: never read as ours, never touched
+ADMIN = """table inet filter {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        ip saddr 192.0.2.99 counter drop comment "admin: block a scanner"
+    }
+}
+"""
+
+EXTRA = [
+    # IPv6, hairpin with the guest network
+    dict(guest='web01', guest_ip='2001:db8:122::10', host_port=8080, guest_port=80, public_ip=PUB6,
+         guest_network='2001:db8:122::/64'),
+    # IPv6, a shifted range with sources
+    dict(guest='web01', guest_ip='2001:db8:122::10', host_port='9000-9002', guest_port='9100-9102', public_ip=PUB6,
+         sources=['2001:db8:5::/48', '2001:db8:6::1/128']),
+    # in_interface with a public address; two forwards on one port told apart by interface
+    dict(guest='web01', guest_ip='192.168.122.10', host_port='7000-7009', in_interface='eth0', masquerade='always'),
+    dict(guest='web02', guest_ip='192.168.122.14', host_port=7005, in_interface='eth1'),
+    # a range kept as it is, hairpin
+    dict(guest='web03', guest_ip='192.168.122.15', host_port='6002-6003', guest_network='192.168.122.0/24'),
+    # a shifted range with overlapping and adjacent sources (collapsed)
+    dict(guest='web03', guest_ip='192.168.122.15', host_port='6100-6103', guest_port='6200-6203',
+         sources=['198.51.100.7/32', '198.51.100.0/24', '192.0.2.0/25', '192.0.2.128/25']),
+    # sctp, masquerade never
+    dict(guest='web03', guest_ip='192.168.122.15', proto='sctp', host_port=3868, masquerade='never'),
+]
+
+# forwards without a public address: only an inbound interface (exact and wildcard)
+IFACE_ONLY = [
+    dict(guest='web02', guest_ip='192.168.122.14', host_port=6000, in_interface='eth1'),
+    dict(guest='web02', guest_ip='192.168.122.14', proto='udp', host_port=6001, in_interface='vnet+',
+         guest_network='192.168.122.0/24'),
+    dict(guest='web02', guest_ip='2001:db8:122::14', host_port=6000, in_interface='eth1'),
+]
+
+
+def all_forwards():
+    """Every kind of forward, both families, in one validated list."""
+    return F.parse_forwards(ISSUE_EXAMPLE + EXTRA, public_ip=PUB) + F.parse_forwards(IFACE_ONLY)
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name)) as handle:
+        return handle.read()
