@@ -8,7 +8,7 @@
 Pure Python, no I/O: the module reads the host once (a View) and each forward is diagnosed from
 it. The packets of a forward (an outside client's first packet, the same packet after the DNAT,
 the guest's reply to it, a hairpin packet from another guest) are walked through the live ruleset
-(iptables/walk.py), so rules written by hand are diagnosed the same way as the collection's own. A
+by the backend's walker, so rules written by hand are diagnosed the same way as the collection's own. A
 table or built-in chain the host does not have lets every packet pass (as its policy ACCEPT would).
 
 Each check gives ok True (✔), False (✘) or None (– not applicable or not checked) with a detail;
@@ -18,8 +18,11 @@ rule on the way the doctor could not evaluate (or a walk it could not finish), t
 "unknown", never "ok".
 
 The checks that do not depend on the backend (forwarding, listener, guest, route) are in
-_diagnose_host; the ones here (layout, jumps, rules, saved, counters) read what the iptables backend
-holds.
+_diagnose_host; the ones here (layout, jumps, rules, saved, counters) ask the firewall backend the View
+was handed (``View.backend``, e.g. iptables/diagnose.py's Diagnosis): its walk, counters, hooks, our
+rules and the saved file. A family's ``tables`` (the backend's live value) is read here only as a
+mapping of table names; a rule is (chain, index from 1, text) and a walk's result an Outcome of the
+backend's walker. Nothing here parses or renders a rule.
 """
 
 from __future__ import annotations
@@ -29,10 +32,6 @@ from dataclasses import dataclass, field
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._diagnose_host import (
     RUN_EXPOSE, Check, check_forwarding, check_guest, check_listener, check_route, _fail, guest_iface, public_iface)
-from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as _persisted
-from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as _rules
-from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as _save
-from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import walk as _walk
 from ansible_collections.kvmnet.nat.plugins.module_utils._forward import address_text
 
 CHECKS = ('forwarding', 'layout', 'jumps', 'rules', 'saved', 'counters', 'listener', 'guest', 'route')
@@ -41,23 +40,20 @@ MARKS = {True: '\u2714', False: '\u2718', None: '\u2013'}
 
 @dataclass
 class Family:
-    """What the host's iptables holds for one IP family."""
+    """What the host's firewall holds for one IP family (read by the backend)."""
     family: int
-    flavour: str | None = None                   # 'nft', 'legacy'; None: no iptables tool for it
-    tables: dict = field(default_factory=dict)   # {name: _save.Table}, with packet counts
+    flavour: str | None = None                   # the backend's flavour ('nft', 'legacy'); None: no tool for it
+    tables: dict = field(default_factory=dict)   # the backend's live value: {table name: table}, with packet counts
     mixed: str = ''                              # set when both flavours hold rules
     saved_path: str | None = None                # <persist_path>.v4/.v6; None: not checked
     saved_text: str | None = None                # its content; None: the file does not exist
-    save_cmd: list = field(default_factory=list)  # the iptables-save the rules were read with
-
-    def owned(self, prefix):
-        return any(_rules.owned(chain, prefix, name) for name, table in self.tables.items() for chain in table.chains)
+    save_cmd: list = field(default_factory=list)  # the command the rules were read with
 
 
 @dataclass
 class View:
-    """Everything the doctor read from the host, once."""
-    prefix: str = _rules.DEFAULT_PREFIX
+    """Everything the doctor read from the host, once, and the backend that reads its firewall."""
+    backend: object = None                         # the backend's diagnosis (iptables/diagnose.py: Diagnosis)
     families: dict = field(default_factory=dict)   # {4: Family, 6: Family}
     sysctl: dict = field(default_factory=dict)     # ipv4_forward, ipv6_forward, rp_filter {iface: int}, bridge_nf
     interfaces: list = field(default_factory=list)  # [(ip_interface, device)]
@@ -71,30 +67,8 @@ class View:
     libvirt_error: str = ''
     answers: dict = field(default_factory=dict)    # {(ip, proto, port): (ok, text)} the guest connect checks
     probes: dict = field(default_factory=dict)     # {label: probe record} with probe=true
-    desired: dict = field(default_factory=dict)    # {family: _rules.Desired} of the declared forwards
+    desired: dict = field(default_factory=dict)    # {family: the backend's desired state} of the declared forwards
     memo: dict = field(default_factory=dict, repr=False, compare=False)  # what every forward shares, made once
-
-
-def family_of(saves, prefix):
-    """The Family the checks walk, from the host reader's saves of one family (_host.Saves): the flavour the
-    engine keeps the rules in; on a host with rules in both (the engine refuses it, the layout check
-    says so), the flavour holding kvmnet.nat's chains, else nft."""
-    fam = Family(saves.family)
-    flavour = saves.flavour
-    if saves.both:
-        tool = 'iptables' if saves.family == 4 else 'ip6tables'
-        fam.mixed = ('This host has %s rules in both iptables-legacy and iptables-nft: the kernel runs both, and '
-                     'rules in one are invisible to the other.' % tool)
-        tables = {name: _save.parse_save(saves.texts[name]) for name in ('legacy', 'nft')}
-        ours = [name for name in tables if Family(saves.family, name, tables[name]).owned(prefix)]
-        flavour = ours[0] if ours else 'nft'
-        fam.tables = tables[flavour]
-    elif flavour is not None:
-        fam.tables = _save.parse_save(saves.texts[flavour])
-    else:
-        return fam
-    fam.flavour, fam.save_cmd = flavour, saves.commands[flavour]
-    return fam
 
 # ---------------------------------------------------------------- the packets of a forward
 
@@ -164,48 +138,31 @@ def allowed_source(fwd, address):
     return any(parsed.version == net.version and parsed in net for net in fwd.sources)
 
 
-def _policies(table):
-    return {name: policy for name, policy in table.chains.items() if policy != '-'}
-
-
-def _absent():
-    """The walk through a table or built-in chain the host does not have: the packet passes, as through an
-    empty chain whose policy is ACCEPT (no rule ended it: ``rule`` None)."""
-    return _walk.Outcome('ACCEPT', policy=True)
-
-
-def walk(table, chain, packet):
-    """One walk through a table read apart from a View (the probe's); the diagnosis walks through ``ruleset``."""
-    if table is None or (chain not in table.rules and chain not in _policies(table)):
-        return _absent()
-    return _walk.walk(_walk.Ruleset(table.rules, _policies(table)), chain, packet)
-
-
 def ruleset(view, family, table_name):
-    """The table as a _walk.Ruleset, made once per run (each rule parsed once, long chains indexed), or None."""
+    """The table as the backend's walkable ruleset, made once per run (each rule parsed once), or None."""
     fam = view.families.get(family)
     table = fam.tables.get(table_name) if fam is not None else None
     if table is None:
         return None
     key = ('ruleset', family, table_name, id(table))
     if key not in view.memo:
-        view.memo[key] = _walk.Ruleset(table.rules, _policies(table))
+        view.memo[key] = view.backend.ruleset(fam.tables, table_name)
     return view.memo[key]
 
 
 def walk_in(view, family, table_name, chain, packet):
-    """A built-in chain's walk; through a table or chain the host does not have, the packet passes (_absent)."""
+    """A built-in chain's walk; through a table or chain the host does not have, the packet passes."""
     rules = ruleset(view, family, table_name)
-    if rules is None or (rules.chain(chain) is None and chain not in rules.policies):
-        return _absent()
-    return _walk.walk(rules, chain, packet)
+    if rules is None or not view.backend.has_chain(rules, chain):
+        return view.backend.passes()
+    return view.backend.follow(rules, chain, packet)
 
 
-def dnat_to(outcome):
+def dnat_to(view, outcome):
     """(address text, first port or None) a walk's DNAT sends the packet to; (None, None) without one."""
     if outcome.target != 'DNAT' or outcome.rule is None:
         return None, None
-    return destination(outcome.rule[2])
+    return view.backend.destination(outcome.rule[2])
 
 
 # The tables a forwarded packet meets, in the kernel's order (hook priorities: raw -300, conntrack -200,
@@ -230,10 +187,10 @@ class Trip:
     (None when no DNAT took it), ``after``: the packet after the DNAT (None without)."""
     packet: dict
     arriving: list
-    pre: _walk.Outcome
+    pre: object                         # the backend's walk Outcome
     after: dict | None = None
     forwarded: list = field(default_factory=list)
-    post: _walk.Outcome | None = None
+    post: object = None
 
     def stages(self):
         return self.arriving + [('nat', 'PREROUTING', self.pre)] + self.forwarded + \
@@ -248,7 +205,7 @@ def trip(fwd, view, packet):
     arriving = [(t, c, walk_in(view, family, t, c, untracked(packet) if t == 'raw' else packet)) for t, c in ARRIVING]
     pre = walk_in(view, family, 'nat', 'PREROUTING', packet)
     result = Trip(packet, arriving, pre)
-    if dnat_to(pre)[0] == address_text(fwd.guest_ip):
+    if dnat_to(view, pre)[0] == address_text(fwd.guest_ip):
         result.after = after_dnat(fwd, view, packet)
         result.forwarded = [(t, c, walk_in(view, family, t, c, result.after)) for t, c in FORWARDED]
         result.post = walk_in(view, family, 'nat', 'POSTROUTING', result.after)
@@ -350,10 +307,6 @@ def where(table_name, outcome, rule=None):
     return '%s (%s)' % (trail, rule[2])
 
 
-destination = _save.destination      # (address text, first port or None) of a DNAT rule's --to-destination
-_is_ours = _rules.is_ours
-
-
 # ---------------------------------------------------------------- checks, in the order of CHECKS
 
 
@@ -391,7 +344,7 @@ def check_layout(fwd, view):
     fam = view.families.get(fwd.family)
     details = []
     if fam is None or fam.flavour is None:
-        tool = 'iptables' if fwd.family == 4 else 'ip6tables'
+        tool = view.backend.tool(fwd.family)
         return _fail('no %s' % tool, 'This host has no %s: no forward of this family can exist.' % tool,
                      'apt install iptables.')
     details.append('iptables: %s' % fam.flavour)
@@ -413,8 +366,7 @@ def check_layout(fwd, view):
         return _fail('; '.join(details + ['nftables: %s %s rejects' % (table['family'], table['name'])]), cause, fix)
     if view.nft is None:
         details.append('nftables: not read (%s)' % (view.nft_error or 'nft not installed'))
-    filt = fam.tables.get('filter')
-    if filt is not None and filt.chains.get('FORWARD') == 'DROP':
+    if view.backend.policy(fam.tables, 'filter', 'FORWARD')[1] == 'DROP':
         details.append('FORWARD policy DROP (Docker sets it): only an accept lets a forward through')
     return Check(True, '; '.join(details))
 
@@ -438,13 +390,13 @@ def _jump_packet(fwd, view, chain):
     return outside.after or after_dnat(fwd, view, outside.packet)
 
 
-def _does_our_job(fwd, chain, outcome):
+def _does_our_job(view, fwd, chain, outcome):
     """A rule above our jump that takes the packet does what our rules would: the forward still works."""
     if chain == 'FORWARD':
         return outcome.target == 'ACCEPT'
     if chain in ('PREROUTING', 'OUTPUT'):
         guest = address_text(fwd.guest_ip)
-        return dnat_to(outcome) in ((guest, fwd.guest_ports.first), (guest, None))
+        return dnat_to(view, outcome) in ((guest, fwd.guest_ports.first), (guest, None))
     return outcome.target in ('MASQUERADE', 'SNAT') or fwd.masquerade == 'never'
 
 
@@ -452,17 +404,15 @@ def owned(view, fam):
     """Whether kvmnet.nat's chains are in the family's tables, looked up once per run."""
     key = ('owned', fam.family, id(fam))
     if key not in view.memo:
-        view.memo[key] = fam.owned(view.prefix)
+        view.memo[key] = view.backend.owned(fam.tables)
     return view.memo[key]
 
 
-def _jump_positions(view, fam, table_name, chain):
-    """Where our jumps are in a built-in chain (rule numbers), read once per run."""
-    key = ('jumps', fam.family, id(fam), table_name, chain)
+def _hooks(view, fam):
+    """{(table, built-in chain): [rule numbers of our jump]} of every hook we need, read once per run."""
+    key = ('hooks', fam.family, id(fam))
     if key not in view.memo:
-        table = fam.tables.get(table_name)
-        rules = table.rules.get(chain, []) if table else []
-        view.memo[key] = [i for i, spec in enumerate(rules, 1) if _save.jumps_into_ours(spec, view.prefix, table_name)]
+        view.memo[key] = view.backend.hooks(fam.tables)
     return view.memo[key]
 
 
@@ -471,17 +421,16 @@ def check_jumps(fwd, view):
     if not owned(view, fam):
         return Check(None, 'no kvmnet.nat chains here: the rules below are this host\'s own')
     details, causes = [], []
-    for table_name, chain, _spec in _rules.render_jumps(view.prefix):
-        table = fam.tables.get(table_name)
-        positions = _jump_positions(view, fam, table_name, chain)
+    for (table_name, chain), positions in _hooks(view, fam).items():
+        present, policy = view.backend.policy(fam.tables, table_name, chain)
         label = '%s %s' % (table_name, chain)
-        if not positions and chain == 'FORWARD' and (table is None or chain not in table.chains):
+        if not positions and chain == 'FORWARD' and policy is None:
             details.append('%s: no %s (every forwarded packet passes)'
-                           % (label, 'filter table' if table is None else 'such chain'))
+                           % (label, 'such chain' if present else 'filter table'))
             continue
         if not positions:
             harm = _JUMP_HARM[chain]
-            if chain == 'FORWARD' and table is not None and table.chains.get('FORWARD') == 'DROP':
+            if chain == 'FORWARD' and policy == 'DROP':
                 harm = 'forwarded packets never reach kvmnet.nat\'s accept, and FORWARD\'s policy is DROP (Docker ' \
                        'sets it): every forward is dropped'
             causes.append(('Our jump in %s is missing: %s.' % (label, harm),
@@ -499,10 +448,10 @@ def check_jumps(fwd, view):
         above = first is not None and first[0] == chain and first[1] < positions[0]
         if outcome.unfinished:
             details.append('%s: rule %d; the walk could not finish (%s)' % (label, positions[0], outcome.unfinished))
-        elif above and outcome.target in _walk.TERMINAL and _does_our_job(fwd, chain, outcome):
+        elif above and view.backend.ends(outcome) and _does_our_job(view, fwd, chain, outcome):
             details.append('%s: rule %d, below %s, which %ss the packet as ours would'
                            % (label, positions[0], where(table_name, outcome), outcome.target.lower()))
-        elif above and outcome.target in _walk.TERMINAL:
+        elif above and view.backend.ends(outcome):
             causes.append(('Above our jump in %s, %s %ss this forward\'s packets.'
                            % (label, where(table_name, outcome), outcome.target.lower()),
                            '%s: it moves the jump back to the top (or delete that rule).' % RUN_EXPOSE.capitalize()))
@@ -513,22 +462,19 @@ def check_jumps(fwd, view):
     return Check(not causes, '; '.join(details), causes)
 
 
-counted = _save.counter     # the packet count of a rule (chain, position) in a table read with -c
-
-
 def _stop_cause(table_name, outcome, port, dst, fwd, before):
     return ('%s %ss %s to %s %s: the packet never reaches %s.'
             % (where(table_name, outcome), outcome.target.lower(), port, dst, before, fwd.guest),
             'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for %s above it.' % port)
 
 
-def _diverted(table_name, outcome, what, to):
+def _diverted(view, table_name, outcome, what, to):
     """('break' or 'doubt', (cause, fix)) when the rule that ended the walk hands the packet to a local proxy
     (TPROXY: a break, the packet never goes on to ``to``) or to a program in user space (QUEUE, NFQUEUE
     without --queue-bypass: a doubt, the doctor cannot read what the program decides); else None."""
     if outcome.rule is None:
         return None
-    how = _walk.parsed(outcome.rule[2]).diverts
+    how = view.backend.diverts(outcome.rule[2])
     if how == 'proxy':
         return 'break', ('%s hands %s to a local transparent proxy (TPROXY): it never goes on to %s, and with no '
                          'socket on the proxy\'s port the kernel drops it.' % (where(table_name, outcome), what, to),
@@ -549,27 +495,27 @@ def _unfinished(table_name, chain, outcome, what=''):
             'Look at that chain with iptables-save -t %s (the kernel refuses loops in the rules it runs).' % table_name)
 
 
-def _harmful(table_name, chain, item, fwd):
+def _harmful(view, table_name, chain, item, fwd):
     """Would a rule passed over (an Outcome.uncertain item) keep the packet from the guest if it matched?"""
     effect = item[5]
     if table_name == 'nat' and chain == 'PREROUTING':
         if effect == 'take':
-            rule = _walk.parsed(item[2])
-            return not (rule.target == 'DNAT' and destination(item[2])[0] == address_text(fwd.guest_ip))
+            return not (view.backend.target(item[2]) == 'DNAT' and
+                        view.backend.destination(item[2])[0] == address_text(fwd.guest_ip))
         return effect in ('stop', 'return')
     if table_name == 'nat':
         return False                    # POSTROUTING: the masquerade findings say what is missing
     return effect == 'stop'
 
 
-def _doubts(fwd, trip_, port, what, details):
+def _doubts(view, fwd, trip_, port, what, details):
     """Rules passed over on the way that could have stopped the packet: a match the doctor does not read is a
     doubt (the verdict cannot be ok); one that depends on the client's address is noted in the details."""
     doubts, some, count = [], [], 0
     for table_name, chain, outcome in trip_.stages():
         count += len(outcome.uncertain)
         for item in outcome.uncertain:
-            if not _harmful(table_name, chain, item, fwd):
+            if not _harmful(view, table_name, chain, item, fwd):
                 continue
             text = '%s %s rule %d (%s)' % (table_name, item[0], item[1], item[2])
             if item[4] == 'varies':
@@ -584,57 +530,68 @@ def _doubts(fwd, trip_, port, what, details):
     return doubts, count
 
 
-def _rules_findings(fwd, view, fam):
-    """What happens to the forward's packets, table by table: (findings [(cause, fix)], details, doubts)."""
-    outside, hairpin = trips(fwd, view)
-    packet = outside.packet
-    port = '%s/%d' % (fwd.proto, fwd.host_ports.first)
-    guest = address_text(fwd.guest_ip)
-    findings, details, scope = [], [], []
+def _before_dnat(fwd, view, outside, port):
+    """(findings, doubts) when a table before nat PREROUTING stops, diverts or untracks the client's first
+    packet, or a walk there (nat PREROUTING's included) cannot finish; None when it reaches the DNAT."""
+    dst = outside.packet['dst']
     for table_name, chain, outcome in outside.arriving:
         if outcome.unfinished:
-            return [], details, [_unfinished(table_name, chain, outcome)]
+            return [], [_unfinished(table_name, chain, outcome)]
         if outcome.stopped:
-            return [_stop_cause(table_name, outcome, port, packet['dst'], fwd, 'before any DNAT')], details, []
-        diverted = _diverted(table_name, outcome, '%s to %s' % (port, packet['dst']), fwd.guest)
+            return [_stop_cause(table_name, outcome, port, dst, fwd, 'before any DNAT')], []
+        diverted = _diverted(view, table_name, outcome, '%s to %s' % (port, dst), fwd.guest)
         if diverted is not None:
-            return ([diverted[1]], details, []) if diverted[0] == 'break' else ([], details, [diverted[1]])
+            return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
         if outcome.untracked:
             return [('%s exempts %s to %s from connection tracking: the nat table never sees an untracked packet, so '
-                     'no DNAT takes it.' % (where(table_name, outcome, outcome.untracked), port, packet['dst']),
-                     'Remove or narrow that NOTRACK rule (it is not kvmnet.nat\'s).')], details, []
-    pre = outside.pre
-    if pre.unfinished:
-        return [], details, [_unfinished('nat', 'PREROUTING', pre)]
-    if dnat_to(pre) in ((guest, fwd.guest_ports.first), (guest, None)):
+                     'no DNAT takes it.' % (where(table_name, outcome, outcome.untracked), port, dst),
+                     'Remove or narrow that NOTRACK rule (it is not kvmnet.nat\'s).')], []
+    if outside.pre.unfinished:
+        return [], [_unfinished('nat', 'PREROUTING', outside.pre)]
+    return None
+
+
+def _dnat_findings(fwd, view, outside, port, details):
+    """nat PREROUTING: (findings, doubts) when no DNAT sends the packet to the guest (the walk ends there), else
+    None; a DNAT to the guest is noted in ``details`` (and one without -d, not kvmnet.nat's, in ``scope``)."""
+    pre, dst, guest = outside.pre, outside.packet['dst'], address_text(fwd.guest_ip)
+    if dnat_to(view, pre) in ((guest, fwd.guest_ports.first), (guest, None)):
         details.append('DNAT: %s' % where('nat', pre))
-        if not _is_ours(pre.rule[2]) and not any(t[0] in ('-d', '--destination') for t in _walk.parsed(pre.rule[2]).tests):
-            scope.append(('The DNAT (%s) has no -d: it takes %s on every address of this host and from traffic '
-                          'routed through it, not only on %s.' % (where('nat', pre), port, packet['dst']),
-                          'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (packet['dst'], RUN_EXPOSE)))
-    elif pre.target in ('DNAT', 'REDIRECT', 'NETMAP'):
-        host, to_port = dnat_to(pre) if pre.target == 'DNAT' else ('this host', None)
+        return None
+    if pre.target in ('DNAT', 'REDIRECT', 'NETMAP'):
+        host, to_port = dnat_to(view, pre) if pre.target == 'DNAT' else ('this host', None)
         host = host or 'another address'
-        findings.append(('%s to %s is sent to %s%s by %s, not to %s at %s.'
-                         % (port, packet['dst'], host, ':%d' % to_port if to_port else '', where('nat', pre),
-                            fwd.guest, guest),
-                         'Remove or narrow that rule, then %s.' % RUN_EXPOSE))
-        return findings, details, []
-    else:
-        ended = 'the nat walk ends at %s' % where('nat', pre) if pre.rule else 'no rule in nat PREROUTING takes it'
-        findings.append(('No DNAT takes %s to %s (%s): the packet stays on this host.' % (port, packet['dst'], ended),
-                         '%s to write the DNAT.' % RUN_EXPOSE.capitalize()))
-        return findings, details, _doubts(fwd, outside, port, '', details)[0]
+        return [('%s to %s is sent to %s%s by %s, not to %s at %s.'
+                 % (port, dst, host, ':%s' % to_port if to_port else '', where('nat', pre), fwd.guest, guest),
+                 'Remove or narrow that rule, then %s.' % RUN_EXPOSE)], []
+    ended = 'the nat walk ends at %s' % where('nat', pre) if pre.rule else 'no rule in nat PREROUTING takes it'
+    return [('No DNAT takes %s to %s (%s): the packet stays on this host.' % (port, dst, ended),
+             '%s to write the DNAT.' % RUN_EXPOSE.capitalize())], _doubts(view, fwd, outside, port, '', details)[0]
+
+
+def _scope_findings(fwd, view, outside, port):
+    """A DNAT to the guest that is not kvmnet.nat's and has no -d takes the port on every address."""
+    pre, dst = outside.pre, outside.packet['dst']
+    if view.backend.is_ours(pre.rule[2]) or view.backend.names_destination(pre.rule[2]):
+        return []
+    return [('The DNAT (%s) has no -d: it takes %s on every address of this host and from traffic '
+             'routed through it, not only on %s.' % (where('nat', pre), port, dst),
+             'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (dst, RUN_EXPOSE))]
+
+
+def _forwarded_findings(fwd, view, outside, port, details):
+    """(findings, doubts, unfinished) of the packet after the DNAT, from mangle FORWARD to mangle POSTROUTING:
+    the first table that stops or diverts it; ``unfinished`` (cause, fix) when a walk there cannot finish."""
+    guest = address_text(fwd.guest_ip)
     if outside.after is None:           # a DNAT to this guest with another port: nothing was walked after it
-        after = after_dnat(fwd, view, packet)
+        after = after_dnat(fwd, view, outside.packet)
         outside.forwarded = [(t, c, walk_in(view, fwd.family, t, c, after)) for t, c in FORWARDED]
         outside.after, outside.post = after, walk_in(view, fwd.family, 'nat', 'POSTROUTING', after)
-    forwarded = outside.after
-    early = []
+    findings, early = [], []
     for table_name, chain, outcome in outside.forwarded:
         if outcome.unfinished:
-            return findings, details, [_unfinished(table_name, chain, outcome)]
-        diverted = _diverted(table_name, outcome, '%s to %s' % (port, guest), fwd.guest)
+            return findings, early, _unfinished(table_name, chain, outcome)
+        diverted = _diverted(view, table_name, outcome, '%s to %s' % (port, guest), fwd.guest)
         if diverted is not None:
             (findings if diverted[0] == 'break' else early).append(diverted[1])
             break
@@ -642,34 +599,61 @@ def _rules_findings(fwd, view, fam):
             if outcome.target == 'ACCEPT':
                 details.append('accept: %s' % (where('filter', outcome) if outcome.rule else 'FORWARD policy ACCEPT'))
                 continue
-            findings.append(_filter_stop(fwd, view, forwarded, outcome, port, guest))
+            findings.append(_filter_stop(fwd, view, outside.after, outcome, port, guest))
             break
         if outcome.stopped:
             findings.append(_stop_cause(table_name, outcome, port, guest, fwd, 'after the DNAT'))
             break
-    reply = reply_trip(fwd, view)
-    replies, reply_doubts = _reply_findings(fwd, reply, details)
-    findings.extend(replies)
+    return findings, early, None
+
+
+def _masquerade_findings(fwd, outside, port, details):
     post = outside.post
     masqueraded = post.target in ('MASQUERADE', 'SNAT')
     if masqueraded:
         details.append('masquerade: %s' % where('nat', post))
     if fwd.masquerade == 'always' and not masqueraded:
-        findings.append(('masquerade: always, but no MASQUERADE or SNAT applies to %s to %s: the guest answers '
-                         'through its own gateway.' % (port, guest), '%s to write it.' % RUN_EXPOSE.capitalize()))
-    hairpin_findings, hairpin_doubts = _hairpin_findings(fwd, hairpin, details)
-    findings.extend(hairpin_findings)
-    findings.extend(scope)
-    findings.extend(_declaration_findings(fwd, view, fam))
-    doubts, count = _doubts(fwd, outside, port, '', details)
-    doubts = early + doubts + reply_doubts + hairpin_doubts
-    doubts.extend(_doubts(fwd, reply, port, 'replies: ', details)[0])
+        return [('masquerade: always, but no MASQUERADE or SNAT applies to %s to %s: the guest answers through its own '
+                 'gateway.' % (port, address_text(fwd.guest_ip)), '%s to write it.' % RUN_EXPOSE.capitalize())]
+    return []
+
+
+def _passed_over(fwd, view, trips_, port, details):
+    """(the client's, the reply's and the hairpin packet's) doubts of the rules passed over on their ways, noted
+    in ``details`` in that order, then how many of the client's were not evaluated."""
+    outside, reply, hairpin = trips_
+    doubts, count = _doubts(view, fwd, outside, port, '', details)
+    others = _doubts(view, fwd, reply, port, 'replies: ', details)[0]
     if hairpin is not None and hairpin.after is not None and fwd.masquerade != 'never':
-        doubts.extend(_doubts(fwd, hairpin, port, 'hairpin: ', details)[0])
+        others.extend(_doubts(view, fwd, hairpin, port, 'hairpin: ', details)[0])
     if count:
         first = next(item for _t, _c, outcome in outside.stages() for item in outcome.uncertain)
         details.append('%d rule(s) not evaluated (first: %s rule %d uses %s)' % (count, first[0], first[1], first[3]))
-    return findings, details, doubts
+    return doubts, others
+
+
+def _rules_findings(fwd, view, fam):
+    """What happens to the forward's packets, table by table: (findings [(cause, fix)], details, doubts)."""
+    outside, hairpin = trips(fwd, view)
+    port = '%s/%d' % (fwd.proto, fwd.host_ports.first)
+    details = []
+    stopped = _before_dnat(fwd, view, outside, port) or _dnat_findings(fwd, view, outside, port, details)
+    if stopped is not None:
+        return stopped[0], details, stopped[1]
+    scope = _scope_findings(fwd, view, outside, port)
+    findings, early, unfinished = _forwarded_findings(fwd, view, outside, port, details)
+    if unfinished is not None:
+        return findings, details, [unfinished]
+    reply = reply_trip(fwd, view)
+    replies, reply_doubts = _reply_findings(view, fwd, reply, details)
+    findings.extend(replies)
+    findings.extend(_masquerade_findings(fwd, outside, port, details))
+    hairpin_findings, hairpin_doubts = _hairpin_findings(view, fwd, hairpin, details)
+    findings.extend(hairpin_findings)
+    findings.extend(scope)
+    findings.extend(_declaration_findings(fwd, view, fam))
+    client, others = _passed_over(fwd, view, (outside, reply, hairpin), port, details)
+    return findings, details, early + client + reply_doubts + hairpin_doubts + others
 
 
 def _filter_stop(fwd, view, forwarded, outcome, port, guest):
@@ -698,7 +682,7 @@ def _first_accept_below(view, family, packet, outcome):
         if current.rule is None:
             return None
         skip.add(current.rule[:2])
-        current = _walk.walk(rules, 'FORWARD', packet, skip=skip)
+        current = view.backend.follow(rules, 'FORWARD', packet, skip=skip)
         if current.rule is None or current.unfinished:
             return None
         if current.target == 'ACCEPT':
@@ -706,7 +690,7 @@ def _first_accept_below(view, family, packet, outcome):
     return None
 
 
-def _hairpin_findings(fwd, hairpin, details):
+def _hairpin_findings(view, fwd, hairpin, details):
     """(findings, doubts) of the hairpin packet."""
     if fwd.masquerade == 'never' or hairpin is None or hairpin.after is None:
         return [], []       # guests reaching the public address are not DNATed: nothing to answer for
@@ -718,7 +702,7 @@ def _hairpin_findings(fwd, hairpin, details):
                         'are DNATed to' if (table_name, chain) in FORWARDED else 'are meant for', fwd.guest,
                         address_text(fwd.guest_ip), where(table_name, outcome), outcome.target.lower()),
                      'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for them above it.')], []
-        diverted = _diverted(table_name, outcome, 'hairpin traffic (guests on %s that connect to %s:%d)'
+        diverted = _diverted(view, table_name, outcome, 'hairpin traffic (guests on %s that connect to %s:%d)'
                              % (fwd.guest_network, packet['dst'], fwd.host_ports.first), fwd.guest)
         if diverted is not None:
             return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
@@ -733,7 +717,7 @@ def _hairpin_findings(fwd, hairpin, details):
              % (RUN_EXPOSE, fwd.guest_network, address_text(fwd.guest_ip)))], []
 
 
-def _reply_findings(fwd, reply, details):
+def _reply_findings(view, fwd, reply, details):
     """(findings, doubts) of the guest's reply to the client's first packet: a rule that drops it, rejects it,
     takes it away or exempts it from connection tracking (then it is not un-NATed) cuts the connection as
     surely as one that stops the client's packet."""
@@ -749,7 +733,7 @@ def _reply_findings(fwd, reply, details):
                      'address, which the client never sent to, and the connection never completes.'
                      % (where(table_name, outcome, outcome.untracked), what),
                      'Remove or narrow that NOTRACK rule (it is not kvmnet.nat\'s).')], []
-        diverted = _diverted(table_name, outcome, what, 'the client')
+        diverted = _diverted(view, table_name, outcome, what, 'the client')
         if diverted is not None:
             return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
         if outcome.rule is not None and outcome.stopped:
@@ -764,12 +748,10 @@ def _reply_findings(fwd, reply, details):
 
 
 def _live_ours(view, fam):
-    """{table: set of the specs in our chains}, made once per run."""
+    """Our rules in the family's live tables (the backend's), made once per run."""
     key = ('live', fam.family, id(fam))
     if key not in view.memo:
-        view.memo[key] = {table_name: {spec for chain, rules in table.rules.items()
-                                       if _rules.owned(chain, view.prefix, table_name) for spec in rules}
-                          for table_name, table in fam.tables.items()}
+        view.memo[key] = view.backend.ours(fam.tables)
     return view.memo[key]
 
 
@@ -777,12 +759,7 @@ def _declaration_findings(fwd, view, fam):
     """kvmnet.nat's own rules for the forward, against its declaration."""
     if not owned(view, fam):
         return []
-    live = _live_ours(view, fam)
-    wanted = [('nat', s, 'DNAT') for s in _rules.render_dnat(fwd)] + [('filter', _rules.render_accept(fwd), 'accept')] + \
-             [('nat', s, 'MASQUERADE') for s in _rules.render_masquerade(fwd)]
-    # no filter table: every forwarded packet passes, so a missing accept keeps nothing out
-    missing = [what for table_name, spec, what in wanted
-               if spec not in live.get(table_name, set()) and (table_name != 'filter' or 'filter' in fam.tables)]
+    missing = view.backend.missing(_live_ours(view, fam), fam.tables, fwd)
     if not missing:
         return []
     return [('kvmnet.nat\'s rules for this forward differ from its declaration (no matching %s): the inventory '
@@ -797,10 +774,6 @@ def check_rules(fwd, view):
                  findings, doubts)
 
 
-def _saved_lines(text):
-    return [line for line in text.splitlines() if line and not line.startswith('#')]
-
-
 def _once(view, key, make):
     """``make()``, made once per run for ``key`` (what every forward of a run shares)."""
     if key not in view.memo:
@@ -811,15 +784,13 @@ def _once(view, key, make):
 def _saved_state(view, family):
     """(header fields, saved lines, the file the declared forwards would be saved as, its lines): the
     same for every forward of the family, so made once per run."""
-    fam, desired = view.families[family], view.desired.get(family)
+    fam, desired, backend = view.families[family], view.desired.get(family), view.backend
     key = ('saved', family, fam.saved_text, fam.flavour, id(desired))
     if key not in view.memo:
-        fields, body = _persisted.read_persisted(fam.saved_text)
-        # compared with the file on disk, never written or applied: the grammar check is the module's
-        expected = (_persisted.persist_text(desired, fam.flavour, check=False)
-                    if desired is not None and not desired.empty else None)
-        wanted = set(_saved_lines(_persisted.read_persisted(expected)[1])) if expected else set()
-        view.memo[key] = (fields, set(_saved_lines(body)), expected, wanted)
+        fields, body = backend.read_persisted(fam.saved_text)
+        expected = backend.persisted_text(desired, fam.flavour)
+        wanted = set(backend.saved_lines(backend.read_persisted(expected)[1])) if expected else set()
+        view.memo[key] = (fields, set(backend.saved_lines(body)), expected, wanted)
     return view.memo[key]
 
 
@@ -828,7 +799,7 @@ def check_saved(fwd, view):
     if fam.saved_path is None:
         return Check(None, 'not checked (no persist_path)')
     if fam.saved_text is None:
-        if not fam.owned(view.prefix):
+        if not owned(view, fam):
             return Check(None, 'no saved rules at %s (not set up by kvmnet.nat)' % fam.saved_path)
         return _fail('%s missing' % fam.saved_path, 'No saved rules at %s: a reboot restores none of the forwards.'
                      % fam.saved_path, '%s: it saves exactly what it applies.' % RUN_EXPOSE.capitalize())
@@ -841,8 +812,8 @@ def check_saved(fwd, view):
                      '%s: it writes the file again.' % RUN_EXPOSE.capitalize())
     if expected is not None and _once(view, ('saved equal', fam.saved_text, id(expected)), lambda: fam.saved_text == expected):
         return Check(True, '%s matches the declared forwards' % fam.saved_path)
-    mine = _rules.render_dnat(fwd) + [_rules.render_accept(fwd)]
-    specs = _once(view, ('saved specs', fam.saved_text), lambda: _persisted.rule_specs(saved))
+    mine = view.backend.forward_rules(fwd)
+    specs = _once(view, ('saved specs', fam.saved_text), lambda: view.backend.saved_rules(saved))
     absent = [spec for spec in mine if spec not in specs]
     stale, lacking = len(saved - wanted), len(wanted - saved)
     if absent:
@@ -857,12 +828,13 @@ def check_saved(fwd, view):
 
 def check_counters(fwd, view):
     fam = view.families[fwd.family]
-    nat, filt = fam.tables.get('nat'), fam.tables.get('filter')
+    counter = view.backend.counter
     outside = trips(fwd, view)[0]
     pre = outside.pre
-    dnat = counted(nat, pre.rule) if pre.target == 'DNAT' else None
+    dnat = counter(fam.tables, 'nat', pre.rule) if pre.target == 'DNAT' else None
     accept_walk = next((outcome for t, _c, outcome in outside.forwarded if t == 'filter'), None)
-    accept = counted(filt, accept_walk.rule) if accept_walk is not None and accept_walk.target == 'ACCEPT' else None
+    accept = counter(fam.tables, 'filter', accept_walk.rule) \
+        if accept_walk is not None and accept_walk.target == 'ACCEPT' else None
     seen = 'DNAT %s, FORWARD accept %s packet(s) since the rules were made' % (
         '-' if dnat is None else dnat, '-' if accept is None else accept)
     probe = view.probes.get(fwd.label)

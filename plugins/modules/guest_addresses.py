@@ -210,6 +210,42 @@ def _claimed(module, virsh, name, claimed, known, networks, leases, owners):
     return {'name': name, 'ip': ip, 'source': 'claimed', 'mac': mac, 'network': network, 'pinned': False}, None
 
 
+def _declared(module, virsh, name, declared, known, networks):
+    """The guest with the address the inventory declares (its MAC and network when libvirt has the domain)."""
+    try:
+        ip = str(_forward.parse_address(declared, 'address of %s' % name))
+    except ValueError as exc:
+        module.fail_json(msg='guest %s: %s; nothing was changed' % (name, exc))
+    guest = {'name': name, 'ip': ip, 'source': 'declared', 'mac': None, 'network': None, 'pinned': False}
+    if name in known:
+        domain = _libvirt.parse_domain_xml(virsh('dumpxml', name))
+        guest['mac'], guest['network'] = _interface_in(domain, ip, networks)
+    return guest
+
+
+def _found(module, virsh, name, context):
+    """(guest or None, why not, warnings) of a guest whose address libvirt reports (lease, agent).
+    ``context``: (networks, leases, host_ips, owners)."""
+    networks, leases, host_ips, owners = context
+    found, problems = _libvirt.describe(module, virsh.path, virsh.uri, name, module.params['address_sources'],
+                                        networks, host_ips)
+    if not found['ipv4']:
+        return None, ('the domain is %s and has no IPv4 address (no DHCP lease, no believable guest agent answer); '
+                      'give its ip in the inventory or start it' % found['state']), problems
+    refusals = []
+    for ip in found['ipv4']:
+        source = next((a.get('source') for i in found['interfaces'] for a in i.get('addresses', [])
+                       if a['address'] == ip), 'lease')
+        refusal = _agent_refusal(module, virsh, name, found, ip, networks, leases, owners) \
+            if source == 'agent' else None
+        if refusal is None:
+            mac, network = _interface_in(found, ip, networks)
+            return {'name': name, 'ip': ip, 'source': source, 'mac': mac, 'network': network, 'pinned': False}, \
+                None, problems
+        refusals.append(refusal)
+    return None, '%s; give its ip in the inventory if it is right' % '; '.join(refusals), problems
+
+
 def _resolve(module, virsh, networks, leases, host_ips):
     """Each named guest's address, MAC and network: (guests, unresolved, warnings)."""
     params = module.params
@@ -223,48 +259,17 @@ def _resolve(module, virsh, networks, leases, host_ips):
                                  'one; nothing was changed' % (name, declared, claimed))
         if claimed not in (None, ''):
             guest, reason = _claimed(module, virsh, name, claimed, known, networks, leases, owners)
-            if guest is None:
-                unresolved.append({'name': name, 'reason': reason})
-            else:
-                guests.append(guest)
-            continue
-        if declared not in (None, ''):
-            try:
-                ip = str(_forward.parse_address(declared, 'address of %s' % name))
-            except ValueError as exc:
-                module.fail_json(msg='guest %s: %s; nothing was changed' % (name, exc))
-            guest = {'name': name, 'ip': ip, 'source': 'declared', 'mac': None, 'network': None, 'pinned': False}
-            if name in known:
-                domain = _libvirt.parse_domain_xml(virsh('dumpxml', name))
-                guest['mac'], guest['network'] = _interface_in(domain, ip, networks)
-            guests.append(guest)
-            continue
-        if name not in known:
-            unresolved.append({'name': name, 'reason': 'no libvirt domain of that name on this host'})
-            continue
-        found, problems = _libvirt.describe(module, virsh.path, virsh.uri, name, params['address_sources'],
-                                            networks, host_ips)
-        warnings.extend(problems)
-        if not found['ipv4']:
-            unresolved.append({'name': name, 'reason': 'the domain is %s and has no IPv4 address (no DHCP lease, no '
-                                                       'believable guest agent answer); give its ip in the inventory '
-                                                       'or start it' % found['state']})
-            continue
-        refusals = []
-        for ip in found['ipv4']:
-            source = next((a.get('source') for i in found['interfaces'] for a in i.get('addresses', [])
-                           if a['address'] == ip), 'lease')
-            refusal = _agent_refusal(module, virsh, name, found, ip, networks, leases, owners) \
-                if source == 'agent' else None
-            if refusal is None:
-                mac, network = _interface_in(found, ip, networks)
-                guests.append({'name': name, 'ip': ip, 'source': source, 'mac': mac, 'network': network,
-                               'pinned': False})
-                break
-            refusals.append(refusal)
+        elif declared not in (None, ''):
+            guest, reason = _declared(module, virsh, name, declared, known, networks), None
+        elif name not in known:
+            guest, reason = None, 'no libvirt domain of that name on this host'
         else:
-            unresolved.append({'name': name, 'reason': '%s; give its ip in the inventory if it is right'
-                                                       % '; '.join(refusals)})
+            guest, reason, problems = _found(module, virsh, name, (networks, leases, host_ips, owners))
+            warnings.extend(problems)
+        if guest is None:
+            unresolved.append({'name': name, 'reason': reason})
+        else:
+            guests.append(guest)
     return guests, unresolved, warnings
 
 

@@ -187,8 +187,8 @@ def judge(answer, expect):
         return str(exc)
 
 
-def main():
-    module = AnsibleModule(argument_spec=dict(
+def argument_spec():
+    return dict(
         host=dict(type='str', required=True),
         port=dict(type='int', required=True),
         proto=dict(type='str', choices=['tcp', 'udp'], default='tcp'),
@@ -197,8 +197,20 @@ def main():
         timeout=dict(type='float', default=3.0),
         retry_for=dict(type='float', default=0.0),
         sources=dict(type='list', elements='str', default=[]),
-    ), supports_check_mode=True)
-    params = module.params
+    )
+
+
+def _host_problem(host):
+    """Why ``host`` is no address a probe goes to, or ''."""
+    try:
+        reason = _forward.unusable(ipaddress.ip_address(host))
+    except ValueError:
+        return 'host %r is not an IP address' % (host,)
+    return 'host %s is %s: no forward has it, and a probe does not go there' % (host, reason) if reason else ''
+
+
+def check_params(params):
+    """(problems, the sources as networks, expect or None): every problem with the parameters at once."""
     problems = []
     if not 0 < params['port'] < 65536:
         problems.append('port %s is not between 1 and 65535' % params['port'])
@@ -206,13 +218,9 @@ def main():
         problems.append('timeout %s must be more than 0 and at most 300 seconds' % params['timeout'])
     if not 0 <= params['retry_for'] <= 600:
         problems.append('retry_for %s must be between 0 and 600 seconds' % params['retry_for'])
-    try:
-        reason = _forward.unusable(ipaddress.ip_address(params['host']))
-    except ValueError:
-        problems.append('host %r is not an IP address' % (params['host'],))
-    else:
-        if reason:
-            problems.append('host %s is %s: no forward has it, and a probe does not go there' % (params['host'], reason))
+    unusable = _host_problem(params['host'])
+    if unusable:
+        problems.append(unusable)
     sources = []
     for text in params['sources']:
         try:
@@ -222,6 +230,12 @@ def main():
     expect = params['expect'] or None
     if expect is not None and _match.problem(expect):
         problems.append('expect %r %s' % (expect, _match.problem(expect)))
+    return problems, sources, expect
+
+
+def run(module):
+    params = module.params
+    problems, sources, expect = check_params(params)
     if problems:
         module.fail_json(msg='; '.join(problems))
     source = vantage(params['host'], params['port'])
@@ -243,6 +257,10 @@ def main():
         reachable = not error
     module.exit_json(changed=False, reachable=reachable, answer=answer, error=error, elapsed=elapsed,
                      vantage=source, attempts=attempts)
+
+
+def main():
+    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True))
 
 
 if __name__ == '__main__':

@@ -15,4 +15,6 @@ Every line of iptables text is written or read in this package, and nowhere else
 - persisted.py  the saved file for boot (header, checksum) and the desired state it describes
 - netfilter.py  flavour detection, *-save, *-restore [--test] (the only module that runs commands)
 - backend.py    the Engine and Backend of _backend.py, for the converge driver (_converge.py)
+- diagnose.py   what the doctor asks of the backend (Diagnosis): reading both flavours with counters, the
+                walk, counters, hooks, our rules, the saved file
 """

@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._forward import PROTOCOLS, PortRange, address_text
+from ansible_collections.kvmnet.nat.plugins.module_utils._schema import DEFAULT_PREFIX
 
 OWNER_TAG = 'kvmnet.nat'
-DEFAULT_PREFIX = 'KVMNAT'
 _PREFIX_RE = re.compile(r'[A-Z][A-Z0-9]{0,15}', re.ASCII)
 
 

@@ -27,9 +27,13 @@ it would do if it matched (its ``effect``) and whether it is only the client's v
 known (``varies``) or a match this walker does not read (``unknown``).
 
 A ruleset is walked through a Ruleset: every rule parsed once, and in long chains the rules indexed
-by destination port and address so that a walk tests only the rules that can match the packet. A
-walk is a loop with an explicit stack: a loop in the rules, chains nested too deep or a walk longer
-than ``limit`` rules end it with ``unfinished`` set, never with an exception.
+by destination port and address so that a walk tests only the rules that can match the packet.
+
+A walk is a loop with an explicit stack: a loop in the rules, chains nested too deep or a walk longer
+than ``limit`` rules end it with ``unfinished`` set, never with an exception. The walk of a built-in
+chain that no rule ends ends in its policy (``policy=True``); a walk that starts in a user chain and
+returns from it ends with target None. ``-j`` into a chain returns after it (a frame is kept), ``-g``
+does not; RETURN leaves the chain.
 """
 
 from __future__ import annotations
@@ -496,23 +500,66 @@ def _effect(ruleset, rule, p, depth):
     return 'take' if inner.target in TERMINAL else 'pass'
 
 
+def _leave(out, frames, active, start, policies):
+    """Leave the current chain (at its end, or by RETURN): the frame to go back to, or None when the walk ends
+    (in the start chain's policy when it is a built-in chain)."""
+    if not frames:
+        if start in policies:
+            out.target, out.policy = policies[start], True
+        return None
+    frame = frames.pop()
+    del active[frame[5]:]
+    return frame
+
+
+def _gave_up(out, start, limit):
+    out.unfinished = 'the walk from %s passed %d rules without an end (a loop in the rules?)' % (start, limit)
+    return out
+
+
+def _pass_over(out, ruleset, rule, here, unknown, varies, p, depth):
+    """A rule that could match only through tests that cannot be told: reported as uncertain, with what it would
+    do if it matched, unless it only counts, logs or marks."""
+    if rule.target is not None and (rule.target not in CONTINUE or rule.untracks):
+        out.uncertain.append(here + (unknown, 'varies' if varies else 'unknown', _effect(ruleset, rule, p, depth)))
+
+
+def _taken(ruleset, out, here, rule, active, depth):
+    """A rule that matched and does not let the packet go on to the next rule: 'end' (a terminal target ends the
+    walk, or it cannot go on: a loop, chains nested too deep), 'return' (RETURN), 'pass' (a jump to no chain of
+    this table, passed over as uncertain) or the chain to follow the jump into."""
+    out.path.append(here)
+    target = rule.target
+    if target in TERMINAL:
+        out.target, out.rule = target, here
+        return 'end'
+    if target == 'RETURN':
+        return 'return'
+    inner = ruleset.chain(target)
+    if inner is None:                   # not a chain of this table, not a target this walker knows
+        out.path.pop()
+        out.uncertain.append(here + ('-j %s' % target, 'unknown', 'stop'))
+        return 'pass'
+    if target in active:
+        out.rule = here
+        out.unfinished = 'a loop in the rules: %s' % ' -> '.join(active + [target])
+        return 'end'
+    if len(active) + depth >= MAX_DEPTH:
+        out.rule = here
+        out.unfinished = 'chains nested more than %d deep at %s rule %d' % (MAX_DEPTH, here[0], here[1])
+        return 'end'
+    return inner
+
+
 def walk(chains, start, packet, policies=None, limit=LIMIT, skip=(), _depth=0):
     """Follow ``packet`` from chain ``start`` through ``chains`` (a Ruleset, or {name: [spec]}); an Outcome.
-
-    ``policies``: {built-in chain: policy} (a Ruleset's own by default); the walk of a built-in chain
-    that no rule ends ends in its policy (``policy=True``). A walk that starts in a user chain and
-    returns from it ends with target None. ``-j`` into a chain returns after it, ``-g`` does not;
-    RETURN leaves the chain. ``skip``: (chain, index from 1) of rules to pass over as if absent.
-    """
+    ``policies``: {built-in chain: policy} (a Ruleset's own by default); ``skip``: (chain, index from 1) of rules
+    to pass over as if absent. How a walk goes and ends: this module's docstring ("A walk")."""
     ruleset = chains if isinstance(chains, Ruleset) else Ruleset(chains, policies, parsed)
     policies = ruleset.policies if policies is None else policies
-    p = prepare(packet)
-    out = Outcome(None)
-    frames = []                         # (chain name, chain, candidates, position, next index, depth of active)
-    active = [start]                    # the chains entered since the walk began, for loops
+    p, out, frames, active = prepare(packet), Outcome(None), [], [start]
     name, chain = start, ruleset.chain(start)
-    cands = chain.candidates(p) if chain else None
-    pos = nxt = 0
+    cands, pos, nxt = chain.candidates(p) if chain else None, 0, 0
     while True:
         size = len(chain.specs) if chain else 0
         if cands is None:
@@ -523,63 +570,33 @@ def walk(chains, start, packet, policies=None, limit=LIMIT, skip=(), _depth=0):
             index = cands[pos] if pos < len(cands) else None
         if index is None:
             out.tested += size - min(nxt, size)
-            if not frames:
-                if start in policies:
-                    out.target, out.policy = policies[start], True
+        else:
+            out.tested += index - nxt + 1
+            nxt = index + 1
+            if out.tested > limit:
+                return _gave_up(out, start, limit)
+            here = (name, index + 1, chain.specs[index])
+            if skip and here[:2] in skip:
+                continue
+            rule = chain.rules[index]
+            target, (matched, unknown, varies) = rule.target, _evaluate(rule, p)
+            if matched is None:
+                _pass_over(out, ruleset, rule, here, unknown, varies, p, _depth + len(active))
+            if not matched or target is None or target in CONTINUE:
+                if matched and rule.untracks and out.untracked is None:
+                    out.untracked = here
+                continue
+            inner = _taken(ruleset, out, here, rule, active, _depth)
+            if inner == 'end':
                 return out
-            name, chain, cands, pos, nxt, height = frames.pop()
-            del active[height:]
-            continue
-        out.tested += index - nxt + 1
-        nxt = index + 1
-        if out.tested > limit:
-            out.unfinished = 'the walk from %s passed %d rules without an end (a loop in the rules?)' % (start, limit)
+            if inner != 'return':
+                if inner != 'pass':
+                    if rule.how == '-j':
+                        frames.append((name, chain, cands, pos, nxt, len(active)))
+                    active.append(target)
+                    name, chain, cands, pos, nxt = target, inner, inner.candidates(p), 0, 0
+                continue
+        frame = _leave(out, frames, active, start, policies)
+        if frame is None:
             return out
-        here = (name, index + 1, chain.specs[index])
-        if skip and here[:2] in skip:
-            continue
-        rule = chain.rules[index]
-        target = rule.target
-        matched, unknown, varies = _evaluate(rule, p)
-        if matched is None:
-            if target is not None and (target not in CONTINUE or rule.untracks):
-                out.uncertain.append(here + (unknown, 'varies' if varies else 'unknown',
-                                             _effect(ruleset, rule, p, _depth + len(active))))
-            continue
-        if not matched or target is None:
-            continue
-        if target in CONTINUE:
-            if rule.untracks and out.untracked is None:
-                out.untracked = here
-            continue
-        if target in TERMINAL:
-            out.target, out.rule = target, here
-            out.path.append(here)
-            return out
-        out.path.append(here)
-        if target == 'RETURN':
-            if not frames:
-                if start in policies:
-                    out.target, out.policy = policies[start], True
-                return out
-            name, chain, cands, pos, nxt, height = frames.pop()
-            del active[height:]
-            continue
-        inner = ruleset.chain(target)
-        if inner is None:               # not a chain of this table, not a target this walker knows
-            out.path.pop()
-            out.uncertain.append(here + ('-j %s' % target, 'unknown', 'stop'))
-            continue
-        if target in active:
-            out.rule = here
-            out.unfinished = 'a loop in the rules: %s' % ' -> '.join(active + [target])
-            return out
-        if len(active) + _depth >= MAX_DEPTH:
-            out.rule = here
-            out.unfinished = 'chains nested more than %d deep at %s rule %d' % (MAX_DEPTH, name, index + 1)
-            return out
-        if rule.how == '-j':
-            frames.append((name, chain, cands, pos, nxt, len(active)))
-        active.append(target)
-        name, chain = target, inner
-        cands, pos, nxt = inner.candidates(p), 0, 0
+        name, chain, cands, pos, nxt, _height = frame

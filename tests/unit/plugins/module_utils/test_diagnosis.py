@@ -17,7 +17,9 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
 from ansible_collections.kvmnet.nat.plugins.module_utils import _host as H
 from ansible_collections.kvmnet.nat.plugins.module_utils import _libvirt as L
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import diagnose as I
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import persisted as K
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.backend import Engine
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import walk as W
@@ -39,6 +41,9 @@ NETWORK_XML_ELSEWHERE = """<network xmlns:dnsmasq='http://libvirt.org/schemas/ne
   <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2' end='192.168.122.200'/>
   </dhcp></ip>
   <dnsmasq:options><dnsmasq:option value='dhcp-option=option:router,192.168.122.254'/></dnsmasq:options></network>"""
+
+
+BACKEND = I.Diagnosis(Engine(None, 'KVMNAT', 0))       # what the module hands the doctor (no command is run)
 
 
 def fixture(name):
@@ -76,7 +81,7 @@ def guest(name='web01', state='running', ip='192.168.122.10', mac=WEB_MAC):
 
 
 def healthy_view(tables=None, network_xml=NETWORK_XML):
-    view = D.View()
+    view = D.View(backend=BACKEND)
     view.families = {4: D.Family(4, 'nft', tables or live_tables()), 6: D.Family(6, 'nft', {})}
     view.sysctl = {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {'all': 0, 'eth0': 2}, 'bridge_nf': None}
     view.interfaces = [(ipaddress.ip_interface('203.0.113.10/24'), 'eth0'),
@@ -172,9 +177,9 @@ def test_a_chain_called_twice_is_no_loop():
 def test_parse_keeps_target_options():
     rule = W.parse('-p tcp -j DNAT --to-destination 192.168.122.10:80')
     assert (rule.target, rule.target_option('--to-destination')) == ('DNAT', '192.168.122.10:80')
-    assert D.destination('-j DNAT --to-destination [2001:db8::10]:8080') == ('2001:db8::10', 8080)
-    assert D.destination('-j DNAT --to-destination 192.168.122.12:20000-20009/10000') == ('192.168.122.12', 20000)
-    assert D.destination('-j DNAT --to-destination 2001:db8::10') == ('2001:db8::10', None)
+    assert I.destination('-j DNAT --to-destination [2001:db8::10]:8080') == ('2001:db8::10', 8080)
+    assert I.destination('-j DNAT --to-destination 192.168.122.12:20000-20009/10000') == ('192.168.122.12', 20000)
+    assert I.destination('-j DNAT --to-destination 2001:db8::10') == ('2001:db8::10', None)
 
 # ---------------------------------------------------------------- the diagnosis
 
@@ -603,7 +608,7 @@ def test_the_live_rules_of_ours_are_read_once_per_run(monkeypatch):
     view = healthy_view()
     calls = []
     owned = R.owned
-    monkeypatch.setattr(D._rules, 'owned', lambda *args: calls.append(args) or owned(*args))
+    monkeypatch.setattr(I._rules, 'owned', lambda *args: calls.append(args) or owned(*args))
     for fwd in forwards():
         D.diagnose(fwd, view)
     first = len(calls)
@@ -702,12 +707,12 @@ def test_a_masqueraded_forwards_replies_come_to_this_hosts_bridge_address():
 def test_replies_are_walked_once_per_guest_port_and_again_only_for_the_original_port():
     view = with_rules(('mangle', 'FORWARD', '-o eth0 -m conntrack --ctorigdstport 8080 -j DROP', 'A'))
     walks = []
-    real = D._walk.walk
-    D._walk.walk, saved = (lambda *a, **k: walks.append(a[1]) or real(*a, **k)), real
+    real = I._walk.walk
+    I._walk.walk, saved = (lambda *a, **k: walks.append(a[1]) or real(*a, **k)), real
     try:
         result = verdict(view)
     finally:
-        D._walk.walk = saved
+        I._walk.walk = saved
     assert (result['verdict'], result['failed']) == ('broken', 'rules'), result['causes']
     assert "mangle FORWARD rule 1 (-o eth0 -m conntrack --ctorigdstport 8080 -j DROP) drops web01's replies" in \
         result['cause']
@@ -771,9 +776,10 @@ def test_a_table_the_host_does_not_have_lets_the_packet_pass(change, verdict_, f
 
 
 def test_walks_through_what_is_not_there_pass():
-    assert (D.walk(None, 'FORWARD', {}).target, D.walk(None, 'FORWARD', {}).policy) == ('ACCEPT', True)
+    assert (BACKEND.walk({}, 'nat', 'FORWARD', {}).target, BACKEND.walk({}, 'nat', 'FORWARD', {}).policy) == \
+        ('ACCEPT', True)
     nat = S.parse_save(HAND_MADE)['nat']
-    assert D.walk(nat, 'NOSUCH', {}).target == 'ACCEPT'
+    assert BACKEND.walk({'nat': nat}, 'nat', 'NOSUCH', {}).target == 'ACCEPT'
     view = healthy_view()
     assert D.walk_in(view, 6, 'filter', 'FORWARD', {}).target == 'ACCEPT'
-    assert D.dnat_to(D._absent()) == (None, None)
+    assert D.dnat_to(view, BACKEND.passes()) == (None, None)

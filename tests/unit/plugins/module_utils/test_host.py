@@ -14,8 +14,8 @@ import re
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
-from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor as D
 from ansible_collections.kvmnet.nat.plugins.module_utils import _host as H
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import diagnose as I
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter as N
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
@@ -250,12 +250,12 @@ def test_the_saves_are_read_once_with_counters():
 @pytest.mark.parametrize('legacy, nft, walked', [(RULES, OURS, 'nft'), (OURS, RULES, 'legacy'), (RULES, RULES, 'nft')])
 def test_a_host_with_rules_in_both_flavours_is_mixed_and_walked_where_our_chains_are(legacy, nft, walked):
     saves = H.iptables_saves(FakeModule(_answers(legacy, nft, NFT_DEFAULT), ALL_TOOLS), 4, legacy=lambda family: None)
-    fam = D.family_of(saves, 'KVMNAT')
-    assert (saves.flavour, saves.both, fam.flavour) == (None, True, walked)
-    assert 'both iptables-legacy and iptables-nft' in fam.mixed
-    assert fam.save_cmd == ['/usr/sbin/iptables-%s-save' % walked]
+    fam = I.family_of(saves, 'KVMNAT')
+    assert (saves.flavour, saves.both, fam['flavour']) == (None, True, walked)
+    assert 'both iptables-legacy and iptables-nft' in fam['mixed']
+    assert fam['save_cmd'] == ['/usr/sbin/iptables-%s-save' % walked]
 
 
 def test_a_family_without_tools_has_no_flavour():
-    fam = D.family_of(H.iptables_saves(FakeModule({}, set()), 6), 'KVMNAT')
-    assert (fam.flavour, fam.tables, fam.mixed) == (None, {}, '')
+    fam = I.family_of(H.iptables_saves(FakeModule({}, set()), 6), 'KVMNAT')
+    assert (fam['flavour'], fam['tables'], fam['mixed']) == (None, {}, '')

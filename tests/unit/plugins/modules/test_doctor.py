@@ -11,9 +11,14 @@ import hashlib
 
 import pytest
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _connect
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils import _host
+from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import diagnose as I
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import save as S
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.backend import Engine
 from ansible_collections.kvmnet.nat.plugins.modules import doctor as M
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
@@ -69,11 +74,11 @@ def quiet_host(monkeypatch):
     def probe(host, port, proto, send, timeout):
         connects.append((host, port, proto))
         return 'answer', ''
-    monkeypatch.setattr(M._connect, 'probe', probe)
-    monkeypatch.setattr(M._host, 'sysctls', lambda: {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {},
-                                                     'bridge_nf': None})
-    monkeypatch.setattr(M._listeners, 'read_listeners', lambda: [])
-    monkeypatch.setattr(M._host, 'process_running', lambda name: False)
+    monkeypatch.setattr(_connect, 'probe', probe)
+    monkeypatch.setattr(_host, 'sysctls', lambda: {'ipv4_forward': '1', 'ipv6_forward': '1', 'rp_filter': {},
+                                                   'bridge_nf': None})
+    monkeypatch.setattr(_listeners, 'read_listeners', lambda: [])
+    monkeypatch.setattr(_host, 'process_running', lambda name: False)
     return connects
 
 
@@ -103,12 +108,12 @@ def test_the_saved_file_is_compared_once_per_family_not_per_forward(quiet_host, 
     """Rendering what the declared forwards would be saved as costs O(N): once per run, not once per forward
     (it was, and 100 forwards took 16 s)."""
     calls = []
-    persist_text = M._doctor._persisted.persist_text
+    persist_text = I._persisted.persist_text
 
     def counting(*args, **kwargs):
         calls.append(args)
         return persist_text(*args, **kwargs)
-    monkeypatch.setattr(M._doctor._persisted, 'persist_text', counting)
+    monkeypatch.setattr(I._persisted, 'persist_text', counting)
     body = '*nat\nCOMMIT\n'                       # intact (its checksum matches) but out of date
     (tmp_path / 'rules.v4').write_text('# Managed by kvmnet.nat\n# kvmnet-nat-restore sha256=%s\n%s' % (
         hashlib.sha256(body.encode()).hexdigest(), body))
@@ -149,6 +154,15 @@ def test_bad_parameters_are_refused(quiet_host, params, message):
     module = fakes.FakeModule(args, answers(1), check_mode=True, binaries=BINARIES)
     result = fakes.result_of(M.run, module)
     assert result['failed'] and message in result['msg'], result['msg']
+
+
+def test_the_chain_prefix_is_refused_in_the_engines_words(quiet_host):
+    """One text for a bad chain_prefix, whichever module refuses it (it had drifted between forwards and doctor)."""
+    module = fakes.FakeModule(dict(DEFAULTS, forwards=declared(1), chain_prefix='kvm nat'), answers(1), check_mode=True,
+                              binaries=BINARIES)
+    result = fakes.result_of(M.run, module)
+    assert result['errors'] == Engine(None, 'kvm nat', 0).problems()
+    assert not module.commands()                                   # refused before anything is read
 
 
 @pytest.mark.parametrize('forward, message', [

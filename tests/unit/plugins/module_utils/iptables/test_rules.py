@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor as D
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import diagnose as I
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import rules as R
 from ansible_collections.kvmnet.nat.tests.support import rulewalk
 from ansible_collections.kvmnet.nat.tests.support.rulesets import ISSUE_EXAMPLE, PUB, example_forwards, fwd
@@ -322,4 +322,4 @@ def test_dnat_and_forward_trees_agree_with_flat_chains():
 def test_one_rule_for_what_is_ours(spec, ours):
     """The planner's and the doctor's idea of "ours" are one function."""
     assert R.is_ours(spec) is ours
-    assert D._is_ours is R.is_ours
+    assert I.is_ours is R.is_ours and I.Diagnosis.is_ours is R.is_ours
