@@ -7,8 +7,8 @@
 hook run: PRIVATE to this collection, no stable API.
 
 It runs on the hypervisor without Ansible: the role installs this file and the module_utils it imports
-under /usr/local/lib/kvmnet-nat, and a two-line entry point (roles/expose/templates/kvmnet-nat-restore.py.j2)
-that calls ``main``. It uses the module's own planner, grammar check and host lock (_lock), per scope
+under /usr/local/lib/kvmnet-nat, and the entry point roles/expose/files/kvmnet_nat_restore.py, which runs
+the commands (module_utils may not) and calls ``main``. It uses the module's own planner, grammar check and host lock (_lock), per scope
 (an IP family, for iptables):
 
 - ``start``: the saved file's desired state against the live ruleset. Nothing at all runs when all is as
@@ -25,9 +25,7 @@ Exit status 0 when every family is as asked, 1 when anything was refused or fail
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 import sys
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _command, _lock
@@ -38,74 +36,33 @@ from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend
 NAME = 'kvmnet-nat-restore'
 DEFAULT_WAIT = 30
 MAX_WAIT = 600
-DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-MAX_FILE = 256 * 1024 * 1024       # a saved file of 10 000 forwards is a few MB
-LOG_TIMEOUT = 3                    # a journal stuck on a bad disk must not hold the restore
-
-
-class Host:
-    """What the backend needs of an AnsibleModule (``get_bin_path``, ``run_command``), for a program
-    that runs without Ansible: commands found on the caller's PATH, run from an argument list, no shell."""
-
-    def __init__(self, path=None):
-        self.path = path or DEFAULT_PATH
-
-    def get_bin_path(self, name):
-        return shutil.which(name, path=self.path)
-
-    def run_command(self, argv, data=None, binary_data=False, environ_update=None):
-        stdin = {'stdin': subprocess.DEVNULL} if data is None else {'input': data.encode('utf-8')}
-        try:
-            proc = subprocess.run(argv, capture_output=True, env=dict(os.environ, **(environ_update or {})),
-                                  check=False, **stdin)
-        except OSError as exc:
-            return 127, '', '%s: %s' % (argv[0], exc.strerror or exc)
-        return proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace')
-
-
-class Log:
-    """``log(level, text)``: to stderr (except ``debug``), and to the journal/syslog with ``logger``
-    (up to date: debug; a change: notice; a refusal or failure: err), bounded in time."""
-
-    def __init__(self, host, syslog, stream=None):
-        self.logger = host.get_bin_path('logger') if syslog else None
-        self.stream = stream or sys.stderr
-
-    def __call__(self, level, text):
-        if level != 'debug':
-            self.stream.write('%s: %s\n' % (NAME, text))
-            self.stream.flush()
-        if self.logger:
-            try:
-                subprocess.run([self.logger, '-p', 'daemon.' + level, '-t', NAME, '--', text], check=False,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               timeout=LOG_TIMEOUT)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+MAX_FILE = 64 * 1024 * 1024        # a saved file of 10 000 forwards is a few MB
 
 
 def lock_wait(text):
     """Seconds to wait for the host lock and for iptables' own lock: a positive integer written without
     a leading zero, at most MAX_WAIT; anything else is DEFAULT_WAIT."""
-    if text.isdigit() and text.isascii() and not text.startswith('0') and int(text) <= MAX_WAIT:
+    if len(text) <= 3 and text.isdigit() and text.isascii() and not text.startswith('0') and int(text) <= MAX_WAIT:
         return int(text)
     return DEFAULT_WAIT
 
 
 def read_saved(path):
     """(text, problem) of a saved file: (None, None) when there is none, a problem when it is not a
-    regular file, is empty, too large or not UTF-8."""
+    regular file (looked at before it is opened: a device is never opened), cannot be read, is empty, too
+    large or not UTF-8."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None, '%s: not a regular file; not restored' % path
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, 'rb') as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):     # swapped since the lstat
+                return None, '%s: not a regular file; not restored' % path
+            data = handle.read(MAX_FILE + 1)
     except FileNotFoundError:
         return None, None
-    except OSError as exc:
-        return None, '%s: cannot be read (%s); not restored' % (path, exc.strerror or exc)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None, '%s: not a regular file; not restored' % path
-    with os.fdopen(fd, 'rb') as handle:
-        data = handle.read(MAX_FILE + 1)
+    except (OSError, MemoryError) as exc:
+        return None, '%s: cannot be read (%s); not restored' % (path, getattr(exc, 'strerror', None) or exc)
     if not data:
         return None, '%s: empty (cut short?); not restored' % path
     if len(data) > MAX_FILE:
@@ -186,23 +143,33 @@ def restore_family(engine, scope, path, action, log):
     return True
 
 
-def main(argv, base, lock_path, syslog=True, environ=None, stream=None):
-    """The program: ``argv`` is ``[start|flush]``; the saved files are ``<base>.v4`` and ``.v6``. Reads
-    KVMNET_NAT_LOCK_TIMEOUT (seconds to wait for the locks) and PATH from ``environ``, nothing else."""
+def _restore_each(engine, base, action, log):
+    """Every scope in turn, each on its own: one that fails unexpectedly is logged and the next still runs."""
+    done = []
+    for scope, suffix in zip(engine.scopes, engine.saved_files.values()):
+        try:
+            done.append(restore_family(engine, scope, '%s.%s' % (base, suffix), action, log))
+        except Exception as exc:        # pylint: disable=broad-exception-caught  # logged, never a traceback
+            log('err', '%s: failed: %s: %s' % (_label(scope), type(exc).__name__, exc))
+            done.append(False)
+    return done
+
+
+def main(argv, base, lock_path, host, log, environ=None, stream=None):
+    """The program: ``argv`` is ``[start|flush]``; the saved files are ``<base>.<suffix>`` of each scope;
+    ``host`` runs the commands (``get_bin_path``, ``run_command``), ``log(level, text)`` reports. Reads
+    KVMNET_NAT_LOCK_TIMEOUT (seconds to wait for the locks) from ``environ``, nothing else."""
     environ = os.environ if environ is None else environ
     stream = stream or sys.stderr
     action = argv[0] if argv else 'start'
     if len(argv) > 1 or action not in ('start', 'flush'):
         stream.write('usage: %s [start|flush]\n' % NAME)
         return 2
-    host = Host(environ.get('PATH'))
-    log = Log(host, syslog, stream)
     wait = lock_wait(environ.get('KVMNET_NAT_LOCK_TIMEOUT', ''))
     engine = _iptables.Engine(host, DEFAULT_PREFIX, wait)
     try:
         with _lock.host_lock(lock_path, wait, '%s %s' % (NAME, action)):
-            done = [restore_family(engine, scope, '%s.%s' % (base, suffix), action, log)
-                    for scope, suffix in zip(engine.scopes, engine.saved_files.values())]
+            done = _restore_each(engine, base, action, log)
     except _lock.LockError as exc:
         log('err', str(exc))
         return 1

@@ -269,9 +269,9 @@ class Lab(Topology):
         return path
 
     def restore_script(self, **variables):
-        """kvmnet-nat-restore as the role installs it: the shell entry point and its Python side, rendered
-        with the role's variables (or the ones given), importing the collection under test."""
-        entry = self.script('kvmnet-nat-restore.py.j2', **variables)
+        """kvmnet-nat-restore as the role installs it: the shell wrapper, rendered with the role's variables
+        (or the ones given), running the role's Python entry point on the collection under test."""
+        entry = os.path.join(os.path.dirname(TEMPLATES), 'files', 'kvmnet_nat_restore.py')
         return self.script('kvmnet-nat-restore.sh.j2', __expose_restore_entry=entry,
                            __expose_restore_python='/usr/bin/python3', **variables)
 

@@ -70,13 +70,14 @@ def tools(lab, tmp_path, only=None):
     return str(bindir), log
 
 
-SCRIPT_TOOLS = ['sh', 'cut', 'tr', 'env', 'timeout', 'sleep']     # what the hook runs; the restore is Python
+SCRIPT_TOOLS = ['sh', 'env', 'sleep']      # the hook finds timeout, tr and tail in /usr/bin whatever PATH it gets
 
 
-def hook(lab, tmp_path, path, lock=None):
+def hook(lab, tmp_path, path, lock=None, library=None):
     """Run the hook as libvirt does for a guest's port (the XML pipe left open and never written to):
     (exit status, seconds taken, stderr)."""
-    restore = lab.restore_script(__expose_rules_base=lab.base, __expose_lock_path=lock or lab.lock_path)
+    restore = lab.restore_script(__expose_rules_base=lab.base, __expose_lock_path=lock or lab.lock_path,
+                                 **({'__expose_restore_lib': library} if library else {}))
     script = lab.script('libvirt-network-hook.sh.j2', __expose_restore_script=restore, __expose_syslog=True,
                         __expose_hook_lock_timeout=LOCK_WAIT, __expose_hook_timeout=LIMIT)
     err = tmp_path / 'hook.err'
@@ -125,6 +126,9 @@ CAUSES = {
     'a rule kvmnet.nat does not write': ('bad rule', 'refusing payload line'),
     '--test refuses the payload': ('test refuses', '--test refused the payload, nothing was changed'),
     'iptables-save hangs': ('hang', 'did not finish within %d s and was stopped' % LIMIT),
+    'iptables-save hangs, PATH without coreutils': ('hang, bare PATH', 'did not finish within %d s and was stopped'
+                                                    % LIMIT),
+    'the library is missing a file': ('library', 'cannot be loaded (ImportError'),
 }
 
 
@@ -135,8 +139,10 @@ def test_the_hook_exits_0_in_bounded_time_and_logs_whatever_fails(lab, applied, 
     with open(path) as handle:
         good = handle.read()
     before = {4: lab.save(4), 6: lab.save(6)}
-    env_path, journal = tools(lab, tmp_path, only=SCRIPT_TOOLS if how == 'no flavour' else None)
-    holder = None
+    bare = ['%s-%s-%s' % (tool, lab.flavour, verb) for tool in ('iptables', 'ip6tables') for verb in ('save', 'restore')
+            if (tool, verb) != ('iptables', 'save')] + ['sh']       # sh: this test starts the hook with it
+    env_path, journal = tools(lab, tmp_path, only={'no flavour': SCRIPT_TOOLS, 'hang, bare PATH': bare}.get(how))
+    holder, restore_lib = None, None
     pidfile = tmp_path / 'save.pid'
     try:
         if how == 'append':
@@ -159,11 +165,16 @@ def test_the_hook_exits_0_in_bounded_time_and_logs_whatever_fails(lab, applied, 
             stub.chmod(0o755)
         elif how == 'lock':
             holder = _hold_lock(lab, tmp_path)
-        elif how == 'hang':
+        elif how == 'library':      # a half-installed library: the entry point runs on a copy without walk.py
+            library = tmp_path / 'lib'
+            shutil.copytree(os.path.join(lab.collections_path, 'ansible_collections'), str(library / 'ansible_collections'),
+                            ignore=shutil.ignore_patterns('walk.py', 'tests', '.git*'))
+            restore_lib = str(library)
+        elif how in ('hang', 'hang, bare PATH'):
             stub = tmp_path / 'bin' / ('iptables-%s-save' % lab.flavour)
             stub.write_text('#!/bin/sh\necho $$ >%s\nexec sleep 300\n' % pidfile)
             stub.chmod(0o755)
-        rc, took, err = hook(lab, tmp_path, env_path)
+        rc, took, err = hook(lab, tmp_path, env_path, library=restore_lib)
         assert (rc, err) == (0, '')
         assert took < (LOCK_WAIT + 6 if how == 'lock' else BOUND), took
         lines = journal.read_text().splitlines() if journal.exists() else []
@@ -171,7 +182,7 @@ def test_the_hook_exits_0_in_bounded_time_and_logs_whatever_fails(lab, applied, 
         assert lines[0].startswith('-t kvmnet-nat-hook -p daemon.err -- network default port-created begin: '), lines
         assert logged.format(lock=lab.lock_path) in lines[0], lines
         assert {4: lab.save(4), 6: lab.save(6)} == before               # a refusal changes nothing
-        if how == 'hang':                                               # stopped with its children
+        if how.startswith('hang'):                                      # stopped with its children
             pid = int(pidfile.read_text())
             assert not os.path.exists('/proc/%d' % pid) or open('/proc/%d/stat' % pid).read().split()[2] == 'Z'
     finally:

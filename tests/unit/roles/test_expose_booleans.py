@@ -51,7 +51,8 @@ if __name__ == '__main__':
 
 HOST_INFO = {'default_ipv4': '203.0.113.10', 'netfilter_persistent': {'installed': False}, 'ufw': {'installed': False},
              'firewalld': {'active': False}, 'libvirt_nftables': {'ipv4': False, 'ipv6': False},
-             'install': {'packages': ['iptables-persistent'], 'would_remove': []}}
+             'install': {'packages': ['iptables-persistent'], 'would_remove': []},
+             'files': {'restore_python': {'exists': True, 'sha256': None}}}
 ADDRESSES = {'changes': [], 'record_changed': False, 'guests': [{'name': 'web01', 'ip': '192.168.122.10'}],
              'unresolved': [{'name': 'ghost01', 'reason': 'no libvirt domain of that name on this host'}]}
 

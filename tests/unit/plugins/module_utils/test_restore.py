@@ -17,6 +17,7 @@ import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _restore as R
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as iptables
+from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.test_converge import (
     DECLARED, Fake, Iptables, Together, converge)
 
@@ -135,7 +136,7 @@ SPOILT = {
     'empty': 'empty (cut short?); not restored',
     'no header': 'header',
     'not UTF-8': 'not UTF-8',
-    'symlink': 'cannot be read',
+    'symlink': 'not a regular file',
 }
 
 
@@ -237,7 +238,8 @@ def test_the_flavour_of_the_file_is_used_not_the_generic_tool(tmp_path):
 
 
 @pytest.mark.parametrize('text, seconds', [('', 30), ('20', 20), ('600', 600), ('601', 30), ('0', 30), ('020', 30),
-                                           ('-5', 30), ('1e3', 30), ('٣', 30), (' 20', 30)])
+                                           ('-5', 30), ('1e3', 30), ('٣', 30), (' 20', 30),
+                                           ('1' * 5000, 30), ('0' * 5000, 30)])
 def test_lock_wait(text, seconds):
     assert R.lock_wait(text) == seconds
 
@@ -250,23 +252,44 @@ def test_read_saved(tmp_path):
     os.mkfifo(str(tmp_path / 'fifo'))
     assert R.read_saved(str(tmp_path / 'fifo'))[1].endswith('not a regular file; not restored')
     assert R.read_saved(str(tmp_path))[1].endswith('not a regular file; not restored')
+    assert R.read_saved('/dev/zero')[1] == '/dev/zero: not a regular file; not restored'      # never opened
+    (tmp_path / 'link').symlink_to(path)
+    assert R.read_saved(str(tmp_path / 'link'))[1].endswith('not a regular file; not restored')
+
+
+def _main(tmp_path, argv, environ=None):
+    """R.main with a host that has no tool at all (nothing may run), the log kept; (status, log, stderr)."""
+    log, err = Log(), io.StringIO()
+    host = fakes.FakeModule(binaries=set())
+    status = R.main(argv, str(tmp_path / 'rules'), str(tmp_path / 'lock'), host, log, environ or {}, err)
+    return status, log, err.getvalue()
 
 
 def test_main_usage_and_a_lock_that_is_not_a_regular_file(tmp_path):
-    err = io.StringIO()
-    assert R.main(['restart'], str(tmp_path / 'rules'), str(tmp_path / 'lock'), False, {}, err) == 2
-    assert err.getvalue() == 'usage: kvmnet-nat-restore [start|flush]\n'
-    assert R.main(['start', 'flush'], str(tmp_path / 'rules'), str(tmp_path / 'lock'), False, {}, err) == 2
+    assert _main(tmp_path, ['restart'])[::2] == (2, 'usage: kvmnet-nat-restore [start|flush]\n')
+    assert _main(tmp_path, ['start', 'flush'])[0] == 2
     os.mkfifo(str(tmp_path / 'lock'))
-    err = io.StringIO()
-    assert R.main(['start'], str(tmp_path / 'rules'), str(tmp_path / 'lock'), False, {}, err) == 1
-    assert 'the host lock %s is not a regular file (it is a FIFO)' % (tmp_path / 'lock') in err.getvalue()
+    status, log, _err = _main(tmp_path, ['start'])
+    assert status == 1
+    assert 'the host lock %s is not a regular file (it is a FIFO)' % (tmp_path / 'lock') in log.errors()[0]
 
 
 def test_main_with_no_saved_file_changes_nothing_and_exits_0(tmp_path):
-    err = io.StringIO()
-    assert R.main([], str(tmp_path / 'rules'), str(tmp_path / 'lock'), False, {'PATH': str(tmp_path)}, err) == 0
-    assert err.getvalue() == ''
+    status, log, err = _main(tmp_path, [])
+    assert (status, log.lines, err) == (0, [], '')
+
+
+def test_a_scope_that_fails_unexpectedly_is_logged_and_the_next_still_runs(tmp_path, monkeypatch):
+    seen = []
+
+    def restore_family(engine, scope, path, action, log):
+        seen.append(scope)
+        if scope == 4:
+            raise MemoryError('no memory')
+        return True
+    monkeypatch.setattr(R, 'restore_family', restore_family)
+    status, log, _err = _main(tmp_path, ['start'])
+    assert (status, seen, log.errors()) == (1, [4, 6], ['IPv4: failed: MemoryError: no memory'])
 
 
 def test_the_engine_opens_the_saved_file_with_its_own_prefix(tmp_path):
