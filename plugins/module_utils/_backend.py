@@ -13,8 +13,9 @@ and community.docker's engine driver.
 Two objects per backend:
 
 - an **Engine** (one per run): names the backend (``diff_header``), validates its own parameters and
-  ``open(family)`` gives the Backend of one IP family (or raises BackendUnavailable);
-- a **Backend** (one per family): the methods of the Backend protocol below. ``live`` and ``desired``
+  ``open(scope)`` gives the Backend of one scope (an IP family, or both in one table) or raises
+  BackendUnavailable;
+- a **Backend** (one per scope): the methods of the Backend protocol below. ``live`` and ``desired``
   values are the backend's own (opaque to the driver); ``desired.empty`` says there is nothing to own.
 
 The iptables backend is plugins/module_utils/iptables/; the fake in-memory one, for the driver's
@@ -94,16 +95,6 @@ class Backend(Protocol):
     def desired_from_persisted(self, text):
         """The desired state a valid persisted file describes; RulesetError when it is not one."""
 
-    # ------------------------------------------------------------ what the doctor needs
-    def walk(self, live, table, chain, packet):
-        """Follow ``packet`` from ``chain`` of ``table``: an outcome (rule, target, uncertain, unfinished)."""
-
-    def counter(self, live, table, rule):
-        """The packet count of ``rule`` ((chain, position)) in a read taken with counters, or None."""
-
-    def hooks(self, live):
-        """{(table, built-in chain): [positions of our jump]} for every hook we need; [1] is in place."""
-
 
 class Engine(Protocol):
     """A backend kind, for one run: ``diff_header`` names what the diff shows; ``scopes`` what ``open``
@@ -115,7 +106,12 @@ class Engine(Protocol):
     saved_files: dict
 
     def problems(self):
-        """Problems with the backend's own parameters (e.g. chain_prefix), before anything is read."""
+        """Problems with the backend's own parameters (e.g. chain_prefix), before anything is read.
+
+        What the doctor needs of a backend is not a Backend (those detect one flavour and refuse a host
+        with rules in two, which the doctor must still diagnose): it is the backend's Diagnosis, built
+        from its Engine (iptables: iptables/diagnose.py) - reading every flavour with counters, the walk
+        of a packet, counters, where our hooks are, our rules and the saved file."""
 
     def open(self, scope):
         """The Backend of ``scope``; BackendUnavailable when the host has no tool for it."""

@@ -137,15 +137,6 @@ class FakeBackend:
             raise RulesetError('the saved rules have no valid header')
         return FakeDesired(self.family, tuple(body.splitlines()))
 
-    def walk(self, live, table, chain, packet):
-        return packet.get('label') in live
-
-    def counter(self, live, table, rule):
-        return None
-
-    def hooks(self, live):
-        return {('fake', 'HOOK'): [1] if live else []}
-
 
 TOOLS = {4: 'iptables-nft', 6: 'ip6tables-nft'}
 BINARIES = {'%s-%s' % (tool, verb) for tool in TOOLS.values() for verb in ('save', 'restore')}

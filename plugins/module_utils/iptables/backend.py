@@ -6,14 +6,14 @@
 """The iptables backend as the converge driver sees it: PRIVATE to this collection, no stable API.
 
 Engine and Backend of _backend.py over the modules of this package: detection and commands
-(netfilter.py), reading (save.py), rendering (rules.py), planning (plan.py), the saved file
-(persisted.py) and the walker (walk.py). No logic of its own beyond wiring them together.
+(netfilter.py), reading (save.py), rendering (rules.py), planning (plan.py) and the saved file
+(persisted.py). No logic of its own beyond wiring them together. The doctor's part is diagnose.py.
 """
 
 from __future__ import annotations
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._backend import BackendUnavailable
-from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter, persisted, plan, rules, save, walk
+from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import netfilter, persisted, plan, rules, save
 
 
 class Engine:
@@ -90,20 +90,3 @@ class Backend:
 
     def desired_from_persisted(self, text):
         return persisted.desired_from_persisted(text, self.family, self.prefix)
-
-    def walk(self, live, table, chain, packet):
-        found = live.get(table)
-        if found is None:
-            return walk.Outcome(None)
-        policies = {name: policy for name, policy in found.chains.items() if policy != '-'}
-        return walk.walk(walk.Ruleset(found.rules, policies), chain, packet)
-
-    def counter(self, live, table, rule):
-        return save.counter(live.get(table), rule)
-
-    def hooks(self, live):
-        found = {}
-        for table, chain, _spec in rules.render_jumps(self.prefix):
-            specs = live[table].rules.get(chain, []) if table in live else []
-            found[(table, chain)] = [i for i, spec in enumerate(specs, 1) if save.jumps_into_ours(spec, self.prefix, table)]
-        return found

@@ -99,16 +99,8 @@ class Backend:
     def desired_from_persisted(self, text):
         return persisted.desired_from_persisted(text, self.prefix)
 
-    def walk(self, live, table, chain, packet):
-        """Not yet: the doctor's walk through nftables rules is part of issue 21's item 5."""
-        raise NotImplementedError('the nftables backend has no rule walker yet')
-
-    def counter(self, live, table, rule):
-        """The packet count of our accept rule is not read yet (the read drops counters): None."""
-        return None
-
     def hooks(self, live):
         """{(family, 'libvirt_network forward'): [1-based positions of our accept rule]} for every libvirt
-        forward chain that exists; [1] is in place."""
+        forward chain that exists; [1] is in place. (For the doctor's Diagnosis of this backend, issue 21.)"""
         return {(family, '%s %s' % (rules.LIBVIRT_TABLE, rules.LIBVIRT_CHAIN)): [pos + 1 for pos, _rule in found]
                 for family, found in live.accept_positions().items()}
