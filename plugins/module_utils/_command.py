@@ -34,3 +34,13 @@ def run(module, argv, data=None, context='', check=True):
     if check and rc != 0:
         raise CommandError(argv, rc, err or out, context)
     return rc, out, err
+
+
+def failing_line(payload, stderr, pattern):
+    """The payload line a tool's stderr names by number (``pattern``'s first group, 1-based), or ''."""
+    m = pattern.search(stderr or '')
+    if not m:
+        return ''
+    lines = payload.splitlines()
+    index = int(m.group(1)) - 1
+    return lines[index].strip()[:300] if 0 <= index < len(lines) else ''

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
-from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
+from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, failing_line, run
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.save import in_use
 
 TOOL = {4: 'iptables', 6: 'ip6tables'}
@@ -160,15 +160,6 @@ def save(module, tools):
     return run(module, tools.save_cmd, context='reading the IPv%d ruleset' % tools.family)[1]
 
 
-def _failing_line(payload, stderr):
-    m = _ERROR_LINE_RE.search(stderr or '')
-    if not m:
-        return ''
-    lines = payload.splitlines()
-    index = int(m.group(1)) - 1
-    return lines[index] if 0 <= index < len(lines) else ''
-
-
 def restore(module, tools, payload, lock_timeout, test=False):
     """Apply (or with test=True only check) one payload; errors name the failing rule."""
     cmd = tools.restore_cmd + ['--noflush', '--wait', str(lock_timeout)]
@@ -176,7 +167,7 @@ def restore(module, tools, payload, lock_timeout, test=False):
         cmd.append('--test')
     rc, out, err = run(module, cmd, data=payload, check=False)
     if rc != 0:
-        line = _failing_line(payload, err)
+        line = failing_line(payload, err, _ERROR_LINE_RE)
         context = 'applying IPv%d rules%s' % (tools.family, ' (test run)' if test else '')
         if line:
             context += ', at rule "%s"' % line

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, run
+from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, failing_line, run
 
 _ERROR_LINE_RE = re.compile(r'/dev/stdin:(\d+):')
 
@@ -24,22 +24,13 @@ def list_ruleset(module, nft):
     return run(module, [nft, '-j', 'list', 'ruleset'], context='reading the nftables ruleset')[1]
 
 
-def _failing_line(payload, stderr):
-    m = _ERROR_LINE_RE.search(stderr or '')
-    if not m:
-        return ''
-    lines = payload.splitlines()
-    index = int(m.group(1)) - 1
-    return lines[index].strip()[:200] if 0 <= index < len(lines) else ''
-
-
 def load(module, nft, payload, test=False):
     """Load (or with test=True only check) one transaction; errors name the line nft refused."""
     cmd = [nft] + (['-c'] if test else []) + ['-f', '-']
     rc, out, err = run(module, cmd, data=payload, check=False)
     if rc != 0:
         context = 'applying the nftables transaction%s' % (' (check run)' if test else '')
-        line = _failing_line(payload, err)
+        line = failing_line(payload, err, _ERROR_LINE_RE)
         if line:
             context += ', at "%s"' % line
         raise CommandError(cmd, rc, err or out, context)
