@@ -91,6 +91,8 @@ def plan_families(module, engine, forwards):
         try:
             backend = engine.open(scope)
         except BackendUnavailable as exc:
+            if scope not in getattr(engine, 'forward_scopes', engine.scopes):
+                continue                            # a retired backend without its tool: nothing of it to remove
             given = sorted({fwd.family for fwd in forwards if fwd.family in _families(scope)})
             if given:
                 module.fail_json(msg='%s forwards were given but %s, nothing was changed'
@@ -228,12 +230,15 @@ def diff(engine, work):
 
 
 def converge(module, engine, forwards, paths):
-    """Bring every family to ``forwards`` under the host lock, saved files first; exit_json with the result."""
+    """Bring every family to ``forwards`` under the host lock, saved files first; exit_json with the result.
+    An engine with ``prepare`` (_backends.Switch: which backend) prepares under the lock, before any read."""
     params = module.params
     result = dict(rules={}, reasons=[], flavour={}, forwards=[forward_result(f) for f in forwards])
     # check mode takes the lock only when its file exists, and never writes it (see _lock)
     with _lock.host_lock(params['lock_path'], params['lock_timeout'], 'kvmnet.nat.forwards',
                          write=not module.check_mode):
+        if hasattr(engine, 'prepare'):
+            result.update(engine.prepare(removing=not forwards))
         work = plan_families(module, engine, forwards)
         saved, previous = persist(module, work, paths) if paths else ([], {})     # saved first, then applied
         changed = apply(module, work, result, paths, previous)

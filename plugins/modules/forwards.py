@@ -28,6 +28,15 @@ description:
     the port. A payload is always checked with C(iptables-restore --test) before it is applied.
   - Uses the iptables flavour (nf_tables or legacy) the host's rules are in; refuses a host
     whose rules are split across both.
+  - With O(backend=nftables) (or V(auto) on a host whose libvirt uses its nftables firewall backend),
+    the rules live instead in one nftables table of the module's own, C(table inet kvmnet_nat)
+    (named from O(chain_prefix)), replaced as a whole in one C(nft -f) transaction checked with
+    C(nft -c) first, plus one rule of the module's own, C(ct mark & 0x00200000 == 0x00200000 accept)
+    with the comment C(kvmnet.nat: accept), at the top of libvirt's C(forward) chain of C(table ip
+    libvirt_network) and C(table ip6 libvirt_network) where those exist. No other table is touched.
+  - Whichever backend is used, the rules, chains, table, accept rule and saved files of the other one
+    are removed in the same run, after the new rules are in place, so that changing O(backend) moves
+    every forward and leaves nothing of the old backend behind.
 extends_documentation_fragment:
   - kvmnet.nat.forward
 author:
@@ -45,8 +54,25 @@ attributes:
   platform:
     platforms: posix
     support: full
-    description: Linux with iptables (nf_tables or legacy); ip6tables for IPv6 forwards.
+    description: Linux with iptables (nf_tables or legacy), ip6tables for IPv6 forwards; or nft (nftables 1.0 or later).
 options:
+  backend:
+    description:
+      - The firewall the rules are written in.
+      - V(auto) follows libvirt's network driver, whose reject rules the forwards must pass and can only pass
+        in the same firewall. The first of these that applies decides. 1. libvirt's nftables table C(table ip
+        libvirt_network) (or C(ip6)) is loaded, V(nftables). 2. libvirt's iptables chains (C(LIBVIRT_FWI),
+        C(LIBVIRT_FWO), C(LIBVIRT_FWX), C(LIBVIRT_PRT) and the like) are loaded, V(iptables). 3. No libvirt
+        network is active, the C(firewall_backend) that C(/etc/libvirt/network.conf) sets. 4. The module's
+        own nftables table is loaded (an earlier run chose nftables), V(nftables). 5. Otherwise V(iptables),
+        which Debian's and Ubuntu's libvirt packages use. RV(backend) returns the choice and its reason, in
+        check mode too.
+      - V(nftables) is refused on a host where libvirt's iptables chains are loaded (their C(REJECT) in
+        C(FORWARD) would refuse every forwarded connection), before anything changes.
+    type: str
+    choices: [auto, iptables, nftables]
+    default: auto
+    version_added: 1.2.0
   forwards:
     description:
       - The complete list of forwards for this host. Forwards that are not listed any more are
@@ -248,10 +274,32 @@ reasons:
   elements: str
   sample: ["filter FORWARD: jump was at position 2, moved back to 1"]
 flavour:
-  description: The iptables flavour used per IP family (V(nft) or V(legacy)).
+  description: The flavour used per scope, V(nft) or V(legacy) for the iptables families C(ipv4) and C(ipv6),
+    V(nftables) for the nftables table (C(inet)); the backend not chosen appears too, where its tool exists.
   returned: always
   type: dict
-  sample: {ipv4: nft, ipv6: nft}
+  sample: {ipv4: nft, ipv6: nft, inet: nftables}
+backend:
+  description: The backend used and why (see O(backend)).
+  returned: always
+  type: dict
+  version_added: 1.2.0
+  contains:
+    name:
+      description: V(iptables) or V(nftables).
+      type: str
+    requested:
+      description: The value of O(backend).
+      type: str
+    reason:
+      description: Why this backend, in one sentence.
+      type: str
+    libvirt:
+      description: The firewall backend libvirt's loaded rules show (V(iptables), V(nftables)), or null when
+        no libvirt network is active.
+      type: str
+  sample: {name: nftables, requested: auto, libvirt: nftables,
+           reason: "libvirt's network driver uses its nftables firewall backend here (table ip libvirt_network is loaded)"}
 forwards:
   description: The validated forwards, in the order the rules are written.
   returned: always; empty when O(return_details=false)
@@ -265,6 +313,7 @@ forwards:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backends
 from ansible_collections.kvmnet.nat.plugins.module_utils import _converge
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward
 from ansible_collections.kvmnet.nat.plugins.module_utils import _listeners
@@ -272,6 +321,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _lock
 from ansible_collections.kvmnet.nat.plugins.module_utils import _routes
 from ansible_collections.kvmnet.nat.plugins.module_utils import _schema
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as _iptables
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as _nftables
 
 
 def argument_spec():
@@ -283,6 +333,7 @@ def argument_spec():
         lock_timeout=dict(type='int', default=10),
         lock_path=dict(type='path', default=_lock.DEFAULT_PATH),
         return_details=dict(type='bool', default=True),
+        backend=dict(type='str', choices=list(_backends.BACKENDS), default='auto'),
         **_schema.scope_options()
     )
 
@@ -329,7 +380,11 @@ def _check_host(module, forwards):
 
 
 def _run(module):
-    engine = _iptables.Engine(module, module.params['chain_prefix'], module.params['lock_timeout'])
+    params = module.params
+    engines = {'iptables': _iptables.Engine(module, params['chain_prefix'], params['lock_timeout']),
+               'nftables': _nftables.Engine(module, params['chain_prefix'])}
+    # the backend is chosen under the host lock, before anything is read (_converge.converge)
+    engine = _backends.Switch(module, engines, params['backend'])
     paths = _converge.check_params(module, engine)
     _converge.converge(module, engine, _check_host(module, _parse(module)), paths)
 

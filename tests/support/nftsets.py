@@ -9,6 +9,7 @@ of the examples (both families, every kind), and the recorded ``nft -j list rule
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
@@ -113,3 +114,27 @@ def all_forwards():
 def fixture(name):
     with open(os.path.join(FIXTURES, name)) as handle:
         return handle.read()
+
+
+def listing(ruleset, command):
+    """What ``nft -j list ...`` prints for ``command`` on a host whose ``nft -j list ruleset`` is ``ruleset``
+    (JSON text): ``ruleset``, ``tables``, ``chains``, ``table FAMILY NAME``; None for another command."""
+    items = json.loads(ruleset)['nftables']
+    words = command.split()
+    if words[:3] != ['nft', '-j', 'list']:
+        return None
+    what = words[3:]
+
+    def keep(item):
+        kind, obj = next(iter(item.items()))
+        if kind == 'metainfo' or what == ['ruleset']:
+            return True
+        if what == ['tables']:
+            return kind == 'table'
+        if what == ['chains']:
+            return kind in ('table', 'chain')
+        if what[0] == 'table' and len(what) == 3:
+            owner = (obj.get('family'), obj.get('name') if kind == 'table' else obj.get('table'))
+            return owner == (what[1], what[2])
+        raise AssertionError('unexpected command: %s' % command)
+    return 0, json.dumps({'nftables': [item for item in items if keep(item)]}), ''

@@ -36,6 +36,10 @@ class Engine:
             return [str(exc)]
         return []
 
+    def table(self):
+        """Our table's name (ValueError for a prefix ``problems`` names)."""
+        return rules.table_name(self.prefix)
+
     def _nft(self):
         found = self.module.get_bin_path('nft')
         if not found:
@@ -73,7 +77,7 @@ class Backend:
         self.name = rules.table_name(prefix)
 
     def read(self):
-        return ruleset.parse(nft.list_ruleset(self.module, self.nft), self.name)
+        return ruleset.parse(nft.list_ours(self.module, self.nft, self.name), self.name)
 
     def desired(self, forwards):
         return rules.desired_state(forwards, self.prefix)

@@ -5,7 +5,7 @@
 
 """The nftables backend, on the host: PRIVATE to this collection, no stable API.
 
-Reads the ruleset with ``nft -j list ruleset`` and loads a transaction with ``nft -f -`` (its text on
+Reads our table and libvirt's with ``nft -j list tables`` and ``nft -j list table`` and loads a transaction with ``nft -f -`` (its text on
 stdin), checked first with ``nft -c -f -``. Every command runs through _command.run (an argument
 list, ``LANG=C``); a failure raises CommandError carrying the command, its stderr and, when nft names
 one, the line of the transaction it refused.
@@ -13,15 +13,39 @@ one, the line of the transaction it refused.
 
 from __future__ import annotations
 
+import json
 import re
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._command import CommandError, failing_line, run
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.rules import LIBVIRT_FAMILIES, LIBVIRT_TABLE
 
 _ERROR_LINE_RE = re.compile(r'/dev/stdin:(\d+):')
 
 
-def list_ruleset(module, nft):
-    return run(module, [nft, '-j', 'list', 'ruleset'], context='reading the nftables ruleset')[1]
+def _objects(module, nft, what):
+    out = run(module, [nft, '-j', 'list'] + what, context='reading the nftables ruleset')[1]
+    try:
+        items = json.loads(out or '{}').get('nftables', [])
+    except (ValueError, AttributeError):
+        items = None
+    if not isinstance(items, list):
+        raise CommandError([nft, '-j', 'list'] + what, 0, out[:200], 'nft -j printed no JSON ruleset')
+    return items
+
+
+def list_ours(module, nft, name):
+    """The part of ``nft -j list ruleset`` the backend reads: every table's name, our ``table inet <name>``
+    and libvirt's tables (``nft -j list tables``, then only those). On a host with a large iptables-nft
+    ruleset this reads a few objects instead of all of them."""
+    tables = _objects(module, nft, ['tables'])
+    items = [item for item in tables if isinstance(item, dict) and 'table' in item]
+    for item in list(items):
+        table = item['table'] if isinstance(item['table'], dict) else {}
+        family, tname = table.get('family'), table.get('name')
+        if (family, tname) == ('inet', name) or (tname == LIBVIRT_TABLE and family in dict(LIBVIRT_FAMILIES)):
+            items.extend(obj for obj in _objects(module, nft, ['table', family, tname])
+                         if isinstance(obj, dict) and not {'table', 'metainfo'} & set(obj))
+    return {'nftables': items}
 
 
 def load(module, nft, payload, test=False):

@@ -83,7 +83,7 @@ def test_the_module_refuses_it_before_reading_any_rule(tmp_path, bounded, kind):
     make(kind, path, tmp_path)
     module = fakes.FakeModule({'forwards': [], 'check_listeners': False, 'public_ip': None, 'public_ip6': None,
                                'in_interface': None, 'state': 'absent', 'chain_prefix': 'KVMNAT', 'persist_path': None,
-                               'lock_timeout': 1, 'lock_path': path, 'return_details': True, 'vip_addresses': []}, [])
+                               'lock_timeout': 1, 'lock_path': path, 'return_details': True, 'vip_addresses': [], 'backend': 'auto'}, [])
     result = fakes.result_of(M.run, module)
     assert result.get('failed') is True and result['msg'].startswith('the host lock %s %s' % (path, KINDS[kind]))
     assert module.calls == []

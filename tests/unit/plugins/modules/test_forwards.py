@@ -36,7 +36,7 @@ FORWARDS = [{'guest': 'web01', 'guest_ip': '192.168.122.10', 'host_port': 8080, 
 
 DEFAULTS = {'forwards': [], 'check_listeners': False, 'public_ip': None, 'public_ip6': None, 'in_interface': None,
             'state': 'present', 'chain_prefix': 'KVMNAT', 'persist_path': None, 'lock_timeout': 10, 'lock_path': None,
-            'return_details': True}
+            'return_details': True, 'backend': 'auto'}
 BINARIES = {'iptables-nft-save', 'iptables-nft-restore', 'ip6tables-nft-save', 'ip6tables-nft-restore', 'ip'}
 
 
@@ -320,7 +320,7 @@ GUEST = {4: '192.168.122.10', 6: '2001:db8:122::10'}
 TOOL = {4: 'iptables-nft', 6: 'ip6tables-nft'}
 SAVED_DEFAULTS = {'forwards': [], 'check_listeners': False, 'public_ip': '203.0.113.10', 'public_ip6': '2001:db8::10',
                   'in_interface': None, 'state': 'present', 'chain_prefix': 'KVMNAT', 'persist_path': None, 'lock_timeout': 10,
-                  'lock_path': None, 'return_details': True, 'vip_addresses': []}
+                  'lock_path': None, 'return_details': True, 'vip_addresses': [], 'backend': 'auto'}
 
 
 def fwd(port, guest_port, family=4):

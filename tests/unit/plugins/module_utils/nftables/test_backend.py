@@ -33,8 +33,9 @@ def test_one_backend_for_both_families_converges_and_reads_back():
     state = {'ruleset': nftsets.fixture('libvirt.json')}
 
     def host(command):
-        if command == 'nft -j list ruleset':
-            return 0, state['ruleset'], ''
+        listed = nftsets.listing(state['ruleset'], command)
+        if listed:
+            return listed
         if command == 'nft -f -':
             state['ruleset'] = nftsets.fixture('applied.json')     # what the real nft made of this payload
         return 0, '', ''
@@ -48,7 +49,8 @@ def test_one_backend_for_both_families_converges_and_reads_back():
     assert plan.changed
     backend.test(plan)
     backend.apply(plan)
-    assert [c for c, _d in module.calls] == ['nft -j list ruleset', 'nft -c -f -', 'nft -f -']
+    assert [c for c, _d in module.calls] == ['nft -j list tables', 'nft -j list table ip libvirt_network',
+                                             'nft -j list table ip6 libvirt_network', 'nft -c -f -', 'nft -f -']
     assert backend.read_back(desired).changed is False
     assert backend.hooks(backend.read()) == {('ip', 'libvirt_network forward'): [1], ('ip6', 'libvirt_network forward'): [1]}
 

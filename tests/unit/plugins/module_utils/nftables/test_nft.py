@@ -15,9 +15,35 @@ from ansible_collections.kvmnet.nat.tests.unit.plugins.fakes import FakeModule
 PAYLOAD = 'table inet kvmnet_nat\ndelete table inet kvmnet_nat\ntable inet kvmnet_nat {\n\tbogus\n}\n'
 
 
-def test_list_ruleset():
-    module = FakeModule(answers=[('nft -j list ruleset', (0, '{"nftables": []}', ''))])
-    assert N.list_ruleset(module, '/usr/sbin/nft') == '{"nftables": []}'
+TABLES = ('{"nftables": [{"metainfo": {"json_schema_version": 1}}, '
+          '{"table": {"family": "ip", "name": "filter", "handle": 1}}, '
+          '{"table": {"family": "ip", "name": "libvirt_network", "handle": 2}}, '
+          '{"table": {"family": "inet", "name": "kvmnet_nat", "handle": 3}}, '
+          '{"table": {"family": "inet", "name": "kvmnet_nat_test1", "handle": 4}}]}')
+
+
+def _table(family, name, chain):
+    return ('{"nftables": [{"metainfo": {}}, {"table": {"family": "%s", "name": "%s"}}, '
+            '{"chain": {"family": "%s", "table": "%s", "name": "%s"}}]}' % (family, name, family, name, chain))
+
+
+def test_list_ours_reads_only_our_table_and_libvirts():
+    module = FakeModule(answers=[
+        ('nft -j list tables', (0, TABLES, '')),
+        ('nft -j list table ip libvirt_network', (0, _table('ip', 'libvirt_network', 'forward'), '')),
+        ('nft -j list table inet kvmnet_nat', (0, _table('inet', 'kvmnet_nat', 'prerouting'), '')),
+    ])
+    data = N.list_ours(module, '/usr/sbin/nft', 'kvmnet_nat')
+    assert [cmd for cmd, _data in module.calls] == [
+        'nft -j list tables', 'nft -j list table ip libvirt_network', 'nft -j list table inet kvmnet_nat']
+    kinds = [next(iter(item)) for item in data['nftables']]
+    assert kinds == ['table'] * 4 + ['chain', 'chain']     # every table's name; the chains of the two read
+
+
+def test_list_ours_refuses_what_is_not_json():
+    module = FakeModule(answers=[('nft -j list tables', (0, 'table ip filter {', ''))])
+    with pytest.raises(CommandError):
+        N.list_ours(module, '/usr/sbin/nft', 'kvmnet_nat')
 
 
 @pytest.mark.parametrize('test, command', [(True, 'nft -c -f -'), (False, 'nft -f -')])
