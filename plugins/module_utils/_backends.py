@@ -32,6 +32,7 @@ import re
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _command
 from ansible_collections.kvmnet.nat.plugins.module_utils._backend import BackendUnavailable, RulesetError
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.rules import ACCEPT_MARK
 
 BACKENDS = ('auto', 'iptables', 'nftables')
 NETWORK_CONF = '/etc/libvirt/network.conf'
@@ -71,7 +72,8 @@ def loaded(objects, own_table):
             continue
         family, table, name = chain.get('family'), chain.get('table'), chain.get('name')
         if table == LIBVIRT_TABLE and family in ('ip', 'ip6'):
-            libvirt, evidence = 'nftables', 'table %s %s' % (family, LIBVIRT_TABLE)
+            if libvirt != 'nftables':       # the first table named (ip before ip6), over any iptables chain
+                libvirt, evidence = 'nftables', 'table %s %s' % (family, LIBVIRT_TABLE)
         elif name in LIBVIRT_CHAINS and family in ('ip', 'ip6') and libvirt is None:
             libvirt, evidence = 'iptables', 'chain %s of table %s %s' % (name, family, table)
         elif (family, table) == ('inet', own_table):
@@ -112,6 +114,41 @@ def mismatch(choice):
     return None
 
 
+def _accepts_our_mark(rule):
+    """A rule that accepts connections by their conntrack mark (nft ``ct mark``, or iptables' connmark)."""
+    exprs = [expr for expr in rule.get('expr', []) if isinstance(expr, dict)]
+    marked = any('mark' in json.dumps(expr.get('match', {}).get('left', {})) and '"ct"' in json.dumps(expr)
+                 or expr.get('xt', {}).get('name') == 'connmark' for expr in exprs)
+    return marked and any('accept' in expr for expr in exprs)
+
+
+def forward_drops(ruleset, own_table):
+    """The base chains on the forward hook of tables not ours and not libvirt's whose policy is drop and which
+    hold no accept by conntrack mark: [{table, chain, iptables, fix}]. An nftables drop in another table cannot
+    be overridden by an accept in ours or libvirt's: each needs the accept for our mark (``fix``)."""
+    items = ruleset.get('nftables', []) if isinstance(ruleset, dict) else []
+    chains, accepted = [], set()
+    for item in items if isinstance(items, list) else []:
+        obj = item.get('chain') if isinstance(item, dict) else None
+        if isinstance(obj, dict) and obj.get('hook') == 'forward' and obj.get('policy') == 'drop':
+            chains.append(obj)
+        rule = item.get('rule') if isinstance(item, dict) else None
+        if isinstance(rule, dict) and _accepts_our_mark(rule):
+            accepted.add((rule.get('family'), rule.get('table'), rule.get('chain')))
+    found = []
+    for chain in chains:
+        family, table, name = chain.get('family'), chain.get('table'), chain.get('name')
+        if table in (own_table, LIBVIRT_TABLE) or (family, table, name) in accepted:
+            continue
+        iptables = family in ('ip', 'ip6') and table == 'filter' and name == 'FORWARD'
+        fix = ('%s -I FORWARD 1 -m connmark --mark 0x%x/0x%x -j ACCEPT'
+               % ('iptables' if family == 'ip' else 'ip6tables', ACCEPT_MARK, ACCEPT_MARK) if iptables else
+               'nft insert rule %s %s %s ct mark and 0x%08x == 0x%08x accept'
+               % (family, table, name, ACCEPT_MARK, ACCEPT_MARK))
+        found.append({'table': '%s %s' % (family, table), 'chain': name, 'iptables': iptables, 'fix': fix})
+    return found
+
+
 def read_choice(module, requested, own_table, conf_path=None):
     """The Choice for this host, read with ``nft -j list chains`` and ``conf_path`` (read only)."""
     objects = None
@@ -123,16 +160,23 @@ def read_choice(module, requested, own_table, conf_path=None):
                 objects = json.loads(out or '{}').get('nftables', [])
             except (ValueError, AttributeError):
                 objects = None
+    return choose(requested, objects, read_conf(conf_path), own_table)
+
+
+def read_conf(path=None):
+    """The text of libvirt's network.conf (its first 64 KiB), or None when it cannot be read."""
     try:
-        with open(conf_path or NETWORK_CONF, encoding='utf-8', errors='replace') as handle:
-            conf_text = handle.read(65536)
+        with open(path or NETWORK_CONF, encoding='utf-8', errors='replace') as handle:
+            return handle.read(65536)
     except OSError:
-        conf_text = None
-    return choose(requested, objects, conf_text, own_table)
+        return None
 
 
 class _Retired:
-    """A Backend of the engine not chosen: everything as the inner one, but nothing desired."""
+    """A Backend of the engine not chosen: everything as the inner one, but nothing desired (and ``retired``:
+    the result names its changes, not its flavour or rules)."""
+
+    retired = True
 
     def __init__(self, inner):
         self._inner = inner
@@ -178,6 +222,12 @@ class Switch:
         problem = mismatch(choice)
         if problem and not removing:
             raise RulesetError('backend nftables cannot work here: %s' % problem)
+        if choice.name == 'iptables' and choice.libvirt == 'nftables' and not removing:
+            self.module.warn("libvirt's network driver uses its nftables firewall backend here (table ip "
+                             'libvirt_network is loaded): its reject cannot be overridden from iptables, so the '
+                             'forwards stay refused until libvirt uses iptables (firewall_backend = "iptables" in '
+                             '%s; the role does that with expose_libvirt_firewall_backend: iptables). backend: '
+                             'auto would use nftables' % NETWORK_CONF)
         self.choose(choice)
         return {'backend': choice.result()}
 

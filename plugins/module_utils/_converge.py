@@ -124,9 +124,10 @@ def apply(module, work, result, paths=None, previous=None):
     applied = set()
     for index, (backend, desired, plan) in enumerate(work):
         key = backend.key
-        result['flavour'][key] = backend.flavour
         result['reasons'].extend('%s %s' % (key, r) for r in plan.reasons)
-        result['rules'][key] = plan.after
+        if not getattr(backend, 'retired', False):       # the backend not chosen: only what it removes is said
+            result['flavour'][key] = backend.flavour
+            result['rules'][key] = plan.after
         if not plan.changed:
             continue
         changed = True

@@ -366,12 +366,14 @@ def libvirt(module, uri, guests, host_ips):
 # ---------------------------------------------------------------- host_info
 
 
-def read(module, simulate_install=(), paths=None, units=()):
+def read(module, simulate_install=(), paths=None, units=(), from_ruleset=None):
     """The facts the role decides on (host_info's result), from read-only commands; ``paths``: {name: path} to
-    look at; ``units``: systemd units whose enablement to report."""
+    look at; ``units``: systemd units whose enablement to report; ``from_ruleset``: a function of the parsed
+    ``nft -j list ruleset`` (None without nft) giving more facts (host_info: the backend)."""
     installed = packages(module)
     ruleset, _error = nft_ruleset(module)
-    return {'packages': installed,
+    return {**(from_ruleset(ruleset) if from_ruleset else {}),
+            'packages': installed,
             'files': {name: file_state(path) for name, path in (paths or {}).items()},
             'forwarding': forwarding(),
             'default_ipv4': defaults(module, families=(4,))[1],

@@ -8,8 +8,10 @@ hook run: PRIVATE to this collection, no stable API.
 
 It runs on the hypervisor without Ansible: the role installs this file and the module_utils it imports
 under /usr/local/lib/kvmnet-nat, and the entry point roles/expose/files/kvmnet_nat_restore.py, which runs
-the commands (module_utils may not) and calls ``main``. It uses the module's own planner, grammar check and host lock (_lock), per scope
-(an IP family, for iptables):
+the commands (module_utils may not) and calls ``main``. It uses the module's own planner, grammar check and
+host lock (_lock), per scope of each backend: an IP family for iptables (``<base>.v4``, ``<base>.v6``), our
+one table for nftables (``<base>.nft``). The module keeps the files of one backend only (it removes the
+other's when the backend changes), so only one backend's files exist; a scope without a file is left alone:
 
 - ``start``: the saved file's desired state against the live ruleset. Nothing at all runs when all is as
   saved (a guest starting, the usual hook event); otherwise one payload, tested (``--test``), applied in
@@ -32,6 +34,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _command, _lock
 from ansible_collections.kvmnet.nat.plugins.module_utils._backend import BackendUnavailable, RulesetError
 from ansible_collections.kvmnet.nat.plugins.module_utils._schema import DEFAULT_PREFIX
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as _iptables
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as _nftables
 
 NAME = 'kvmnet-nat-restore'
 DEFAULT_WAIT = 30
@@ -143,15 +146,23 @@ def restore_family(engine, scope, path, action, log):
     return True
 
 
-def _restore_each(engine, base, action, log):
-    """Every scope in turn, each on its own: one that fails unexpectedly is logged and the next still runs."""
+def _key(scope):
+    """A scope's key in an engine's ``saved_files``: ``ipv4`` for 4, the scope itself otherwise (``inet``)."""
+    return 'ipv%d' % scope if scope in (4, 6) else scope
+
+
+def _restore_each(engines, base, action, log):
+    """Every scope of every engine in turn, each on its own: one that fails unexpectedly is logged and the
+    next still runs. A scope without a saved file has nothing to restore (``start``)."""
     done = []
-    for scope, suffix in zip(engine.scopes, engine.saved_files.values()):
-        try:
-            done.append(restore_family(engine, scope, '%s.%s' % (base, suffix), action, log))
-        except Exception as exc:        # pylint: disable=broad-exception-caught  # logged, never a traceback
-            log('err', '%s: failed: %s: %s' % (_label(scope), type(exc).__name__, exc))
-            done.append(False)
+    for engine in engines:
+        for scope in engine.scopes:
+            try:
+                path = '%s.%s' % (base, engine.saved_files[_key(scope)])
+                done.append(restore_family(engine, scope, path, action, log))
+            except Exception as exc:        # pylint: disable=broad-exception-caught  # logged, never a traceback
+                log('err', '%s: failed: %s: %s' % (_label(scope), type(exc).__name__, exc))
+                done.append(False)
     return done
 
 
@@ -166,10 +177,10 @@ def main(argv, base, lock_path, host, log, environ=None, stream=None):
         stream.write('usage: %s [start|flush]\n' % NAME)
         return 2
     wait = lock_wait(environ.get('KVMNET_NAT_LOCK_TIMEOUT', ''))
-    engine = _iptables.Engine(host, DEFAULT_PREFIX, wait)
+    engines = (_iptables.Engine(host, DEFAULT_PREFIX, wait), _nftables.Engine(host, DEFAULT_PREFIX))
     try:
         with _lock.host_lock(lock_path, wait, '%s %s' % (NAME, action)):
-            done = _restore_each(engine, base, action, log)
+            done = _restore_each(engines, base, action, log)
     except _lock.LockError as exc:
         log('err', str(exc))
         return 1

@@ -28,12 +28,12 @@ description:
     the port. A payload is always checked with C(iptables-restore --test) before it is applied.
   - Uses the iptables flavour (nf_tables or legacy) the host's rules are in; refuses a host
     whose rules are split across both.
-  - With O(backend=nftables) (or V(auto) on a host whose libvirt uses its nftables firewall backend),
+  - "With O(backend=nftables) (or V(auto) on a host whose libvirt uses its nftables firewall backend),
     the rules live instead in one nftables table of the module's own, C(table inet kvmnet_nat)
     (named from O(chain_prefix)), replaced as a whole in one C(nft -f) transaction checked with
     C(nft -c) first, plus one rule of the module's own, C(ct mark & 0x00200000 == 0x00200000 accept)
     with the comment C(kvmnet.nat: accept), at the top of libvirt's C(forward) chain of C(table ip
-    libvirt_network) and C(table ip6 libvirt_network) where those exist. No other table is touched.
+    libvirt_network) and C(table ip6 libvirt_network) where those exist. No other table is touched."
   - Whichever backend is used, the rules, chains, table, accept rule and saved files of the other one
     are removed in the same run, after the new rules are in place, so that changing O(backend) moves
     every forward and leaves nothing of the old backend behind.
@@ -256,7 +256,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 rules:
-  description: The managed rules after the run, per IP family, one line each (C(table chain rule)).
+  description: The managed rules after the run, one line each, per scope of the backend used (C(ipv4) and C(ipv6) for iptables, as C(table chain rule); C(inet) for the nftables table).
   returned: always; empty when O(return_details=false)
   type: dict
   sample:
@@ -274,11 +274,11 @@ reasons:
   elements: str
   sample: ["filter FORWARD: jump was at position 2, moved back to 1"]
 flavour:
-  description: The flavour used per scope, V(nft) or V(legacy) for the iptables families C(ipv4) and C(ipv6),
-    V(nftables) for the nftables table (C(inet)); the backend not chosen appears too, where its tool exists.
+  description: The flavour used per scope of the backend used, V(nft) or V(legacy) for the iptables families
+    C(ipv4) and C(ipv6), V(nftables) for the nftables table (C(inet)).
   returned: always
   type: dict
-  sample: {ipv4: nft, ipv6: nft, inet: nftables}
+  sample: {ipv4: nft, ipv6: nft}
 backend:
   description: The backend used and why (see O(backend)).
   returned: always

@@ -47,6 +47,19 @@ options:
     type: list
     elements: str
     default: []
+  backend:
+    description:
+      - The O(kvmnet.nat.forwards#module:backend) the role will ask for; RV(backend) says which backend it gets
+        here and why, decided exactly as M(kvmnet.nat.forwards) decides it.
+    type: str
+    choices: [auto, iptables, nftables]
+    default: auto
+    version_added: 1.2.0
+  chain_prefix:
+    description: The O(kvmnet.nat.forwards#module:chain_prefix), which names the nftables table of the collection.
+    type: str
+    default: KVMNAT
+    version_added: 1.2.0
 notes:
   - "Debian's ufw declares C(Breaks: iptables-persistent, netfilter-persistent): installing
     iptables-persistent on a host with ufw removes ufw. The simulation shows that before it happens."
@@ -89,6 +102,28 @@ libvirt_nftables:
   returned: always
   type: dict
   sample: {ipv4: false, ipv6: false}
+backend:
+  description: The backend O(backend) gives on this host (see O(kvmnet.nat.forwards#module:backend)), why, the backend
+    libvirt's loaded rules show, and C(problem), why that backend cannot work here (V(nftables) beside libvirt's
+    iptables rules), or null.
+  returned: always
+  type: dict
+  version_added: 1.2.0
+  sample: {name: nftables, requested: auto, libvirt: nftables, problem: null,
+           reason: "libvirt's network driver uses its nftables firewall backend here (table ip libvirt_network is loaded)"}
+forward_drops:
+  description:
+    - The base chains on the forward hook of other nftables tables (an admin's C(table inet filter), or
+      iptables-nft's C(FORWARD)) whose policy is drop and which hold no accept by conntrack mark. A drop in
+      another table cannot be overridden from the collection's table; C(fix) is the rule that lets the
+      forwarded connections of the nftables backend through.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  sample:
+    - {table: inet filter, chain: forward, iptables: false,
+       fix: "nft insert rule inet filter forward ct mark and 0x00200000 == 0x00200000 accept"}
 files:
   description: For each name in O(paths), whether it exists and the SHA-256 of a regular file (else null).
   returned: always
@@ -118,16 +153,38 @@ install:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backends
 from ansible_collections.kvmnet.nat.plugins.module_utils import _host
+from ansible_collections.kvmnet.nat.plugins.module_utils._schema import DEFAULT_PREFIX
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as _nftables
+
+
+def _backend_facts(module):
+    """The ``backend`` and ``forward_drops`` facts, from the ruleset _host.read reads anyway."""
+    params = module.params
+    try:
+        own = _nftables.Engine(module, params['chain_prefix']).table()
+    except ValueError as exc:
+        module.fail_json(msg='invalid parameters: %s' % exc)
+
+    def facts(ruleset):
+        objects = ruleset.get('nftables', []) if isinstance(ruleset, dict) else None
+        choice = _backends.choose(params['backend'], objects, _backends.read_conf(), own)
+        return {'backend': dict(choice.result(), problem=_backends.mismatch(choice)),
+                'forward_drops': _backends.forward_drops(ruleset, own)}
+    return facts
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(simulate_install=dict(type='list', elements='str', default=[]),
                                               paths=dict(type='dict', default={}),
-                                              units=dict(type='list', elements='str', default=[])),
+                                              units=dict(type='list', elements='str', default=[]),
+                                              backend=dict(type='str', choices=list(_backends.BACKENDS), default='auto'),
+                                              chain_prefix=dict(type='str', default=DEFAULT_PREFIX)),
                            supports_check_mode=True)
     params = module.params
-    module.exit_json(changed=False, **_host.read(module, params['simulate_install'], params['paths'], params['units']))
+    module.exit_json(changed=False, **_host.read(module, params['simulate_install'], params['paths'], params['units'],
+                                                 _backend_facts(module)))
 
 
 if __name__ == '__main__':

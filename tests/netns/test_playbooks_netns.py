@@ -134,8 +134,8 @@ def test_the_role_stops_on_a_bad_inventory_before_anything_changes(lab, tmp_path
 
 
 def test_the_role_names_every_refusal_of_the_host_at_once(lab, tmp_path):
-    """No default route (so no public address) and libvirt's nftables table with its reject: one
-    failure that names both, and the ruleset as it was."""
+    """No default route (so no public address) and libvirt's nftables table with its reject while the
+    iptables backend is asked for: one failure that names both, and the ruleset as it was."""
     lab.x('hv', 'nft', '-f', '-', data='table ip libvirt_network {\n chain guest_input {\n'
           '  oifname "virbr0" counter reject\n }\n}\n')
     try:
@@ -144,7 +144,8 @@ def test_the_role_names_every_refusal_of_the_host_at_once(lab, tmp_path):
                                               'ports': [{'host': 8080, 'guest': 80}]}])}
         inventory = tmp_path / 'inventory.json'
         inventory.write_text(json.dumps({'hypervisors': {'hosts': hosts}, 'all': {'hosts': {'localhost': local()}}}))
-        proc = playbook(lab, 'hv', inventory, 'kvmnet.nat.expose', '--check', '-e', 'expose_install_packages=false')
+        proc = playbook(lab, 'hv', inventory, 'kvmnet.nat.expose', '--check', '-e', 'expose_install_packages=false',
+                        '-e', 'expose_backend=iptables')
         output = ' '.join((proc.stdout + proc.stderr).split())
         assert proc.returncode != 0, output[-3000:]
         assert 'hv1: nothing was changed. (1) No public address to expose guests on.' in output, output[-3000:]

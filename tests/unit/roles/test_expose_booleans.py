@@ -30,7 +30,8 @@ import json
 import os
 from ansible.module_utils.basic import AnsibleModule
 
-SPECS = {'host_info': dict(simulate_install=dict(type='raw'), paths=dict(type='raw'), units=dict(type='raw')),
+SPECS = {'host_info': dict(simulate_install=dict(type='raw'), paths=dict(type='raw'), units=dict(type='raw'),
+                           backend=dict(type='raw'), chain_prefix=dict(type='raw')),
          'guest_addresses': dict(names=dict(type='raw'), declared=dict(type='raw'), claimed=dict(type='raw'),
                                  pin=dict(type='raw'), record_path=dict(type='raw'), uri=dict(type='raw'))}
 
@@ -51,6 +52,8 @@ if __name__ == '__main__':
 
 HOST_INFO = {'default_ipv4': '203.0.113.10', 'netfilter_persistent': {'installed': False}, 'ufw': {'installed': False},
              'firewalld': {'active': False}, 'libvirt_nftables': {'ipv4': False, 'ipv6': False},
+             'backend': {'name': 'iptables', 'requested': 'auto', 'reason': 'test', 'libvirt': None, 'problem': None},
+             'forward_drops': [],
              'install': {'packages': ['iptables-persistent'], 'would_remove': []},
              'files': {'restore_python': {'exists': True, 'sha256': None}}}
 ADDRESSES = {'changes': [], 'record_changed': False, 'guests': [{'name': 'web01', 'ip': '192.168.122.10'}],

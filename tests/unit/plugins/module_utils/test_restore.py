@@ -17,6 +17,8 @@ import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _restore as R
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as iptables
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as nftables
+from ansible_collections.kvmnet.nat.tests.support import nftsets
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.test_converge import (
     DECLARED, Fake, Iptables, Together, converge)
@@ -289,7 +291,8 @@ def test_a_scope_that_fails_unexpectedly_is_logged_and_the_next_still_runs(tmp_p
         return True
     monkeypatch.setattr(R, 'restore_family', restore_family)
     status, log, _err = _main(tmp_path, ['start'])
-    assert (status, seen, log.errors()) == (1, [4, 6], ['IPv4: failed: MemoryError: no memory'])
+    # every scope of both backends: the iptables families, then the nftables table
+    assert (status, seen, log.errors()) == (1, [4, 6, 'inet'], ['IPv4: failed: MemoryError: no memory'])
 
 
 def test_the_engine_opens_the_saved_file_with_its_own_prefix(tmp_path):
@@ -303,3 +306,25 @@ def test_the_engine_opens_the_saved_file_with_its_own_prefix(tmp_path):
     text = each.persisted_text(each.desired(forwards(DECLARED[:1])))
     opened, desired = iptables.Engine(module, 'KVMNAT', 10).open_saved(4, text)
     assert (opened.prefix, desired.prefix, opened.flavour) == ('OTHER', 'OTHER', 'nft')
+
+
+def test_main_restores_an_nftables_file_and_then_does_nothing(tmp_path):
+    """The .nft file of the nftables backend: loaded (checked with nft -c first), read back, then a no-op;
+    no iptables tool is looked for (the host has none, and no .v4/.v6 file)."""
+    backend = nftables.Engine(fakes.FakeModule(), 'KVMNAT').open('inet')
+    (tmp_path / 'rules.nft').write_text(backend.persisted_text(backend.desired(nftsets.all_forwards())))
+    state = {'ruleset': nftsets.fixture('libvirt.json')}
+
+    def host_answer(command):
+        listed = nftsets.listing(state['ruleset'], command)
+        if listed:
+            return listed
+        if command == 'nft -f -':
+            state['ruleset'] = nftsets.fixture('applied.json')
+        return 0, '', ''
+    host = fakes.FakeModule(answers=host_answer, binaries={'nft'})
+    for expected in (['notice'], ['debug']):
+        log = Log()
+        status = R.main(['start'], str(tmp_path / 'rules'), str(tmp_path / 'lock'), host, log, {}, io.StringIO())
+        assert status == 0 and [level for level, _t in log.lines] == expected, log.lines
+    assert [c for c, _d in host.calls if not c.startswith('nft -j list')] == ['nft -c -f -', 'nft -f -']
