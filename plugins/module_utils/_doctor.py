@@ -295,11 +295,22 @@ def _call_stack(steps):
     return stack
 
 
+def _place(table_name, chain, index=None):
+    """A rule's place: 'filter FORWARD rule 2' (iptables), 'chain inet filter forward rule 2' (nftables, whose
+    walk names each chain whole; index 0 is the chain's policy, or a hook without chains)."""
+    name = chain if ' ' in chain else '%s %s' % (table_name, chain)
+    return name if index is None or index == 0 else '%s rule %d' % (name, index)
+
+
 def where(table_name, outcome, rule=None):
     """'filter FORWARD rule 2 -> LIBVIRT_FWI rule 2: <spec>' for the rule that ended the walk."""
     rule = rule or outcome.rule
     if rule is None:
         return '%s policy' % table_name
+    if ' ' in rule[0]:
+        hops = _call_stack([step for step in outcome.path if step != rule] + [rule])[:-1]
+        return '%s (%s)' % (' -> '.join([_place(table_name, c, i) for c, i, _s in hops] +
+                                        [_place(table_name, rule[0], rule[1])]), rule[2])
     hops = _call_stack([step for step in outcome.path if step != rule] + [rule])[:-1]
     trail = ' -> '.join(['%s %s rule %d' % (table_name, hops[0][0], hops[0][1])] +
                         ['%s rule %d' % (c, i) for c, i, _s in hops[1:]] + ['%s rule %d' % (rule[0], rule[1])]) \
@@ -346,16 +357,19 @@ def check_layout(fwd, view):
     if fam is None or fam.flavour is None:
         tool = view.backend.tool(fwd.family)
         return _fail('no %s' % tool, 'This host has no %s: no forward of this family can exist.' % tool,
-                     'apt install iptables.')
-    details.append('iptables: %s' % fam.flavour)
+                     'apt install %s.' % view.backend.name)
+    details.append('%s: %s' % (view.backend.name, fam.flavour))
+    for problem in view.backend.layout_problems():
+        return _fail('; '.join(details), 'The %s backend cannot work here: %s.' % (view.backend.name, problem),
+                     'Run the doctor and kvmnet.nat.expose with backend: auto (or the backend libvirt uses).')
     if fam.mixed:
         return _fail('; '.join(details), fam.mixed, 'Move every rule to one flavour (iptables-legacy-save, '
                      'iptables-nft-save show each), then %s.' % RUN_EXPOSE)
     if view.firewalld:
         return _fail('firewalld is running', 'firewalld is running: libvirt puts its networks in firewalld\'s "libvirt" '
-                     'zone, whose nftables reject no iptables accept can override.',
+                     'zone, whose nftables reject no accept of kvmnet.nat can override.',
                      'systemctl disable --now firewalld, or forward the port with firewall-cmd instead.')
-    for table, chain, verdict, rule in _nft_problems(fwd, view):
+    for table, chain, verdict, rule in ([] if view.backend.walks_nftables else _nft_problems(fwd, view)):
         libvirt = table['name'] == 'libvirt_network'
         cause = ('nftables table %s %s, chain %s (hook %s) %ss %s: an accept in iptables cannot override a %s in '
                  'another nftables table.' % (table['family'], table['name'], chain['name'], chain['hook'], verdict,
@@ -421,9 +435,10 @@ def check_jumps(fwd, view):
     if not owned(view, fam):
         return Check(None, 'no kvmnet.nat chains here: the rules below are this host\'s own')
     details, causes = [], []
+    noun = view.backend.hook_noun()
     for (table_name, chain), positions in _hooks(view, fam).items():
         present, policy = view.backend.policy(fam.tables, table_name, chain)
-        label = '%s %s' % (table_name, chain)
+        label = view.backend.hook_label(fam.tables, table_name, chain)
         if not positions and chain == 'FORWARD' and policy is None:
             details.append('%s: no %s (every forwarded packet passes)'
                            % (label, 'such chain' if present else 'filter table'))
@@ -433,28 +448,30 @@ def check_jumps(fwd, view):
             if chain == 'FORWARD' and policy == 'DROP':
                 harm = 'forwarded packets never reach kvmnet.nat\'s accept, and FORWARD\'s policy is DROP (Docker ' \
                        'sets it): every forward is dropped'
-            causes.append(('Our jump in %s is missing: %s.' % (label, harm),
-                           '%s (or kvmnet-nat-restore start); it puts the jump back at the top.' % RUN_EXPOSE.capitalize()))
+            causes.append(('Our %s in %s is missing: %s.' % (noun, label, harm),
+                           '%s (or kvmnet-nat-restore start); it puts the %s back at the top.'
+                           % (RUN_EXPOSE.capitalize(), noun)))
             details.append('%s: missing' % label)
             continue
         if len(positions) > 1:
-            causes.append(('Our jump is in %s %d times (rules %s).' % (label, len(positions), ', '.join(map(str, positions))),
+            causes.append(('Our %s is in %s %d times (rules %s).' % (noun, label, len(positions), ', '.join(map(str, positions))),
                            '%s: it keeps exactly one.' % RUN_EXPOSE.capitalize()))
         if positions[0] == 1:
             details.append('%s: first' % label)
             continue
         outcome = walk_in(view, fwd.family, table_name, chain, _jump_packet(fwd, view, chain))
-        first = outcome.path[0] if outcome.path else None
-        above = first is not None and first[0] == chain and first[1] < positions[0]
+        hook_chain = view.backend.hook_chain(fam.tables, table_name, chain)
+        first = next((step for step in outcome.path if step[0] == hook_chain), None)
+        above = first is not None and first[1] < positions[0]
         if outcome.unfinished:
             details.append('%s: rule %d; the walk could not finish (%s)' % (label, positions[0], outcome.unfinished))
         elif above and view.backend.ends(outcome) and _does_our_job(view, fwd, chain, outcome):
             details.append('%s: rule %d, below %s, which %ss the packet as ours would'
                            % (label, positions[0], where(table_name, outcome), outcome.target.lower()))
         elif above and view.backend.ends(outcome):
-            causes.append(('Above our jump in %s, %s %ss this forward\'s packets.'
-                           % (label, where(table_name, outcome), outcome.target.lower()),
-                           '%s: it moves the jump back to the top (or delete that rule).' % RUN_EXPOSE.capitalize()))
+            causes.append(('Above our %s in %s, %s %ss this forward\'s packets.'
+                           % (noun, label, where(table_name, outcome), outcome.target.lower()),
+                           '%s: it moves the %s back to the top (or delete that rule).' % (RUN_EXPOSE.capitalize(), noun)))
             details.append('%s: rule %d, below a rule that takes the packet' % (label, positions[0]))
         else:
             details.append('%s: rule %d (%d rule(s) above take nothing of this forward)'
@@ -462,10 +479,11 @@ def check_jumps(fwd, view):
     return Check(not causes, '; '.join(details), causes)
 
 
-def _stop_cause(table_name, outcome, port, dst, fwd, before):
+def _stop_cause(view, table_name, outcome, port, dst, fwd, before):
+    fix = view.backend.accept_fix(outcome.rule, before_dnat=before == 'before any DNAT')
     return ('%s %ss %s to %s %s: the packet never reaches %s.'
             % (where(table_name, outcome), outcome.target.lower(), port, dst, before, fwd.guest),
-            'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for %s above it.' % port)
+            fix or 'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for %s above it.' % port)
 
 
 def _diverted(view, table_name, outcome, what, to):
@@ -489,10 +507,12 @@ def _diverted(view, table_name, outcome, what, to):
     return None
 
 
-def _unfinished(table_name, chain, outcome, what=''):
-    return ('%sThe walk through %s %s could not finish: %s; the doctor cannot say whether the packet passes.'
-            % (what, table_name, chain, outcome.unfinished),
-            'Look at that chain with iptables-save -t %s (the kernel refuses loops in the rules it runs).' % table_name)
+def _unfinished(view, table_name, chain, outcome, what=''):
+    last = outcome.path[-1] if outcome.path else None
+    name = _place(table_name, last[0]) if last and ' ' in last[0] else '%s %s' % (table_name, chain)
+    return ('%sThe walk through %s could not finish: %s; the doctor cannot say whether the packet passes.'
+            % (what, name, outcome.unfinished),
+            'Look at that chain with %s (the kernel refuses loops in the rules it runs).' % view.backend.listing(table_name))
 
 
 def _harmful(view, table_name, chain, item, fwd):
@@ -517,14 +537,14 @@ def _doubts(view, fwd, trip_, port, what, details):
         for item in outcome.uncertain:
             if not _harmful(view, table_name, chain, item, fwd):
                 continue
-            text = '%s %s rule %d (%s)' % (table_name, item[0], item[1], item[2])
+            text = '%s (%s)' % (_place(table_name, item[0], item[1]), item[2])
             if item[4] == 'varies':
                 some.append(text)
                 continue
             doubts.append(('%s%s was not evaluated (the doctor does not read %s): if it matches, it keeps %s from %s.'
                            % (what, text, item[3], port, fwd.guest),
-                           'Check that rule by hand (iptables -t %s -L %s -v shows its counter), or narrow it so that '
-                           'it cannot take this forward\'s packets.' % (table_name, item[0])))
+                           'Check that rule by hand (%s), or narrow it so that it cannot take this forward\'s '
+                           'packets.' % view.backend.inspect(table_name, item)))
     if some:
         details.append('%sstops some clients: %s%s' % (what, some[0], ' and %d more' % (len(some) - 1) if len(some) > 1 else ''))
     return doubts, count
@@ -536,9 +556,9 @@ def _before_dnat(fwd, view, outside, port):
     dst = outside.packet['dst']
     for table_name, chain, outcome in outside.arriving:
         if outcome.unfinished:
-            return [], [_unfinished(table_name, chain, outcome)]
+            return [], [_unfinished(view, table_name, chain, outcome)]
         if outcome.stopped:
-            return [_stop_cause(table_name, outcome, port, dst, fwd, 'before any DNAT')], []
+            return [_stop_cause(view, table_name, outcome, port, dst, fwd, 'before any DNAT')], []
         diverted = _diverted(view, table_name, outcome, '%s to %s' % (port, dst), fwd.guest)
         if diverted is not None:
             return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
@@ -547,7 +567,7 @@ def _before_dnat(fwd, view, outside, port):
                      'no DNAT takes it.' % (where(table_name, outcome, outcome.untracked), port, dst),
                      'Remove or narrow that NOTRACK rule (it is not kvmnet.nat\'s).')], []
     if outside.pre.unfinished:
-        return [], [_unfinished('nat', 'PREROUTING', outside.pre)]
+        return [], [_unfinished(view, 'nat', 'PREROUTING', outside.pre)]
     return None
 
 
@@ -574,9 +594,10 @@ def _scope_findings(fwd, view, outside, port):
     pre, dst = outside.pre, outside.packet['dst']
     if view.backend.is_ours(pre.rule[2]) or view.backend.names_destination(pre.rule[2]):
         return []
-    return [('The DNAT (%s) has no -d: it takes %s on every address of this host and from traffic '
-             'routed through it, not only on %s.' % (where('nat', pre), port, dst),
-             'Add -d %s to it, or let kvmnet.nat write the forward (%s).' % (dst, RUN_EXPOSE))]
+    match = '-d' if not view.backend.walks_nftables else 'ip daddr' if fwd.family == 4 else 'ip6 daddr'
+    return [('The DNAT (%s) has no %s: it takes %s on every address of this host and from traffic '
+             'routed through it, not only on %s.' % (where('nat', pre), match, port, dst),
+             'Add %s %s to it, or let kvmnet.nat write the forward (%s).' % (match, dst, RUN_EXPOSE))]
 
 
 def _forwarded_findings(fwd, view, outside, port, details):
@@ -590,7 +611,7 @@ def _forwarded_findings(fwd, view, outside, port, details):
     findings, early = [], []
     for table_name, chain, outcome in outside.forwarded:
         if outcome.unfinished:
-            return findings, early, _unfinished(table_name, chain, outcome)
+            return findings, early, _unfinished(view, table_name, chain, outcome)
         diverted = _diverted(view, table_name, outcome, '%s to %s' % (port, guest), fwd.guest)
         if diverted is not None:
             (findings if diverted[0] == 'break' else early).append(diverted[1])
@@ -602,7 +623,7 @@ def _forwarded_findings(fwd, view, outside, port, details):
             findings.append(_filter_stop(fwd, view, outside.after, outcome, port, guest))
             break
         if outcome.stopped:
-            findings.append(_stop_cause(table_name, outcome, port, guest, fwd, 'after the DNAT'))
+            findings.append(_stop_cause(view, table_name, outcome, port, guest, fwd, 'after the DNAT'))
             break
     return findings, early, None
 
@@ -628,7 +649,8 @@ def _passed_over(fwd, view, trips_, port, details):
         others.extend(_doubts(view, fwd, hairpin, port, 'hairpin: ', details)[0])
     if count:
         first = next(item for _t, _c, outcome in outside.stages() for item in outcome.uncertain)
-        details.append('%d rule(s) not evaluated (first: %s rule %d uses %s)' % (count, first[0], first[1], first[3]))
+        details.append('%d rule(s) not evaluated (first: %s uses %s)' % (count, _place('', first[0], first[1]).strip(),
+                                                                         first[3]))
     return doubts, others
 
 
@@ -657,6 +679,9 @@ def _rules_findings(fwd, view, fam):
 
 
 def _filter_stop(fwd, view, forwarded, outcome, port, guest):
+    fix = view.backend.accept_fix(outcome.rule)
+    if fix is not None:             # nftables: every base chain on the forward hook, a policy named as a rule
+        return ('%s %ss %s to %s %s.' % (where('filter', outcome), outcome.target.lower(), port, fwd.guest, guest), fix)
     if outcome.policy or outcome.rule is None:
         return ('No rule in filter FORWARD accepts %s to %s %s and FORWARD\'s policy is %s.'
                 % (fwd.proto, fwd.guest, guest, outcome.target or 'not known'),
@@ -701,6 +726,7 @@ def _hairpin_findings(view, fwd, hairpin, details):
                      % (fwd.guest_network, packet['dst'], fwd.host_ports.first,
                         'are DNATed to' if (table_name, chain) in FORWARDED else 'are meant for', fwd.guest,
                         address_text(fwd.guest_ip), where(table_name, outcome), outcome.target.lower()),
+                     view.backend.accept_fix(outcome.rule, ' (hairpin traffic included)') or
                      'Remove or narrow that rule (it is not kvmnet.nat\'s), or insert an ACCEPT for them above it.')], []
         diverted = _diverted(view, table_name, outcome, 'hairpin traffic (guests on %s that connect to %s:%d)'
                              % (fwd.guest_network, packet['dst'], fwd.host_ports.first), fwd.guest)
@@ -713,8 +739,7 @@ def _hairpin_findings(view, fwd, hairpin, details):
     return [('No MASQUERADE for hairpin traffic: guests on %s that connect to %s:%d are DNATed to %s, which answers '
              'them directly, past the DNAT, so they get no reply.'
              % (fwd.guest_network, packet['dst'], fwd.host_ports.first, fwd.guest),
-             'masquerade: auto on the forward (%s), or add a MASQUERADE for -s %s -d %s.'
-             % (RUN_EXPOSE, fwd.guest_network, address_text(fwd.guest_ip)))], []
+             view.backend.masquerade_fix(fwd.guest_network, address_text(fwd.guest_ip)))], []
 
 
 def _reply_findings(view, fwd, reply, details):
@@ -727,7 +752,7 @@ def _reply_findings(view, fwd, reply, details):
            '-m conntrack --ctstate ESTABLISHED above it.' % (guest, fwd.proto, fwd.guest_ports.first))
     for table_name, chain, outcome in reply.stages():
         if outcome.unfinished:
-            return [], [_unfinished(table_name, chain, outcome, 'Replies: ')]
+            return [], [_unfinished(view, table_name, chain, outcome, 'Replies: ')]
         if outcome.untracked:
             return [('%s exempts %s from connection tracking: they are not un-NATed, so they leave with the guest\'s '
                      'address, which the client never sent to, and the connection never completes.'
@@ -738,7 +763,8 @@ def _reply_findings(view, fwd, reply, details):
             return ([diverted[1]], []) if diverted[0] == 'break' else ([], [diverted[1]])
         if outcome.rule is not None and outcome.stopped:
             return [('%s %ss %s: the connection never completes.' % (where(table_name, outcome),
-                                                                     outcome.target.lower(), what), fix)], []
+                                                                     outcome.target.lower(), what),
+                     view.backend.accept_fix(outcome.rule, ' (their replies included)') or fix)], []
         if outcome.rule is None and outcome.target != 'ACCEPT' or table_name == 'filter' and outcome.target != 'ACCEPT':
             return [('No rule in %s %s accepts %s and its policy is %s: the connection never completes.'
                      % (table_name, chain, what, outcome.target or 'not known'), fix)], []
@@ -835,8 +861,9 @@ def check_counters(fwd, view):
     accept_walk = next((outcome for t, _c, outcome in outside.forwarded if t == 'filter'), None)
     accept = counter(fam.tables, 'filter', accept_walk.rule) \
         if accept_walk is not None and accept_walk.target == 'ACCEPT' else None
-    seen = 'DNAT %s, FORWARD accept %s packet(s) since the rules were made' % (
-        '-' if dnat is None else dnat, '-' if accept is None else accept)
+    seen = 'DNAT %s, %s accept %s packet(s) since the rules were made' % (
+        '-' if dnat is None else dnat, 'FORWARD' if not view.backend.walks_nftables else 'forward hook',
+        '-' if accept is None else accept)
     probe = view.probes.get(fwd.label)
     if probe is None:
         hint = ''
@@ -850,6 +877,9 @@ def check_counters(fwd, view):
     if delta:
         return Check(True, '%s; probe: a connection from this host to %s:%d was DNATed (+%d) and %s'
                      % (seen, probe['address'], fwd.host_ports.first, delta, answer))
+    if probe.get('uncounted') and not probe.get('error'):
+        return Check(True, '%s; probe: a connection from this host to %s:%d was DNATed by %s (it keeps no counter) and %s'
+                     % (seen, probe['address'], fwd.host_ports.first, probe['uncounted'], answer))
     taken = probe.get('taken') or 'no DNAT rule'
     return _fail('%s; probe: not DNATed (%s), %s' % (seen, taken, answer),
                  'A connection from this host to %s:%d was not DNATed by this forward (%s): its traffic goes '

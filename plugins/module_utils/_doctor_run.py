@@ -6,8 +6,9 @@
 """What kvmnet.nat.doctor does, from its parameters to its result: PRIVATE to this collection, no stable API.
 
 The module (plugins/modules/doctor.py) is its documentation, its argument spec and a ``main`` that hands
-the module and the firewall backend's diagnosis (iptables/diagnose.py) to ``run``. Here: the parameters
-checked (the backend's own by the backend), the host read once into a View (_host, _routes, _listeners,
+the module and each firewall backend's diagnosis (iptables/diagnose.py, nftables/diagnose.py) to ``run``.
+Here: the parameters checked (the backend's own by the backend), the backend chosen as kvmnet.nat.forwards
+chooses it (``backend: auto``, _backends), the host read once into a View (_host, _routes, _listeners,
 the backend for its firewall), each forward's missing guest address found (our DNAT, else libvirt), the
 guests' ports and, with ``probe``, the public addresses connected to; then every selected forward is
 diagnosed (_doctor.py) and the result returned.
@@ -19,6 +20,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backends
 from ansible_collections.kvmnet.nat.plugins.module_utils import _command
 from ansible_collections.kvmnet.nat.plugins.module_utils import _connect
 from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor
@@ -189,6 +191,8 @@ def _probe(module, view, forwards):
         record = {'address': packet['dst'], 'answer': ('got no answer (%s)' % error) if error else
                   ('the guest answered%s' % (' %r' % answer if answer else ''))}
         record['delta'] = (after - before) if rule and before is not None and after is not None else 0
+        if rule and before is None:         # a DNAT without a counter (nftables' dispatch map): the walk found it
+            record['uncounted'], record['error'] = _doctor.where('nat', outcome), bool(error)
         if not record['delta']:
             record['taken'] = _doctor.where('nat', outcome) if outcome.rule else 'no DNAT rule in nat OUTPUT takes it'
         view.probes[fwd.label] = record
@@ -222,7 +226,7 @@ def _check_params(module, backend):
 
 def _read_saved(view, path):
     for family, fam in view.families.items():
-        fam.saved_path = '%s.v%d' % (path, family)
+        fam.saved_path = view.backend.saved_path(path, family)
         try:
             with open(fam.saved_path) as handle:
                 fam.saved_text = handle.read()
@@ -232,9 +236,13 @@ def _read_saved(view, path):
             fam.saved_text = '# unreadable: %s\n' % exc
 
 
-def _run(module, backend):
+def _chosen(backend, choice):
+    """The result's ``backend``: the choice and its reason (_backends.Choice), or the backend's name."""
+    return choice.result() if choice is not None else {'name': backend.name}
+
+
+def _run(module, backend, choice=None):
     params = module.params
-    _check_params(module, backend)
     view = _doctor.View(backend=backend)
     _read_host(module, view)
     complete, unresolved = _resolve(module, view, params['forwards'])
@@ -245,7 +253,7 @@ def _run(module, backend):
     selected = [fwd for fwd in forwards if _selected(module, fwd)]
     unresolved = [item for item in unresolved if not params['guest'] or item['guest'] == params['guest']]
     if not selected and not unresolved:
-        module.exit_json(changed=False, forwards=[], broken=[], table=[], matched=False,
+        module.exit_json(changed=False, forwards=[], broken=[], table=[], matched=False, backend=_chosen(backend, choice),
                          msg='no declared forward of this host matches%s%s (declared: %s)' % (
                              ' guest=%s' % params['guest'] if params['guest'] else '',
                              ' port=%s' % params['port'] if params['port'] else '',
@@ -264,17 +272,34 @@ def _run(module, backend):
     results = [_doctor.diagnose(fwd, view) for fwd in selected] + unresolved
     module.exit_json(changed=False, matched=True, forwards=results, broken=[r['label'] for r in results if r['verdict'] != 'ok'],
                      table=_doctor.table(results),
+                     backend=_chosen(backend, choice),
                      host={'flavour': {'ipv%d' % f: fam.flavour for f, fam in view.families.items()},
                            'public_ip': params['public_ip'] or '',
                            'libvirt': 'read' if view.libvirt is not None else view.libvirt_error,
                            'nftables': 'read' if view.nft is not None else view.nft_error})
 
 
-def run(module, backend):
-    """Everything the module does, with ``backend`` (the firewall backend's diagnosis, e.g.
-    iptables.diagnose.Diagnosis); a command that fails ends it naming the command and its stderr."""
+def choose(module, backends):
+    """(the Diagnosis of the backend this host gets, the Choice): ``backend: auto`` decides as
+    kvmnet.nat.forwards does (_backends.read_choice, read only); ``backends``: {name: Diagnosis}."""
     try:
-        _run(module, backend)
+        own = backends['nftables'].table_name() if 'nftables' in backends else None
+    except ValueError:
+        own = None
+    choice = _backends.read_choice(module, module.params.get('backend') or 'auto', own)
+    backend = backends.get(choice.name) or next(iter(backends.values()))
+    backend.choice = choice
+    return backend, choice
+
+
+def run(module, backends):
+    """Everything the module does, with ``backends`` ({'iptables': Diagnosis, 'nftables': Diagnosis}, the
+    firewall backends' diagnoses, iptables first): the parameters are checked (the backend's own by the first),
+    then the backend is chosen and the host read. A command that fails ends it naming the command and its stderr."""
+    try:
+        _check_params(module, next(iter(backends.values())))
+        backend, choice = choose(module, backends)
+        _run(module, backend, choice)
     except _command.CommandError as exc:
         module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
     except (_routes.RouteError, RulesetError) as exc:

@@ -19,9 +19,10 @@ description:
     there), each of which can stop forwarding while C(net.ipv4.ip_forward) is 1 (IPv6 forwards by
     C(net.ipv6.conf.all.forwarding) alone, so a per-interface 0 is only reported); C(rp_filter) strict on the public
     interface when the route back to the clients leaves elsewhere; C(br_netfilter) state (reported).
-  - C(layout) the iptables flavour (rules in both legacy and nf_tables), firewalld running, nftables
-    tables other than iptables-nft's own that drop or reject on the forward or prerouting hook
-    (libvirt's nftables backend), Docker's FORWARD policy DROP (reported).
+  - C(layout) the backend (O(backend)) and, with iptables, its flavour (rules in both legacy and nf_tables),
+    firewalld running, nftables tables other than iptables-nft's own that drop or reject on the forward or
+    prerouting hook (libvirt's nftables backend), Docker's FORWARD policy DROP (reported); with nftables,
+    whether libvirt's iptables rules are loaded beside it (then it cannot work).
   - C(jumps) the collection's jump in nat C(PREROUTING), C(OUTPUT), C(POSTROUTING) and filter
     C(FORWARD), present, once and first; if not first, whether a rule above takes this forward's packets.
   - C(rules) the forward's packets walked through the live ruleset as the kernel would, every table in
@@ -38,6 +39,18 @@ description:
     with none reading the queue, the kernel drops the packet). A table or chain the host does not have lets
     the packet pass, as its policy ACCEPT would.
   - C(saved) the saved rules (O(persist_path)) against the declared forwards, which is what a reboot restores.
+  - On a host with the nftables backend (O(backend)), the same checks read C(nft -j list ruleset). C(jumps) is
+    the collection's C(table inet kvmnet_nat) base chains (C(prerouting), C(output), C(postrouting)) and its
+    accept rule C(ct mark & 0x00200000 == 0x00200000 accept), once and first, in libvirt's C(forward) chain
+    (C(table ip libvirt_network), C(ip6)). C(rules) walks each packet through every table's base chains on
+    each hook in priority order (ours with its dispatch maps, libvirt's, an admin's), as the kernel runs
+    them - an accept in one base chain does not stop another table's drop, a drop anywhere ends it - so an
+    admin's drop for one guest is named on that guest's forwards only, and a C(policy drop) on the forward
+    hook (an admin's C(table inet filter)) is named with the rule to add at the top of that chain, C(nft
+    insert rule inet filter forward ct mark & 0x00200000 == 0x00200000 accept). Matches it does not
+    evaluate (C(meta mark), C(limit), ...) make the verdict V(unknown), naming the rule. C(saved) reads
+    C(<persist_path>.nft). The dispatch keeps no packet counter, so C(counters) shows the accept rule's, and
+    O(probe) says whether the walk's DNAT took the connection and the guest answered.
   - C(counters) packet counts of the DNAT and the accept the packets meet; with O(probe), one TCP
     connection from this host to the public address, and whether this forward's DNAT counted it.
   - C(listener) a host process listening on the public port (the nginx case), with its name and PID.
@@ -59,8 +72,17 @@ attributes:
   platform:
     platforms: posix
     support: full
-    description: Linux with iptables; libvirt (C(virsh)) and C(nft) are used when present.
+    description: Linux with iptables or nft (O(backend)); libvirt (C(virsh)) and C(nft) are used when present.
 options:
+  backend:
+    description:
+      - The firewall backend whose rules are diagnosed, as in M(kvmnet.nat.forwards) (the same V(auto)
+        choice - libvirt's loaded firewall, then C(/etc/libvirt/network.conf), then the module's own
+        nftables table, else V(iptables)). RV(backend) says which and why.
+    type: str
+    choices: [auto, iptables, nftables]
+    default: auto
+    version_added: 1.2.0
   forwards:
     description:
       - The declared forwards of this host, as M(kvmnet.nat.forwards) takes them, every one of them (the
@@ -122,7 +144,8 @@ options:
         type: str
   persist_path:
     description:
-      - Base name of the saved rules (C(<persist_path>.v4), C(.v6)) to compare; not checked when omitted.
+      - Base name of the saved rules (C(<persist_path>.v4), C(.v6); with the nftables backend
+        C(<persist_path>.nft)) to compare; not checked when omitted.
     type: path
   uri:
     description: libvirt connection URI.
@@ -220,6 +243,26 @@ forwards:
       description: Every failing check's causes in order, each with C(check), C(cause) and C(fix).
       type: list
       elements: dict
+backend:
+  description: The backend diagnosed and why (see O(backend)).
+  returned: always
+  type: dict
+  version_added: 1.2.0
+  contains:
+    name:
+      description: V(iptables) or V(nftables).
+      type: str
+    requested:
+      description: The value of O(backend).
+      type: str
+    reason:
+      description: Why this backend, in one sentence.
+      type: str
+    libvirt:
+      description: The firewall backend libvirt's loaded rules show (V(iptables), V(nftables)), or null.
+      type: str
+  sample: {name: nftables, requested: auto, libvirt: nftables,
+           reason: "libvirt's network driver uses its nftables firewall backend here (table ip libvirt_network is loaded)"}
 broken:
   description: Labels of the broken forwards.
   returned: always
@@ -236,7 +279,7 @@ host:
   type: dict
   contains:
     flavour:
-      description: iptables flavour per family.
+      description: iptables flavour per family (V(nftables) for both with the nftables backend).
       type: dict
     public_ip:
       description: The public IPv4 address used.
@@ -263,10 +306,13 @@ changed:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kvmnet.nat.plugins.module_utils import _backends
 from ansible_collections.kvmnet.nat.plugins.module_utils import _doctor_run
 from ansible_collections.kvmnet.nat.plugins.module_utils import _schema
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import backend as _iptables
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables import diagnose as _diagnose
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as _nftables
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import diagnose as _nft_diagnose
 
 
 def argument_spec():
@@ -278,15 +324,18 @@ def argument_spec():
         port=dict(type='int'),
         probe=dict(type='bool', default=False),
         timeout=dict(type='float', default=2.0),
+        backend=dict(type='str', choices=list(_backends.BACKENDS), default='auto'),
         **_schema.scope_options()
     )
 
 
 def run(module):
-    """Everything the module does (plugins/module_utils/_doctor_run.py), with the iptables backend's diagnosis.
-    The doctor takes no lock and applies nothing: the engine's lock timeout is never used."""
-    engine = _iptables.Engine(module, module.params['chain_prefix'], lock_timeout=0)
-    _doctor_run.run(module, _diagnose.Diagnosis(engine))
+    """Everything the module does (plugins/module_utils/_doctor_run.py), with the diagnosis of each backend;
+    the run chooses one as kvmnet.nat.forwards does (_backends), once the parameters are checked. The doctor
+    takes no lock and applies nothing: the iptables engine's lock timeout is never used."""
+    prefix = module.params['chain_prefix']
+    _doctor_run.run(module, {'iptables': _diagnose.Diagnosis(_iptables.Engine(module, prefix, lock_timeout=0)),
+                             'nftables': _nft_diagnose.Diagnosis(_nftables.Engine(module, prefix))})
 
 
 def main():

@@ -7,7 +7,9 @@
     PYTHONPATH=<collections> python tests/netns/record_nft_fixtures.py
 
 libvirt.json: libvirt's tables (tests/support/nftsets.LIBVIRT) and an admin's table; applied.json: the
-same after the plan for nftsets.all_forwards() was checked and loaded. Nothing runs outside the
+same after the plan for nftsets.all_forwards() was checked and loaded. For the doctor (doctor-*.json): our
+accept rule moved below libvirt's jumps; an admin's table dropping one guest's port on the forward hook; an
+admin's ``table inet filter`` with ``policy drop`` on forward. Nothing runs outside the
 namespace ``kvnft<pid>-rec``, which is deleted at the end, also on failure.
 """
 
@@ -39,10 +41,29 @@ def record(out_dir=nftsets.FIXTURES):
         topo.x('rec', 'nft', '-c', '-f', '-', data=payload)
         topo.x('rec', 'nft', '-f', '-', data=payload)
         after = topo.x('rec', 'nft', '-j', 'list', 'ruleset').stdout
-    for name, text in (('libvirt.json', before), ('applied.json', after)):
+        doctor = _doctor_fixtures(topo)
+    for name, text in [('libvirt.json', before), ('applied.json', after)] + doctor:
         with open(os.path.join(out_dir, name), 'w') as handle:
             handle.write(pretty(text))
     return payload
+
+
+def _doctor_fixtures(topo):
+    """The broken hosts of the doctor's unit tests, each made from the applied ruleset (and put back after)."""
+    out = []
+    for name, script in (('doctor-admin-drop.json', nftsets.ADMIN_DROP_ONE),
+                         ('doctor-policy-drop.json', nftsets.ADMIN_POLICY_DROP)):
+        topo.x('rec', 'nft', '-f', '-', data=script)
+        out.append((name, topo.x('rec', 'nft', '-j', 'list', 'ruleset').stdout))
+        topo.x('rec', 'nft', 'delete', 'table', 'inet', script.split()[2])
+    listed = json.loads(topo.x('rec', 'nft', '-j', '-a', 'list', 'chain', 'ip', 'libvirt_network', 'forward').stdout)
+    handle = next(obj['rule']['handle'] for obj in listed['nftables']
+                  if 'rule' in obj and obj['rule'].get('comment') == R.ACCEPT_COMMENT)
+    topo.x('rec', 'nft', 'delete', 'rule', 'ip', 'libvirt_network', 'forward', 'handle', str(handle))
+    topo.x('rec', 'nft', 'add', 'rule', 'ip', 'libvirt_network', 'forward', *R.ACCEPT_RULE.split(' comment ', maxsplit=1)[0].split(),
+           'comment', '"%s"' % R.ACCEPT_COMMENT)
+    out.append(('doctor-misplaced.json', topo.x('rec', 'nft', '-j', 'list', 'ruleset').stdout))
+    return out
 
 
 if __name__ == '__main__':

@@ -78,6 +78,30 @@ ADMIN = """table inet filter {
 }
 """
 
+# an admin's table that drops one guest's traffic on the forward hook (dns01): only its forwards break
+ADMIN_DROP_ONE = """table inet guards {
+    chain forward {
+        type filter hook forward priority filter + 10; policy accept;
+        ip daddr 192.168.122.11 udp dport 53 counter drop comment "admin: no dns from outside"
+    }
+}
+"""
+
+# an admin's stock firewall with policy drop on forward (Debian's nftables.conf, hardened): every forward breaks
+ADMIN_POLICY_DROP = """table inet filter {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        iifname "virbr0" oifname "eth0" accept
+    }
+}
+"""
+
+# the same with the accept for kvmnet.nat's mark the doctor names (rules.ACCEPT_MARK)
+ADMIN_POLICY_DROP_FIXED = ADMIN_POLICY_DROP.replace(
+    '        ct state established,related accept\n',
+    '        ct mark & 0x00200000 == 0x00200000 accept\n        ct state established,related accept\n')
+
 EXTRA = [
     # IPv6, hairpin with the guest network
     dict(guest='web01', guest_ip='2001:db8:122::10', host_port=8080, guest_port=80, public_ip=PUB6,

@@ -213,3 +213,45 @@ class Diagnosis:
     def forward_rules(fwd):
         """The forward's own DNAT and accept, as they are saved."""
         return _rules.render_dnat(fwd) + [_rules.render_accept(fwd)]
+
+    # ------------------------------------------------------------ the words of the texts (nftables/diagnose.py has its own)
+    name = 'iptables'
+    walks_nftables = False      # other nftables tables are listed by the layout check, not walked
+
+    @staticmethod
+    def saved_path(path, family):
+        return '%s.v%d' % (path, family)
+
+    @staticmethod
+    def layout_problems():
+        return []
+
+    @staticmethod
+    def accept_fix(rule, what='', before_dnat=False):   # pylint: disable=unused-argument
+        """None: the doctor's own iptables texts apply."""
+        return None
+
+    @staticmethod
+    def inspect(table, rule):
+        return 'iptables -t %s -L %s -v shows its counter' % (table, rule[0] if rule else '')
+
+    @staticmethod
+    def masquerade_fix(net, guest):
+        return 'masquerade: auto on the forward (run the kvmnet.nat.expose playbook), or add a MASQUERADE for -s %s -d %s.' \
+            % (net, guest)
+
+    @staticmethod
+    def hook_label(live, table, chain):     # pylint: disable=unused-argument
+        return '%s %s' % (table, chain)
+
+    @staticmethod
+    def hook_chain(live, table, chain):     # pylint: disable=unused-argument
+        return chain
+
+    @staticmethod
+    def hook_noun():
+        return 'jump'
+
+    @staticmethod
+    def listing(table):
+        return 'iptables-save -t %s' % table

@@ -36,6 +36,10 @@ class Backend:
         self.read_with.append(live)
         return self.destinations
 
+    @staticmethod
+    def saved_path(path, family):
+        return '%s.v%d' % (path, family)
+
 
 @pytest.mark.parametrize('name', ['_doctor.py', '_doctor_run.py', '_diagnose_host.py'])
 def test_the_doctor_imports_nothing_of_iptables(name):
@@ -91,7 +95,7 @@ def test_the_backends_problems_come_first_with_every_other_problem():
 def test_the_saved_files_are_read_per_family(tmp_path):
     (tmp_path / 'rules.v4').write_text('*nat\nCOMMIT\n')
     os.mkdir(str(tmp_path / 'rules.v6'))                  # a directory: unreadable as a file
-    view = D.View(families={4: D.Family(4), 6: D.Family(6)})
+    view = D.View(backend=Backend(), families={4: D.Family(4), 6: D.Family(6)})
     RUN._read_saved(view, str(tmp_path / 'rules'))
     assert (view.families[4].saved_path, view.families[4].saved_text) == (str(tmp_path / 'rules.v4'), '*nat\nCOMMIT\n')
     assert view.families[6].saved_text.startswith('# unreadable: ')

@@ -38,7 +38,8 @@ COMMIT
 COMMIT
 """
 DEFAULTS = {'public_ip': None, 'public_ip6': None, 'in_interface': None, 'chain_prefix': 'KVMNAT',
-            'persist_path': None, 'uri': 'qemu:///system', 'guest': None, 'port': None, 'probe': False, 'timeout': 2.0}
+            'persist_path': None, 'uri': 'qemu:///system', 'guest': None, 'port': None, 'probe': False, 'timeout': 2.0,
+            'backend': 'auto'}
 BINARIES = {'iptables-nft-save', 'ip6tables-nft-save', 'ip', 'nft'}
 
 
@@ -87,7 +88,7 @@ def answers(n):
             'ip -j -6 route show default': (0, '[]', ''),
             'ip -j -4 route get 192.168.122.': (0, '[{"dst":"192.168.122.10","dev":"virbr0"}]', ''),
             'iptables-nft-save -c': (0, live(n), ''), 'ip6tables-nft-save -c': (0, '', ''),
-            'nft -j list ruleset': (0, '{"nftables": []}', '')}
+            'nft -j list ruleset': (0, '{"nftables": []}', ''), 'nft -j list chains': (0, '{"nftables": []}', '')}
 
 
 @pytest.mark.parametrize('n', [1, 300])
