@@ -31,7 +31,7 @@ DNS = dict(guest='web01', guest_ip='192.168.122.10', proto='udp', host_port=5353
            expect='^web01 ')
 FORWARDS = [WEB, SSH, DNS]
 LABELS = ['web01 tcp/8080->80', 'web01 tcp/2222->22', 'web01 udp/5353->53']
-MARK_ACCEPT = 'ct mark & 0x00200000 == 0x00200000 accept'
+MARK_ACCEPT = 'ct mark and 0x00200000 == 0x00200000 accept'
 
 
 @pytest.fixture(scope='module')

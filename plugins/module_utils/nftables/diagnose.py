@@ -33,7 +33,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.walk import Ou
 
 TERMINAL = frozenset(('ACCEPT', 'DROP', 'REJECT', 'DNAT', 'SNAT', 'MASQUERADE', 'REDIRECT', 'NFQUEUE', 'TPROXY'))
 FAMILY_WORD = {4: 'ip', 6: 'ip6'}
-MARK_ACCEPT = 'ct mark & 0x%08x == 0x%08x accept' % (_rules.ACCEPT_MARK, _rules.ACCEPT_MARK)
+MARK_ACCEPT = 'ct mark and 0x%08x == 0x%08x accept' % (_rules.ACCEPT_MARK, _rules.ACCEPT_MARK)     # 'and', not '&': safe to paste into a shell
 _DEST_RE = re.compile(r'\[-> (\[[0-9a-fA-F:.]+\]|[0-9.]+|[0-9a-fA-F:]+|this host)(?::(\d+))?\]$')
 _DNAT_RE = re.compile(r'dnat (?:ip6? )?to (\[[0-9a-fA-F:.]+\]|[0-9.]+|[0-9a-fA-F:]+)(?::(\d+))?(?: |$)')
 _OUR_MARKS = tuple('ct mark set ct mark | 0x%08x' % bits for bits in

@@ -32,7 +32,7 @@ PARAMS = {'public_ip': PUB, 'public_ip6': None, 'in_interface': None, 'chain_pre
           'uri': 'qemu:///system', 'guest': None, 'port': None, 'probe': False, 'timeout': 2.0, 'backend': 'auto'}
 LABELS = ['web01 tcp/8080->80', 'web01 tcp/2222->22', 'dns01 udp/5353->53', 'app01 tcp/10000-10009->20000-20009',
           'app02 tcp/8443->443']
-MARK_FIX = 'nft insert rule %%s ct mark & 0x%08x == 0x%08x accept' % (R.ACCEPT_MARK, R.ACCEPT_MARK)
+MARK_FIX = 'nft insert rule %%s ct mark and 0x%08x == 0x%08x accept' % (R.ACCEPT_MARK, R.ACCEPT_MARK)
 
 
 @pytest.fixture(autouse=True)
