@@ -256,7 +256,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 rules:
-  description: The managed rules after the run, one line each, per scope of the backend used (C(ipv4) and C(ipv6) for iptables, as C(table chain rule); C(inet) for the nftables table).
+  description: The managed rules after the run, one line each, per scope of the backend used (C(ipv4) and
+    C(ipv6) for iptables, as C(table chain rule); C(inet) for the nftables table).
   returned: always; empty when O(return_details=false)
   type: dict
   sample:
