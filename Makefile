@@ -99,10 +99,10 @@ docs: collection
 # The tarball as users get it: built, installed into an empty path, every plugin's and the role's
 # documentation rendered from there; it must hold no development path and stay small. Issue 14 asked
 # for 120 KB; with the licence text, the unit tests, the doctor, the 1.0.0 changelog, issue 19's checks, the
-# seam and the nftables package the collection is 280 KB: the gate is 320 KB, and docs/development.md ("The
-# tarball") shows what each part costs.
+# seam and the nftables backend with its doctor (a second firewall engine) the collection is 329 KB: the gate
+# is 360 KB, and docs/development.md ("The tarball") shows what each part costs.
 PKG_DIR    := $(COLL_ROOT)/package
-PKG_MAX_KB := 320
+PKG_MAX_KB := 360
 PKG_DEV_PATHS := Makefile bench/ tests/lab/ tests/netns/ tests/support/benchmark.py tests/support/topology.py \
                  tests/tools/ extensions/ docs/ .ci/ tests/requirements.txt
 package: venv
