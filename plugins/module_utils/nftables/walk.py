@@ -38,6 +38,9 @@ LIMIT = 1000000
 TABLE_FAMILIES = {4: ('ip', 'inet'), 6: ('ip6', 'inet')}
 _NAT = {'dnat': 'DNAT', 'snat': 'SNAT', 'masquerade': 'MASQUERADE', 'redirect': 'REDIRECT'}
 _ENDS = {'accept': 'ACCEPT', 'drop': 'DROP', 'reject': 'REJECT', 'queue': 'NFQUEUE', 'tproxy': 'TPROXY'}
+_XT_ENDS = {'REJECT': 'REJECT', 'DROP': 'DROP', 'ACCEPT': 'ACCEPT', 'NFQUEUE': 'NFQUEUE', 'TPROXY': 'TPROXY'}
+# statements that neither stop a packet nor change what later matches see, as far as this walker reads them
+_HARMLESS = ('counter', 'log', 'limit', 'quota', 'mangle', 'set', 'notrack')
 _L4 = ('tcp', 'udp', 'sctp', 'udplite', 'dccp')
 _FAMILY_WORD = {4: ('ip', 'ipv4'), 6: ('ip6', 'ipv6')}
 
@@ -391,6 +394,16 @@ def _statement(step, stmt, p, family, sets):
         step.verdict, step.dest = _NAT[key], _nat_dest(key, arg, p, family, sets) if step.matched else (None, None)
     elif key in _ENDS or key in ('return', 'continue'):
         step.verdict = _ENDS.get(key, key)
+    elif key == 'xt':
+        # iptables-nft's matches and targets nft cannot translate (conntrack, set, iprange, mac, REJECT...): their
+        # options are not in the JSON, so a match is not known to hold and a target's verdict is by its name
+        name = arg.get('name') if isinstance(arg, dict) else None
+        if isinstance(arg, dict) and arg.get('type') == 'target' and name in _XT_ENDS:
+            step.verdict = _XT_ENDS[name]
+        else:
+            _doubt(step, Unknown('xt %s %s' % (arg.get('type') if isinstance(arg, dict) else '?', name)))
+    elif key not in _HARMLESS:
+        _doubt(step, Unknown(json.dumps(stmt, sort_keys=True)))
     return True
 
 
