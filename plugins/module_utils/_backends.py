@@ -114,12 +114,26 @@ def mismatch(choice):
     return None
 
 
+_OUR_MARK_MATCH = {'match': {'op': '==', 'left': {'&': [{'ct': {'key': 'mark'}}, ACCEPT_MARK]}, 'right': ACCEPT_MARK}}
+
+
 def _accepts_our_mark(rule):
-    """A rule that accepts connections by their conntrack mark (nft ``ct mark``, or iptables' connmark)."""
-    exprs = [expr for expr in rule.get('expr', []) if isinstance(expr, dict)]
-    marked = any('mark' in json.dumps(expr.get('match', {}).get('left', {})) and '"ct"' in json.dumps(expr)
-                 or expr.get('xt', {}).get('name') == 'connmark' for expr in exprs)
-    return marked and any('accept' in expr for expr in exprs)
+    """A rule that accepts every connection carrying our mark and nothing but that: nft's ``ct mark & <bit> ==
+    <bit> accept`` exactly, or iptables' connmark match (whose mark nft's JSON does not show)."""
+    exprs = [expr for expr in rule.get('expr', []) if isinstance(expr, dict) and 'counter' not in expr]
+    if not exprs or 'accept' not in exprs[-1]:
+        return False
+    matches = exprs[:-1]
+    if len(matches) == 1 and matches[0] == _OUR_MARK_MATCH:
+        return True
+    return len(matches) == 1 and matches[0].get('xt', {}).get('name') == 'connmark'
+
+
+def _stops(rule):
+    """A rule that drops or rejects (what comes after it may never be reached)."""
+    return any(isinstance(expr, dict) and ('drop' in expr or 'reject' in expr or
+                                           expr.get('xt', {}).get('name') == 'REJECT')
+               for expr in rule.get('expr', []))
 
 
 def forward_drops(ruleset, own_table):
@@ -127,14 +141,19 @@ def forward_drops(ruleset, own_table):
     hold no accept by conntrack mark: [{table, chain, iptables, fix}]. An nftables drop in another table cannot
     be overridden by an accept in ours or libvirt's: each needs the accept for our mark (``fix``)."""
     items = ruleset.get('nftables', []) if isinstance(ruleset, dict) else []
-    chains, accepted = [], set()
+    chains, accepted, stopped = [], set(), set()
     for item in items if isinstance(items, list) else []:
         obj = item.get('chain') if isinstance(item, dict) else None
         if isinstance(obj, dict) and obj.get('hook') == 'forward' and obj.get('policy') == 'drop':
             chains.append(obj)
         rule = item.get('rule') if isinstance(item, dict) else None
-        if isinstance(rule, dict) and _accepts_our_mark(rule):
-            accepted.add((rule.get('family'), rule.get('table'), rule.get('chain')))
+        where = (rule.get('family'), rule.get('table'), rule.get('chain')) if isinstance(rule, dict) else None
+        if where is None or where in stopped:
+            continue                    # only an accept above every drop of its chain lets our connections through
+        if _accepts_our_mark(rule):
+            accepted.add(where)
+        elif _stops(rule):
+            stopped.add(where)
     found = []
     for chain in chains:
         family, table, name = chain.get('family'), chain.get('table'), chain.get('name')
