@@ -170,15 +170,22 @@ def forward_drops(ruleset, own_table):
 
 def read_choice(module, requested, own_table, conf_path=None):
     """The Choice for this host, read with ``nft -j list chains`` and ``conf_path`` (read only)."""
-    objects = None
+    objects, failed = None, None
     nft = module.get_bin_path('nft')
     if nft:
-        rc, out, _err = _command.run(module, [nft, '-j', 'list', 'chains'], check=False)
+        rc, out, err = _command.run(module, [nft, '-j', 'list', 'chains'], check=False)
         if rc == 0:
             try:
                 objects = json.loads(out or '{}').get('nftables', [])
             except (ValueError, AttributeError):
                 objects = None
+        if not isinstance(objects, list):
+            objects, failed = None, (err or out or 'no JSON').strip()[:200]
+    if failed and requested == 'auto':
+        # without the listing, auto would fall back to network.conf or iptables on a host whose libvirt uses
+        # nftables, move every forward there and delete our table: refuse instead
+        raise RulesetError('backend: auto cannot tell which firewall libvirt uses: nft -j list chains failed (%s)'
+                           % failed)
     return choose(requested, objects, read_conf(conf_path), own_table)
 
 

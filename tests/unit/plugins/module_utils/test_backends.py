@@ -116,9 +116,12 @@ def test_read_choice_reads_network_conf_and_survives_a_broken_nft(tmp_path):
     conf = tmp_path / 'network.conf'
     conf.write_text('firewall_backend = "nftables"\n')
     module = fakes.FakeModule(answers={'nft -j list chains': (1, '', 'netlink: Error')})
-    assert K.read_choice(module, 'auto', 'kvmnet_nat', str(conf)).name == 'nftables'
+    with pytest.raises(RulesetError, match='netlink: Error'):      # auto cannot tell: refused, not guessed
+        K.read_choice(module, 'auto', 'kvmnet_nat', str(conf))
+    assert K.read_choice(module, 'iptables', 'kvmnet_nat', str(conf)).name == 'iptables'
     module = fakes.FakeModule(answers={'nft -j list chains': (0, 'not json', '')})
-    assert K.read_choice(module, 'auto', 'kvmnet_nat', str(tmp_path / 'none')).name == 'iptables'
+    with pytest.raises(RulesetError):
+        K.read_choice(module, 'auto', 'kvmnet_nat', str(tmp_path / 'none'))
     assert K.read_choice(fakes.FakeModule(binaries=set()), 'auto', 'kvmnet_nat', str(conf)).name == 'nftables'
 
 
