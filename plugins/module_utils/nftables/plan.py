@@ -92,8 +92,11 @@ def plan(live, desired):
     if live_lines != want_lines:
         commands.append(table_commands(name, desired.table))
         reasons.extend(_table_reasons(name, live_lines, want_lines, desired.table is None))
+    # another chain prefix's table of ours still needs the one accept rule (it is shared: one mark, one comment)
+    shared = any(fam == 'inet' and tname != name and (tname == 'kvmnet_nat' or tname.startswith('kvmnet_nat_'))
+                 for fam, tname in live.tables)
     for family, rules_found in sorted(live.libvirt.items()):
-        if rules_found is None:
+        if rules_found is None or (desired.accept is None and shared):
             continue        # libvirt's table without its forward chain: never created by us
         lines, reason = accept_commands(family, rules_found, desired.accept)
         commands.extend(lines)

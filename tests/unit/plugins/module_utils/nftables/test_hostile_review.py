@@ -118,3 +118,15 @@ def test_auto_does_not_flip_to_iptables_when_nft_cannot_list_once():
     retired = engine.open('inet')
     plan = retired.plan(retired.read(), retired.desired(['every forward']))
     assert chosen['name'] == 'nftables', (chosen, module.warnings, plan.payload)
+
+
+def test_absent_under_another_prefix_keeps_the_accept_rule_the_default_table_needs():
+    """Two chain prefixes on one host (KVMNAT's table kvmnet_nat holds forwards). `state: absent` (or a switch
+    to iptables) with chain_prefix TEST1 has no table to remove, but deletes the accept rule by its comment:
+    every KVMNAT forward is then refused by libvirt's reject."""
+    from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import plan as P, ruleset as RS
+    from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import rules as R
+    live = RS.parse(nftsets.fixture('applied.json'), R.table_name('TEST1'))
+    assert ('inet', 'kvmnet_nat') in live.tables
+    got = P.plan(live, R.desired_state([], 'TEST1'))
+    assert 'delete rule' not in got.payload, got.payload
