@@ -33,3 +33,15 @@ def test_iptables_nft_reject_of_one_guest_port_is_not_ok(lab):  # noqa: F811
         assert forwards['web01 tcp/8080->80']['verdict'] != 'ok', forwards['web01 tcp/8080->80']
     finally:
         lab.x('hv', 'iptables-nft', '-F', 'FORWARD')
+
+
+def test_a_netdev_ingress_drop_is_not_ok(lab):  # noqa: F811
+    assert reachable(lab)
+    lab.x('hv', 'nft', '-f', '-', data='table netdev edge {\n chain in {\n  type filter hook ingress device "eth0" '
+          'priority 0; policy accept;\n  ip saddr 203.0.113.50 tcp dport 8080 drop\n }\n}\n')
+    try:
+        assert not reachable(lab)
+        _result, forwards = doctor(lab)
+        assert forwards['web01 tcp/8080->80']['verdict'] != 'ok', forwards['web01 tcp/8080->80']['verdict']
+    finally:
+        lab.x('hv', 'nft', 'delete', 'table', 'netdev', 'edge')

@@ -35,7 +35,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import ruleset
 
 MAX_DEPTH = 64
 LIMIT = 1000000
-TABLE_FAMILIES = {4: ('ip', 'inet'), 6: ('ip6', 'inet')}
+TABLE_FAMILIES = {4: ('ip', 'inet', 'netdev'), 6: ('ip6', 'inet', 'netdev')}
 _NAT = {'dnat': 'DNAT', 'snat': 'SNAT', 'masquerade': 'MASQUERADE', 'redirect': 'REDIRECT'}
 _ENDS = {'accept': 'ACCEPT', 'drop': 'DROP', 'reject': 'REJECT', 'queue': 'NFQUEUE', 'tproxy': 'TPROXY'}
 _XT_ENDS = {'REJECT': 'REJECT', 'DROP': 'DROP', 'ACCEPT': 'ACCEPT', 'NFQUEUE': 'NFQUEUE', 'TPROXY': 'TPROXY'}
@@ -71,6 +71,8 @@ class Chain:
         prio = obj.get('prio', 0)
         self.prio = prio if isinstance(prio, int) else 0
         self.policy = obj.get('policy', 'accept')
+        dev = obj.get('dev')
+        self.devices = tuple(dev) if isinstance(dev, list) else (dev,) if dev else ()
         self.rules = []
 
 
@@ -193,8 +195,10 @@ def _ct(key, p):
 
 
 def _meta(key, p, family):
-    if key in ('l4proto', 'protocol'):
+    if key == 'l4proto':
         return p.get('proto')
+    if key == 'protocol':                   # the ethertype (ip, ip6), not the transport protocol
+        return _FAMILY_WORD[family][0]
     if key == 'nfproto':
         return _FAMILY_WORD[family][1]
     if key in ('iifname', 'iif', 'oifname', 'oif'):
@@ -619,6 +623,8 @@ def stage_chains(rs, table, chain):
         return None
     hook, kinds, before, _no_out = spec
     chains = rs.base(hook, kinds, before)
+    if (table, chain) == ('raw', 'PREROUTING'):
+        chains = rs.base('ingress') + chains       # ingress (netdev, inet) runs before every prerouting chain
     if (table, chain) == ('mangle', 'PREROUTING'):
         chains = [c for c in chains if -200 <= c.prio < -100]
     return chains
@@ -642,6 +648,8 @@ def hook(rs, table, chain, p, skip=(), limit=LIMIT):
         p['ctmark'] = connection_mark(rs, p)
     merged, accepts, mark = Outcome(None), [], p.get('ctmark')
     for base in chains:       # the path is the deciding base chain's (how the doctor names the rule)
+        if base.devices and p.get('iface') is not None and p['iface'] not in base.devices:
+            continue            # an ingress chain of another device
         out, mark = walk_chain(rs, base, dict(p, ctmark=mark), skip, limit)
         merged.uncertain.extend(out.uncertain)
         merged.tested += out.tested

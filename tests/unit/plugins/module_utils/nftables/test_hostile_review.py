@@ -130,3 +130,14 @@ def test_absent_under_another_prefix_keeps_the_accept_rule_the_default_table_nee
     assert ('inet', 'kvmnet_nat') in live.tables
     got = P.plan(live, R.desired_state([], 'TEST1'))
     assert 'delete rule' not in got.payload, got.payload
+
+
+def test_doctor_never_ok_where_an_ingress_chain_drops_before_prerouting():
+    """An admin's ingress filter (table netdev, or inet's ingress hook) drops every packet from the public
+    interface before prerouting: the doctor walks only ip/ip6/inet prerouting..postrouting and says ok."""
+    ingress = [{'table': {'family': 'inet', 'name': 'edge', 'handle': 80}},
+               {'chain': {'family': 'inet', 'table': 'edge', 'name': 'in', 'handle': 81, 'type': 'filter',
+                          'hook': 'ingress', 'dev': 'eth0', 'prio': 0, 'policy': 'drop'}}]
+    _result, forwards = doctor(edited('applied.json', plus(*ingress)))
+    verdicts = {label: item['verdict'] for label, item in forwards.items()}
+    assert 'ok' not in verdicts.values(), verdicts
