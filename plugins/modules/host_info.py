@@ -170,7 +170,12 @@ def _backend_facts(module):
     def facts(ruleset):
         objects = ruleset.get('nftables', []) if isinstance(ruleset, dict) else None
         choice = _backends.choose(params['backend'], objects, _backends.read_conf(), own)
-        return {'backend': dict(choice.result(), problem=_backends.mismatch(choice)),
+        problem = _backends.mismatch(choice)
+        if objects is None and params['backend'] == 'auto' and module.get_bin_path('nft'):
+            # as kvmnet.nat.forwards refuses it: without the ruleset, auto could pick the wrong backend
+            problem = ('backend: auto cannot tell which firewall libvirt uses: nft is installed but '
+                       '"nft -j list ruleset" gave no ruleset; set expose_backend, or mend nft')
+        return {'backend': dict(choice.result(), problem=problem),
                 'forward_drops': _backends.forward_drops(ruleset, own)}
     return facts
 

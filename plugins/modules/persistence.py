@@ -15,7 +15,8 @@ description:
     them all. Each file in O(files) is written only when its content or mode differs, through a new
     temporary file renamed into place. Files in O(remove) (the pieces of a mechanism the host does not
     use) are removed.
-  - O(unit) is enabled (with a daemon reload when its file changed); it is not started, the rules are
+  - O(unit) is enabled (with a daemon reload when its file changed, and C(systemctl reenable) when it was
+    enabled already, so that a changed C(WantedBy=) takes effect); it is not started, the rules are
     live already. O(libvirt_hook) names the libvirt network hook among O(files); when it did not exist
     before, the active units in O(libvirt_units) are reloaded (SIGHUP), because libvirt looks for hooks
     at start and on reload only. O(sysctl_file), among O(files), is applied with C(sysctl -p) when the
@@ -251,8 +252,8 @@ class _Run:
         if not self.check:
             if file_changed:
                 _systemctl(self.module, 'daemon-reload')
-            if not enabled:
-                _systemctl(self.module, 'enable', unit)
+            # a changed file may carry a changed [Install] section (WantedBy): reenable makes its links anew
+            _systemctl(self.module, 'reenable' if enabled else 'enable', unit)
 
 
 def run_module(module):

@@ -33,6 +33,8 @@ from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.walk import Ou
 
 TERMINAL = frozenset(('ACCEPT', 'DROP', 'REJECT', 'DNAT', 'SNAT', 'MASQUERADE', 'REDIRECT', 'NFQUEUE', 'TPROXY'))
 FAMILY_WORD = {4: 'ip', 6: 'ip6'}
+# iptables-nft's tables (nft calls them managed by iptables-nft): a fix there is an iptables command
+_IPTABLES_TABLES = ('filter', 'nat', 'mangle', 'raw', 'security')
 MARK_ACCEPT = 'ct mark and 0x%08x == 0x%08x accept' % (_rules.ACCEPT_MARK, _rules.ACCEPT_MARK)     # 'and', not '&': safe to paste into a shell
 _DEST_RE = re.compile(r'\[-> (\[[0-9a-fA-F:.]+\]|[0-9.]+|[0-9a-fA-F:]+|this host)(?::(\d+))?\]$')
 _DNAT_RE = re.compile(r'dnat (?:ip6? )?to (\[[0-9a-fA-F:.]+\]|[0-9.]+|[0-9a-fA-F:]+)(?::(\d+))?(?: |$)')
@@ -348,10 +350,16 @@ class Diagnosis:
         if before_dnat:
             return ('Remove or narrow that rule (it is not kvmnet.nat\'s): it runs before kvmnet.nat\'s DNAT marks the '
                     'connection, so no accept for the mark can let it through.')
+        base = self._base_of(family, table, chain)
+        if family in ('ip', 'ip6') and table in _IPTABLES_TABLES:      # iptables-nft's: written with iptables
+            rule_text = '%s -I %s 1 -m connmark --mark 0x%x/0x%x -j ACCEPT' % (
+                'iptables' if family == 'ip' else 'ip6tables', base, _rules.ACCEPT_MARK, _rules.ACCEPT_MARK)
+        else:
+            rule_text = 'nft insert rule %s %s %s %s' % (family, table, base, MARK_ACCEPT)
         return ("An accept in kvmnet.nat's table cannot override a drop in another table: add the accept for "
-                "kvmnet.nat's connection mark at the top of that table's base chain, nft insert rule %s %s %s %s "
+                "kvmnet.nat's connection mark at the top of that table's base chain, %s "
                 '(it lets exactly the connections kvmnet.nat forwards%s through), or remove or narrow the rule.'
-                % (family, table, self._base_of(family, table, chain), MARK_ACCEPT, what))
+                % (rule_text, what))
 
     def _base_of(self, family, table, chain):
         """The base chain to put the accept into: ``chain`` when it is one, else the table's forward chain."""

@@ -92,6 +92,11 @@ def test_the_unit_is_enabled_with_a_daemon_reload_when_its_file_changed(tmp_path
         'systemctl daemon-reload', 'systemctl enable kvmnet-nat.service']
     module = FakeModule(params, enabled={'kvmnet-nat.service'})
     assert run(module)['changed'] is False
+    # an enabled unit whose file changed (its [Install] may name another WantedBy): its links made anew
+    params['files'][0]['content'] = '[Unit]\n[Install]\nWantedBy=multi-user.target nftables.service\n'
+    module = FakeModule(params, enabled={'kvmnet-nat.service'})
+    run(module)
+    assert commands(module) == ['systemctl daemon-reload', 'systemctl reenable kvmnet-nat.service']
 
 
 def test_the_other_mechanisms_unit_is_disabled_before_it_is_removed(tmp_path):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ansible_collections.kvmnet.nat.plugins.module_utils import _backends as K
+from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as NB
 from ansible_collections.kvmnet.nat.tests.support import nftsets
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
@@ -53,6 +56,9 @@ def test_doctor_never_ok_where_iptables_nft_policy_drop_with_an_xt_established_a
     _result, forwards = doctor(ruleset)
     verdicts = {label: item['verdict'] for label, item in forwards.items()}
     assert 'ok' not in verdicts.values(), verdicts
+    # the fix in iptables-nft's own table is an iptables command (nft calls that table iptables-nft's)
+    fix = forwards['web01 tcp/8080->80']['fix']
+    assert 'iptables -I FORWARD 1 -m connmark --mark 0x200000/0x200000 -j ACCEPT' in fix and 'nft insert' not in fix, fix
 
 
 def test_doctor_never_ok_where_an_iptables_nft_reject_refuses_one_guest():
@@ -111,13 +117,10 @@ def test_auto_does_not_flip_to_iptables_when_nft_cannot_list_once():
     module = fakes.FakeModule(answers=answer, binaries={'nft'})
     engine = K.Switch(module, {'iptables': _Ipt(), 'nftables': NB.Engine(module, 'KVMNAT')}, 'auto',
                       conf_path='/nonexistent/network.conf')
-    try:
-        chosen = engine.prepare()['backend']
-    except Exception as exc:            # refusing is what we want: nothing changes
-        return str(exc)
-    retired = engine.open('inet')
-    plan = retired.plan(retired.read(), retired.desired(['every forward']))
-    assert chosen['name'] == 'nftables', (chosen, module.warnings, plan.payload)
+    with pytest.raises(RulesetError, match='backend: auto cannot tell which firewall libvirt uses'):
+        engine.prepare()                # refused under the lock, before anything is read: nothing changes
+    assert calls == ['nft -j list chains']
+    assert engine.prepare()['backend']['name'] == 'nftables'    # the next run, nft answering, keeps nftables
 
 
 def test_absent_under_another_prefix_keeps_the_accept_rule_the_default_table_needs():
@@ -141,3 +144,24 @@ def test_doctor_never_ok_where_an_ingress_chain_drops_before_prerouting():
     _result, forwards = doctor(edited('applied.json', plus(*ingress)))
     verdicts = {label: item['verdict'] for label, item in forwards.items()}
     assert 'ok' not in verdicts.values(), verdicts
+
+
+NETDEV = [{'table': {'family': 'netdev', 'name': 'edge', 'handle': 90}},
+          {'chain': {'family': 'netdev', 'table': 'edge', 'name': 'in', 'handle': 91, 'type': 'filter',
+                     'hook': 'ingress', 'prio': 0, 'policy': 'accept'}}]     # nft 1.0.6 prints no "dev"
+
+
+def _netdev_rule(*matches):
+    return {'rule': {'family': 'netdev', 'table': 'edge', 'chain': 'in', 'handle': 92,
+                     'expr': list(matches) + [{'drop': None}]}}
+
+
+DPORT_8080 = {'match': {'op': '==', 'left': {'payload': {'protocol': 'tcp', 'field': 'dport'}}, 'right': 8080}}
+
+
+def test_doctor_never_ok_where_a_netdev_ingress_rule_drops_the_port():
+    """Recorded with nft 1.0.6 in a namespace: a netdev ingress rule on the public interface drops tcp/8080
+    for every client before prerouting: that forward is broken, the others are not."""
+    _result, forwards = doctor(edited('applied.json', plus(*NETDEV, _netdev_rule(DPORT_8080))))
+    verdicts = {label: item['verdict'] for label, item in forwards.items()}
+    assert verdicts.pop('web01 tcp/8080->80') == 'broken' and set(verdicts.values()) == {'ok'}, verdicts
