@@ -7,7 +7,8 @@ the nftables backend; the client really cannot connect, the doctor must not say 
 
 from __future__ import annotations
 
-from test_doctor_nft_netns import doctor, lab, reachable  # noqa: F401  (the module-scoped lab fixture)
+# lab: test_doctor_nft_netns's module-scoped fixture
+from test_doctor_nft_netns import doctor, lab, reachable  # noqa: F401  pylint: disable=unused-import
 
 
 def test_iptables_nft_policy_drop_with_conntrack_established_is_not_ok(lab):  # noqa: F811

@@ -7,8 +7,6 @@ and FAILS while the defect is there."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _backends as K
@@ -16,7 +14,8 @@ from ansible_collections.kvmnet.nat.plugins.module_utils._backend import Ruleset
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as NB
 from ansible_collections.kvmnet.nat.tests.support import nftsets
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
-from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.nftables.test_diagnose import (  # noqa: F401
+# quiet_host: test_diagnose's autouse fixture (this machine's own state never reaches the doctor's checks)
+from ansible_collections.kvmnet.nat.tests.unit.plugins.module_utils.nftables.test_diagnose import (  # noqa: F401  pylint: disable=unused-import
     doctor, edited, quiet_host)
 
 # iptables-nft's table as `nft -j list ruleset` shows it (recorded in a namespace, iptables v1.8.9, nft 1.0.6):
