@@ -1,12 +1,13 @@
-"""Converge cost: kvmnet.nat.forwards against a loop of ansible.builtin.iptables tasks.
+"""Converge cost: kvmnet.nat.forwards, both firewall backends, against a loop of ansible.builtin.iptables tasks.
 
-    python3 bench/converge.py [--quick] [--reps R] [--sizes N ...] [--out rows.json]
+    python3 bench/converge.py [--quick] [--reps R] [--sizes N ...] [--nft-sizes N ...] [--out rows.json]
 
 (``bench/run.py`` runs this and bench/dataplane.py and writes bench/results.json and the plot.)
 
-Runs as root, entirely inside a network namespace this script creates (kvb<pid>) and deletes,
-also on failure. For each N it generates N forwards (several guests, tcp and udp, some port
-ranges, some source lists) and measures, interleaved, median of R runs:
+Runs as root, entirely inside two network namespaces this script creates (kvb<pid>-hv for the
+iptables backend, kvbn<pid>-hv for the nftables backend) and deletes, also on failure. For each N it
+generates N forwards (several guests, tcp and udp, some port ranges, some source lists) and measures,
+interleaved (every rep runs each backend's rows once), median of R runs:
 
   ours_first_s       the module on an empty ruleset (module time: python + iptables-save/restore)
   ours_noop_s        the same forwards again (nothing to change)
@@ -14,9 +15,17 @@ ranges, some source lists) and measures, interleaved, median of R runs:
   ours_playbook_first_s / ours_playbook_noop_s   the same through ansible-playbook (what a user waits for)
   builtin_first_s / builtin_noop_s   ansible-playbook with the builtin loop (DNAT, FORWARD insert at 1,
                      MASQUERADE: one task each, looped over the forwards), on an empty ruleset / again
+  nft_first_s / nft_noop_s / nft_one_change_s   the module with ``backend: nftables``, module time, the
+                     same three steps, in a namespace with libvirt's nftables tables as libvirt 11.3
+                     writes them (tests/support/nftsets.py) and nothing of ours: before each first run
+                     our table is deleted and libvirt's tables loaded again (as they were, without our
+                     accept rule)
 
-The builtin loop is skipped above N=100 unless --builtin-max says otherwise (about 0.25 s per
-rule: ~12 minutes a run at N=1000); the results say so instead of guessing a number.
+The ours_* rows keep the module's default backend (``auto``): their namespace has no libvirt table,
+so auto picks iptables, as before the nftables backend existed. The builtin loop is skipped above
+N=100 unless --builtin-max says otherwise (about 0.25 s per rule: ~12 minutes a run at N=1000); the
+playbook rows above N=1000 unless --playbook-max says otherwise; the results say so instead of
+guessing a number.
 """
 
 from __future__ import annotations
@@ -29,9 +38,14 @@ import sys
 import tempfile
 
 from ansible_collections.kvmnet.nat.tests.support.benchmark import (
-    COLL_ROOT, PUBLIC_IP, Namespace, dump, rows_table, run_module, timed)
+    COLL_ROOT, PUBLIC_IP, Namespace, dump, nft_reset, rows_table, run_module, timed)
 
 BUILTIN_MAX_N = 100
+PLAYBOOK_MAX_N = 1000
+SIZES = (10, 100, 1000, 10000)
+NFT_SIZES = (10, 100, 1000, 10000)
+QUICK_SIZES = (10, 100)
+QUICK_NFT_SIZES = (10, 100, 1000)
 
 
 def forwards(n, changed=False):
@@ -115,73 +129,115 @@ def run_playbook(ns, path):
     return elapsed
 
 
-def measure(ns, tmp, n, reps, builtin_max=BUILTIN_MAX_N):
+def measure_iptables(ns, tmp, n, add, builtin_max=BUILTIN_MAX_N, playbook_max=PLAYBOOK_MAX_N):
+    """One rep of the iptables rows (the module's default backend, auto: iptables in this namespace)."""
+    fwds, changed = forwards(n), forwards(n, changed=True)
+    ns.flush()
+    elapsed, result = run_module(ns, tmp, fwds)
+    assert result['changed'] is True, result
+    add('ours_first_s', elapsed)
+    elapsed, result = run_module(ns, tmp, fwds)
+    assert result['changed'] is False, result.get('reasons')
+    add('ours_noop_s', elapsed)
+    elapsed, result = run_module(ns, tmp, changed)
+    assert result['changed'] is True, result
+    add('ours_one_change_s', elapsed)
+    if n <= playbook_max:
+        ns.flush()
+        ours_pb = playbook(tmp, 'ours.yml', OURS_TASKS, fwds)
+        add('ours_playbook_first_s', run_playbook(ns, ours_pb))
+        add('ours_playbook_noop_s', run_playbook(ns, ours_pb))
+    if n <= builtin_max:
+        ns.flush()
+        builtin_pb = playbook(tmp, 'builtin.yml', BUILTIN_TASKS, fwds)
+        add('builtin_first_s', run_playbook(ns, builtin_pb))
+        add('builtin_noop_s', run_playbook(ns, builtin_pb))
+
+
+def measure_nftables(ns, tmp, n, add):
+    """One rep of the nftables rows: ``backend: nftables`` on libvirt's nftables tables, nothing of ours."""
+    fwds, changed = forwards(n), forwards(n, changed=True)
+    nft_reset(ns, 'hv')
+    for key, fwd_list, expected in (('nft_first_s', fwds, True), ('nft_noop_s', fwds, False),
+                                    ('nft_one_change_s', changed, True)):
+        elapsed, result = run_module(ns, tmp, fwd_list, backend='nftables')
+        assert result['changed'] is expected and result['backend']['name'] == 'nftables', \
+            (key, result.get('msg'), result.get('reasons'))
+        add(key, elapsed)
+
+
+def measure(ns, nft_ns, tmp, n, reps, backends, builtin_max=BUILTIN_MAX_N, playbook_max=PLAYBOOK_MAX_N):
+    """The row of N: every rep runs the rows of each backend in ``backends`` once, in its own namespace."""
     samples = {}
 
     def add(key, value):
         samples.setdefault(key, []).append(value)
 
-    fwds, changed = forwards(n), forwards(n, changed=True)
-    ours_pb = playbook(tmp, 'ours.yml', OURS_TASKS, fwds)
     for _rep in range(reps):
-        ns.flush()
-        elapsed, result = run_module(ns, tmp, fwds)
-        assert result['changed'] is True, result
-        add('ours_first_s', elapsed)
-        elapsed, result = run_module(ns, tmp, fwds)
-        assert result['changed'] is False, result.get('reasons')
-        add('ours_noop_s', elapsed)
-        elapsed, result = run_module(ns, tmp, changed)
-        assert result['changed'] is True, result
-        add('ours_one_change_s', elapsed)
-        ns.flush()
-        add('ours_playbook_first_s', run_playbook(ns, ours_pb))
-        add('ours_playbook_noop_s', run_playbook(ns, ours_pb))
-        if n <= builtin_max:
-            ns.flush()
-            builtin_pb = playbook(tmp, 'builtin.yml', BUILTIN_TASKS, fwds)
-            add('builtin_first_s', run_playbook(ns, builtin_pb))
-            add('builtin_noop_s', run_playbook(ns, builtin_pb))
+        if 'iptables' in backends:
+            measure_iptables(ns, tmp, n, add, builtin_max, playbook_max)
+        if 'nftables' in backends:
+            measure_nftables(nft_ns, tmp, n, add)
     row = {key: round(statistics.median(values), 3) for key, values in samples.items()}
-    # module invocations per run follow from the playbooks: one task, or three tasks looped over N
-    row.update(n=n, reps=reps, ours_module_invocations=1,
-               builtin_module_invocations=3 * n if n <= builtin_max else None)
-    if n > builtin_max:
-        row.update(builtin_first_s=None, builtin_noop_s=None,
-                   builtin_note='not run: about 0.25 s per rule, ~12 min per run at this N')
-    if row.get('builtin_first_s'):
-        row['builtin_over_ours_first'] = round(row['builtin_first_s'] / row['ours_playbook_first_s'], 1)
+    row.update(n=n, reps=reps)
+    if 'iptables' in backends:
+        # module invocations per run follow from the playbooks: one task, or three tasks looped over N
+        row.update(ours_module_invocations=1, builtin_module_invocations=3 * n if n <= builtin_max else None)
+        if n > builtin_max:
+            row.update(builtin_first_s=None, builtin_noop_s=None,
+                       builtin_note='not run: about 0.25 s per rule, ~12 min per run at this N')
+        if n > playbook_max:
+            row.update(ours_playbook_first_s=None, ours_playbook_noop_s=None,
+                       ours_playbook_note='not run above N=%d (module time only)' % playbook_max)
+        if row.get('builtin_first_s'):
+            row['builtin_over_ours_first'] = round(row['builtin_first_s'] / row['ours_playbook_first_s'], 1)
+    if 'nftables' in backends:
+        row['nft_module_invocations'] = 1
+        if row.get('ours_first_s'):
+            for step in ('first', 'noop', 'one_change'):
+                row['iptables_over_nft_%s' % step] = round(row['ours_%s_s' % step] / row['nft_%s_s' % step], 2)
     return row
 
 
 def table(rows):
-    return rows_table([('N', 'n'), ('ours first', 'ours_first_s'), ('ours no-op', 'ours_noop_s'),
-                       ('ours 1 change', 'ours_one_change_s'), ('ours playbook first', 'ours_playbook_first_s'),
+    """Both backends side by side (module time), then the playbooks and the builtin loop."""
+    return rows_table([('N', 'n'), ('iptables first', 'ours_first_s'), ('nftables first', 'nft_first_s'),
+                       ('iptables no-op', 'ours_noop_s'), ('nftables no-op', 'nft_noop_s'),
+                       ('iptables 1 change', 'ours_one_change_s'), ('nftables 1 change', 'nft_one_change_s'),
+                       ('ours playbook first', 'ours_playbook_first_s'),
                        ('ours playbook no-op', 'ours_playbook_noop_s'), ('builtin first', 'builtin_first_s'),
                        ('builtin no-op', 'builtin_noop_s'), ('builtin/ours first', 'builtin_over_ours_first')], rows)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='N = 10 and 100, one run each')
+    parser.add_argument('--quick', action='store_true', help='iptables N = 10 and 100, nftables 10, 100 and 1000, one run each')
     parser.add_argument('--reps', type=int)
-    parser.add_argument('--sizes', type=int, nargs='+', help='instead of 10 100 1000')
+    parser.add_argument('--sizes', type=int, nargs='*', help='iptables backend, instead of %s' % ' '.join(map(str, SIZES)))
+    parser.add_argument('--nft-sizes', type=int, nargs='*',
+                        help='nftables backend, instead of %s' % ' '.join(map(str, NFT_SIZES)))
     parser.add_argument('--out', help='write the rows as JSON here')
     parser.add_argument('--builtin-max', type=int, default=BUILTIN_MAX_N,
                         help='run the builtin loop up to this N (default %(default)s; N = 1000 takes ~25 min a rep)')
+    parser.add_argument('--playbook-max', type=int, default=PLAYBOOK_MAX_N,
+                        help='run ours through ansible-playbook up to this N (default %(default)s)')
     args = parser.parse_args()
-    rows = run(args.sizes or ((10, 100) if args.quick else (10, 100, 1000)), args.reps or (1 if args.quick else 3),
-               builtin_max=args.builtin_max)
+    sizes = args.sizes if args.sizes is not None else (QUICK_SIZES if args.quick else SIZES)
+    nft_sizes = args.nft_sizes if args.nft_sizes is not None else (QUICK_NFT_SIZES if args.quick else NFT_SIZES)
+    rows = run(sizes, args.reps or (1 if args.quick else 3), builtin_max=args.builtin_max, nft_sizes=nft_sizes,
+               playbook_max=args.playbook_max)
     print(table(rows))
     dump(args.out, rows)
 
 
-def run(sizes, reps, builtin_max=BUILTIN_MAX_N):
+def run(sizes, reps, builtin_max=BUILTIN_MAX_N, nft_sizes=(), playbook_max=PLAYBOOK_MAX_N):
+    """Rows for every N of ``sizes`` (iptables backend) and ``nft_sizes`` (nftables backend), ascending."""
     rows = []
-    with Namespace() as ns, tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            print('converge N=%d ...' % n, flush=True)
-            rows.append(measure(ns, tmp, n, reps, builtin_max))
+    with Namespace() as ns, Namespace('kvbn%d' % os.getpid()) as nft_ns, tempfile.TemporaryDirectory() as tmp:
+        for n in sorted(set(sizes) | set(nft_sizes)):
+            backends = [name for name, of in (('iptables', sizes), ('nftables', nft_sizes)) if n in of]
+            print('converge N=%d (%s) ...' % (n, ', '.join(backends)), flush=True)
+            rows.append(measure(ns, nft_ns, tmp, n, reps, backends, builtin_max, playbook_max))
     return rows
 
 

@@ -1,6 +1,7 @@
-"""Dataplane cost: new connections/s and one flow's throughput through N forwards, against no NAT.
+"""Dataplane cost: new connections/s and one flow's throughput through N forwards, both firewall
+backends, against no NAT.
 
-    python3 bench/dataplane.py [--quick] [--reps R] [--sizes N ...] [--seconds S] [--before REF]
+    python3 bench/dataplane.py [--quick] [--reps R] [--sizes N ...] [--nft-sizes N ...] [--seconds S] [--before REF]
 
 Runs as root, entirely inside three network namespaces it creates and deletes, also on failure:
 
@@ -8,8 +9,8 @@ Runs as root, entirely inside three network namespaces it creates and deletes, a
 
 The hypervisor namespace gets N forwards from the ``kvmnet.nat.forwards`` module (one transaction),
 the measured one sorted last: host ports 30000-30001 of 203.0.113.10 to the guest's 30000-30001,
-behind N-1 tcp forwards to 2 + N/50 other guests (all tcp: walked in order, a tcp lookup would
-pass every one of them). The guest serves ``connrate server`` (bench/connrate.c: accept, "ok",
+behind N-1 tcp forwards to 2 + N/50 (at most 150) other guests (all tcp: walked in order, a tcp
+lookup would pass every one of them). The guest serves ``connrate server`` (bench/connrate.c: accept, "ok",
 close) on 30000 and ``iperf3 -s`` on 30001. From the client, for a bounded time each:
 
   new_conn_per_s   connections completed per second (connect, read the answer, close), 32 in flight
@@ -19,12 +20,18 @@ Configurations, interleaved, each number the median of R runs:
 
   no_nat      the guest's address, routed by the hypervisor namespace with no rule at all: the limit
   bare_dnat   one DNAT rule in PREROUTING and nothing else: what NAT itself costs
-  ours N      the module's rules for N forwards
-  before N    the same with the module of git revision REF (--before), to show a layout change
+  ours N      the module's rules for N forwards (its default backend, auto: iptables here, as the
+              hypervisor namespace has no libvirt table)
+  nft N       the module with ``backend: nftables`` for N forwards, on libvirt's nftables tables as
+              libvirt 11.3 writes them (tests/support/nftsets.py: its forward chain rejects new
+              connections to the guest network; our accept rule at its top lets ours through),
+              loaded again before each apply; every other configuration runs without them
+  before N    the same as ours with the module of git revision REF (--before), to show a layout change
 
 The client runs on CPU 0 and the guest's servers on CPU 1 when there are two CPUs or more.
 ``walk_*`` count the rules a new connection of the measured forward is tested against in our
-chains (read from iptables-save). Every process started here is killed by PID.
+chains (read from iptables-save); ``nft_rules`` counts every rule of our nftables table (each a map
+lookup or a match: at most that many are tested, at any N). Every process started here is killed by PID.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import rules as nft_rules
 from ansible_collections.kvmnet.nat.tests.support import benchmark, rulewalk
 from ansible_collections.kvmnet.nat.tests.support.topology import Topology
 
@@ -50,11 +58,13 @@ GUEST_IP = '192.168.122.200'
 CONN_PORT, IPERF_PORT = 30000, 30001
 PARALLEL = 32
 PINNED = (os.cpu_count() or 1) >= 2
+SIZES = (1, 100, 1000)
+NFT_SIZES = (1, 100, 1000, 10000)
 
 
 def forwards(n):
     """N forwards: N-1 tcp fillers on other guests, then the measured one (sorted last)."""
-    guests = n // 50 + 2
+    guests = min(n // 50 + 2, 150)  # 192.168.122.10-159: never the measured guest's address
     result = [{'guest': 'g%03d' % (i % guests), 'guest_ip': '192.168.122.%d' % (10 + i % guests),
                'proto': 'tcp', 'host_port': 10000 + i, 'guest_port': 80 + i % 7} for i in range(n - 1)]
     result.append({'guest': 'measured', 'guest_ip': GUEST_IP, 'proto': 'tcp',
@@ -108,6 +118,7 @@ class Lab(Topology):
         for table in ('filter', 'nat'):
             self.run('hv', 'iptables -t %s -F' % table)
             self.run('hv', 'iptables -t %s -X' % table)
+        benchmark.nft_reset(self, 'hv', libvirt=False)
 
 
 def walk(save, chain, port):
@@ -122,6 +133,12 @@ def walk(save, chain, port):
     if rule is None or 'kvmnet.nat: measured tcp/' not in rule:
         raise RuntimeError('the measured forward is not reachable from %s' % chain)
     return tested
+
+
+def nft_rule_count(lab):
+    """Rules in our nftables table, every chain (``nft -j``: one ``rule`` object each)."""
+    listed = json.loads(lab.sh(lab.name, 'nft -j list table inet %s' % nft_rules.table_name()))
+    return sum(1 for obj in listed['nftables'] if 'rule' in obj)
 
 
 def build_connrate(tmp):
@@ -179,17 +196,23 @@ def apply(lab, tmp, config):
         lab.sh(lab.name, 'iptables -t nat -A PREROUTING -d %s -p tcp --dport %d:%d -j DNAT --to-destination %s'
                % (PUBLIC_IP, CONN_PORT, IPERF_PORT, GUEST_IP))
         return PUBLIC_IP
-    _elapsed, result = benchmark.run_module(lab, tmp, forwards(n), coll_root=root)
+    if kind == 'nft':
+        benchmark.nft_reset(lab, 'hv')
+    _elapsed, result = benchmark.run_module(lab, tmp, forwards(n), coll_root=root,
+                                            backend='nftables' if kind == 'nft' else None)
     assert result['changed'] is True, result
+    assert kind != 'nft' or result['backend']['name'] == 'nftables', result['backend']
     return PUBLIC_IP
 
 
-def measure(sizes, reps, seconds, before=None):
-    """Rows per N (and the two references), every rep through every configuration once."""
+def measure(sizes, reps, seconds, before=None, nft_sizes=()):
+    """Rows per N (and the two references), every rep through every configuration once: ``sizes`` for
+    the iptables backend (and ``before``), ``nft_sizes`` for the nftables backend."""
     samples, walks = {}, {}
     with Lab() as lab, tempfile.TemporaryDirectory() as tmp:
         configs = [('no_nat', None, None), ('bare_dnat', None, None)]
         configs += [('ours', n, benchmark.COLL_ROOT) for n in sizes]
+        configs += [('nft', n, benchmark.COLL_ROOT) for n in nft_sizes]
         if before:
             old_root = checkout(before, tmp)
             configs += [('before', n, old_root) for n in sizes]
@@ -207,6 +230,8 @@ def measure(sizes, reps, seconds, before=None):
                     walks[key] = {'walk_dnat': walk(save, 'KVMNAT_DNAT', CONN_PORT),
                                   'walk_fwd': walk(save, 'KVMNAT_FWD', CONN_PORT),
                                   'chains': save.count('\n:KVMNAT')}
+                if config[0] == 'nft' and key not in walks:
+                    walks[key] = {'nft_rules': nft_rule_count(lab)}
                 rate = conn_rate(lab, binary, target, seconds)
                 mbit = throughput(lab, target, seconds)
                 samples.setdefault(key, []).append((rate, mbit))
@@ -228,18 +253,25 @@ def measure(sizes, reps, seconds, before=None):
         return round(statistics.median(a[index] / b[index] for a, b in zip(samples[key], samples[base])), 3)
 
     no_nat, bare = ('no_nat', None), ('bare_dnat', None)
-    smallest = ('ours', min(sizes))
     rows = {}
-    for n in sizes:
-        ours = ('ours', n)
-        row = {'new_conn_per_s': median(ours, 0), 'throughput_mbit': median(ours, 1),
-               'new_conn_per_s_range': spread(ours, 0), 'throughput_mbit_range': spread(ours, 1),
-               'new_conn_per_s_no_nat': median(no_nat, 0), 'throughput_mbit_no_nat': median(no_nat, 1),
-               'new_conn_per_s_bare_dnat': median(bare, 0), 'throughput_mbit_bare_dnat': median(bare, 1),
-               'conn_vs_smallest_n': ratio(ours, smallest, 0), 'conn_vs_no_nat': ratio(ours, no_nat, 0),
-               'throughput_vs_no_nat': ratio(ours, no_nat, 1), 'throughput_vs_bare_dnat': ratio(ours, bare, 1)}
-        row.update(walks[ours])
-        if before:
+    for n in sorted(set(sizes) | set(nft_sizes)):
+        row = {'new_conn_per_s_no_nat': median(no_nat, 0), 'throughput_mbit_no_nat': median(no_nat, 1),
+               'new_conn_per_s_bare_dnat': median(bare, 0), 'throughput_mbit_bare_dnat': median(bare, 1)}
+        for prefix, kind, of in (('', 'ours', sizes), ('nft_', 'nft', nft_sizes)):
+            if n not in of:
+                continue
+            this, smallest = (kind, n), (kind, min(of))
+            row.update({prefix + 'new_conn_per_s': median(this, 0), prefix + 'throughput_mbit': median(this, 1),
+                        prefix + 'new_conn_per_s_range': spread(this, 0),
+                        prefix + 'throughput_mbit_range': spread(this, 1),
+                        prefix + 'conn_vs_smallest_n': ratio(this, smallest, 0),
+                        prefix + 'conn_vs_no_nat': ratio(this, no_nat, 0),
+                        prefix + 'throughput_vs_no_nat': ratio(this, no_nat, 1),
+                        prefix + 'throughput_vs_bare_dnat': ratio(this, bare, 1)})
+            row.update(walks[this])
+        if n in nft_sizes:
+            row['nft_smallest_n'] = min(nft_sizes)
+        if before and n in sizes:
             old = ('before', n)
             row.update({'before_ref': before, 'before_new_conn_per_s': median(old, 0),
                         'before_throughput_mbit': median(old, 1),
@@ -251,9 +283,12 @@ def measure(sizes, reps, seconds, before=None):
     return rows
 
 
-COLUMNS = [('N', None), ('rules walked DNAT/FWD', 'walk'), ('conn/s', 'new_conn_per_s'),
-           ('conn/s vs smallest N', 'conn_vs_smallest_n'), ('Mbit/s', 'throughput_mbit'),
-           ('Mbit/s vs no NAT', 'throughput_vs_no_nat'), ('Mbit/s vs bare DNAT', 'throughput_vs_bare_dnat'),
+COLUMNS = [('N', None), ('rules walked DNAT/FWD', 'walk'), ('nft: rules', 'nft_rules'),
+           ('conn/s', 'new_conn_per_s'), ('nft: conn/s', 'nft_new_conn_per_s'),
+           ('conn/s vs smallest N', 'conn_vs_smallest_n'), ('nft: conn/s vs smallest N', 'nft_conn_vs_smallest_n'),
+           ('Mbit/s', 'throughput_mbit'), ('nft: Mbit/s', 'nft_throughput_mbit'),
+           ('Mbit/s vs no NAT', 'throughput_vs_no_nat'), ('nft: Mbit/s vs no NAT', 'nft_throughput_vs_no_nat'),
+           ('Mbit/s vs bare DNAT', 'throughput_vs_bare_dnat'),
            ('before: walked', 'before_walk'), ('before: conn/s', 'before_new_conn_per_s'),
            ('before: conn/s vs smallest N', 'before_conn_vs_smallest_n'),
            ('before: Mbit/s vs no NAT', 'before_throughput_vs_no_nat')]
@@ -262,7 +297,9 @@ COLUMNS = [('N', None), ('rules walked DNAT/FWD', 'walk'), ('conn/s', 'new_conn_
 def table(rows):
     lines = [[title for title, _key in COLUMNS]]
     for n in sorted(rows):
-        row = dict(rows[n], walk='%s/%s' % (rows[n]['walk_dnat'], rows[n]['walk_fwd']))
+        row = dict(rows[n])
+        if 'walk_dnat' in row:
+            row['walk'] = '%s/%s' % (row['walk_dnat'], row['walk_fwd'])
         if 'before_walk_dnat' in row:
             row['before_walk'] = '%s/%s' % (row['before_walk_dnat'], row['before_walk_fwd'])
         lines.append([str(n)] + [str(row.get(key, '-')) for _title, key in COLUMNS[1:]])
@@ -279,15 +316,17 @@ def main():
     parser.add_argument('--quick', action='store_true', help='N = 10 and 100, one short run each')
     parser.add_argument('--reps', type=int)
     parser.add_argument('--seconds', type=float)
-    parser.add_argument('--sizes', type=int, nargs='+', help='instead of 1 100 1000')
+    parser.add_argument('--sizes', type=int, nargs='*', help='iptables backend, instead of 1 100 1000')
+    parser.add_argument('--nft-sizes', type=int, nargs='*', help='nftables backend, instead of 1 100 1000 10000')
     parser.add_argument('--before', metavar='REF', help='also measure the module of this git revision')
     parser.add_argument('--out', help='write the rows as JSON here')
     args = parser.parse_args()
     if shutil.which('iperf3') is None:
         sys.exit('iperf3 is missing: make deps installs it')
-    sizes = args.sizes or ((10, 100) if args.quick else (1, 100, 1000))
+    sizes = args.sizes if args.sizes is not None else ((10, 100) if args.quick else SIZES)
+    nft_sizes = args.nft_sizes if args.nft_sizes is not None else ((10, 100) if args.quick else NFT_SIZES)
     rows = measure(sizes, args.reps or (1 if args.quick else 5), args.seconds or (2 if args.quick else 3),
-                   before=args.before)
+                   before=args.before, nft_sizes=nft_sizes)
     print(table(rows))
     benchmark.dump(args.out, rows)
 

@@ -7,12 +7,14 @@ running the module) as ``ansible_collections.kvmnet.nat.tests.support``, as the 
 them with the collections root on PYTHONPATH and in ANSIBLE_COLLECTIONS_PATH (``make bench`` sets
 both to the copy ``make collection`` writes).
 
-Runs bench/converge.py (converge cost against a loop of ansible.builtin.iptables tasks, N = 10, 100,
-1000), bench/dataplane.py (new connections/s and throughput through N = 1, 100, 1000 forwards,
-against the same path with no NAT), both in network namespaces of their own, bench/role.py (the
-expose role over ssh on a lab hypervisor, against a minimal playbook) and bench/fleet.py (the role
-on 1, 4 and 8 lab hypervisors at once), as root. ``--quick``: N = 10 and 100, one short run each,
-the fleet of one hypervisor only, no role and no comparison with an older revision. bench/doctor.py
+Runs bench/converge.py (converge cost of both firewall backends, module time, N = 10, 100, 1000,
+10000, against a loop of ansible.builtin.iptables tasks), bench/dataplane.py (new connections/s and
+throughput through N = 1, 100, 1000 forwards of the iptables backend and N = 1, 100, 1000, 10000 of
+the nftables backend, against the same path with no NAT), both in network namespaces of their own,
+bench/role.py (the expose role over ssh on a lab hypervisor, against a minimal playbook) and
+bench/fleet.py (the role on 1, 4 and 8 lab hypervisors at once), as root. ``--quick``: N = 10 and
+100 (the nftables converge also 1000), one short run each, the fleet of one hypervisor only, no role
+and no comparison with an older revision. bench/doctor.py
 times the doctor module over N forwards whose guests answer, written by kvmnet.nat (N = 10, 100, 1000,
 5000) and as hand-made flat rules (N = 1000, 5000; ``--quick``: N = 100 and 5000, and 5000 hand-made);
 bench/inventory.py the role's validate
@@ -41,8 +43,10 @@ import role
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-CONVERGE_KEYS = ('ours_first_s', 'ours_noop_s', 'ours_one_change_s', 'builtin_first_s', 'builtin_noop_s')
-DATAPLANE_KEYS = ('new_conn_per_s', 'new_conn_per_s_no_nat', 'throughput_mbit', 'throughput_mbit_no_nat')
+CONVERGE_KEYS = ('ours_first_s', 'ours_noop_s', 'ours_one_change_s', 'builtin_first_s', 'builtin_noop_s',
+                 'nft_first_s', 'nft_noop_s', 'nft_one_change_s')
+DATAPLANE_KEYS = ('new_conn_per_s', 'new_conn_per_s_no_nat', 'throughput_mbit', 'throughput_mbit_no_nat',
+                  'nft_new_conn_per_s', 'nft_throughput_mbit')
 
 
 def merge(converge_rows, dataplane_rows, role_rows=()):
@@ -72,8 +76,11 @@ def plot(by_n, path, fleet_rows=()):
     fig, (conv, conn, tput, ships) = pyplot.subplots(1, 4, figsize=(20, 4.6))
     for key, label, style in (('builtin_first_s', 'builtin iptables loop, first run', 'o--'),
                               ('ours_playbook_first_s', 'kvmnet.nat.forwards via ansible-playbook', 's-'),
-                              ('ours_first_s', 'kvmnet.nat.forwards, module time', '^-'),
-                              ('ours_noop_s', 'kvmnet.nat.forwards, no-op re-run', 'v-'),
+                              ('ours_first_s', 'kvmnet.nat.forwards, module time (iptables)', '^-'),
+                              ('ours_noop_s', 'kvmnet.nat.forwards, no-op re-run (iptables)', 'v-'),
+                              ('nft_first_s', 'kvmnet.nat.forwards, module time (nftables)', '^:'),
+                              ('nft_noop_s', 'kvmnet.nat.forwards, no-op re-run (nftables)', 'v:'),
+                              ('nft_one_change_s', 'kvmnet.nat.forwards, one change (nftables)', 'x:'),
                               ('role_noop_s', 'role kvmnet.nat.expose over ssh, no-op', 'D-')):
         xs, ys = series(key)
         if xs:
@@ -82,19 +89,25 @@ def plot(by_n, path, fleet_rows=()):
     for axis, key, before, ylabel, title in (
             (conn, 'new_conn_per_s', 'before_new_conn_per_s', 'connections / s', 'New connections through N forwards'),
             (tput, 'throughput_mbit', 'before_throughput_mbit', 'Mbit/s', 'One TCP flow through N forwards')):
-        xs, ys = series(key)
-        spreads = [by_n[str(x)].get(key + '_range') or [y, y] for x, y in zip(xs, ys)]
-        axis.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _hi) in zip(ys, spreads)],
-                                    [hi - y for y, (_lo, hi) in zip(ys, spreads)]],
-                      fmt='s-', capsize=3, label='kvmnet.nat (port dispatch), median, min-max')
+        top = 0
+        for prefix, fmt, label in (('', 's-', 'kvmnet.nat, iptables (port dispatch), median, min-max'),
+                                   ('nft_', '^-', 'kvmnet.nat, nftables (maps), median, min-max')):
+            xs, ys = series(prefix + key)
+            if not xs:
+                continue
+            spreads = [by_n[str(x)].get(prefix + key + '_range') or [y, y] for x, y in zip(xs, ys)]
+            axis.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _hi) in zip(ys, spreads)],
+                                        [hi - y for y, (_lo, hi) in zip(ys, spreads)]],
+                          fmt=fmt, capsize=3, label=label)
+            top = max([top] + [hi for _lo, hi in spreads])
         bxs, bys = series(before)
         if bxs:
             ref = next(row['before_ref'] for row in by_n.values() if row.get('before_ref'))
             axis.plot(bxs, bys, 'o--', label='before: flat chains (%s)' % ref[:7])
-        first = next(row for row in by_n.values() if row.get(key) is not None)
+        first = next(row for row in by_n.values() if row.get(key + '_no_nat') is not None)
         axis.axhline(first[key + '_no_nat'], color='grey', linestyle=':', label='routed, no NAT rules')
-        axis.axhline(first[key + '_bare_dnat'], color='black', linestyle='-.', label='one bare DNAT rule')
-        top = max([first[key + '_no_nat']] + [hi for x in xs for hi in (by_n[str(x)].get(key + '_range') or [0])])
+        axis.axhline(first[key + '_bare_dnat'], color='black', linestyle='-.', label='one bare DNAT rule (iptables)')
+        top = max(top, first[key + '_no_nat'])
         axis.set(xscale='log', ylim=(0, top * 1.12), xlabel='forwards (N), the measured one last', ylabel=ylabel, title=title)
     for key, label, style in (('fleet_first_s', 'role, first run (prepared hosts)', 's-'),
                               ('fleet_noop_s', 'role, no-op', 'D-'),
@@ -118,6 +131,10 @@ def iptables_version():
     return subprocess.run(['iptables', '--version'], capture_output=True, text=True, check=False).stdout.strip()
 
 
+def nft_version():
+    return subprocess.run(['nft', '--version'], capture_output=True, text=True, check=False).stdout.strip()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true')
@@ -127,22 +144,24 @@ def main():
     args = parser.parse_args()
     started = time.monotonic()
     if args.quick:
-        converge_rows = converge.run((10, 100), reps=1)
-        dataplane_rows = dataplane.measure((10, 100), reps=1, seconds=2)
+        converge_rows = converge.run(converge.QUICK_SIZES, reps=1, nft_sizes=converge.QUICK_NFT_SIZES)
+        dataplane_rows = dataplane.measure((10, 100), reps=1, seconds=2, nft_sizes=(10, 100))
         role_rows = []
         fleet_rows = fleet.measure((1,), n=100, reps=1, forks=8)
         doctor_rows = doctor.run((100, 5000), reps=1, hand_made_sizes=(5000,))
         inventory_rows = inventory.measure((10,), reps=1)
     else:
-        converge_rows = converge.run((10, 100, 1000), reps=3)
-        dataplane_rows = dataplane.measure((1, 100, 1000), reps=5, seconds=3, before=args.before)
+        converge_rows = converge.run(converge.SIZES, reps=3, nft_sizes=converge.NFT_SIZES)
+        dataplane_rows = dataplane.measure(dataplane.SIZES, reps=5, seconds=3, before=args.before,
+                                           nft_sizes=dataplane.NFT_SIZES)
         role_rows = role.measure((10, 100, 1000), reps=3)
         fleet_rows = fleet.measure((1, 4, 8), n=100, reps=3, forks=8)
         doctor_rows = doctor.run((10, 100, 1000, 5000), reps=3, hand_made_sizes=(1000, 5000))
         inventory_rows = inventory.measure((10, 25, 50), reps=3)
     import ansible  # the same ansible-core the runs used
     results = {
-        'machine': {'cores': os.cpu_count(), 'kernel': platform.release(), 'iptables': iptables_version()},
+        'machine': {'cores': os.cpu_count(), 'kernel': platform.release(), 'iptables': iptables_version(),
+                    'nft': nft_version()},
         'ansible_core': ansible.__version__, 'date': time.strftime('%Y-%m-%d'),
         'command': ' '.join(['python3 bench/run.py'] + sys.argv[1:]),
         'seconds': round(time.monotonic() - started),
@@ -155,10 +174,12 @@ def main():
         json.dump(results, handle, indent=2)
         handle.write('\n')
     print()
-    print('Converge (seconds, median of %d):' % converge_rows[0]['reps'])
+    print('Converge (seconds, module time unless "playbook", median of %d; iptables = the ours_* rows, '
+          'nftables = backend: nftables on libvirt\'s nftables tables):' % converge_rows[0]['reps'])
     print(converge.table(converge_rows))
     print()
-    print('Dataplane (median of %d runs of %ss; ratios are medians of per-run ratios):'
+    print('Dataplane (median of %d runs of %ss; ratios are medians of per-run ratios; unprefixed columns: '
+          'the iptables backend, "nft:" the nftables backend):'
           % (dataplane_rows[min(dataplane_rows)]['dataplane_reps'], dataplane_rows[min(dataplane_rows)]['dataplane_seconds']))
     print(dataplane.table(dataplane_rows))
     if role_rows:

@@ -2,8 +2,9 @@
 # Copyright (c) kvmnet.nat contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the benchmarks in bench/ share: the hypervisor namespace, running the forwards module in it
-as Ansible does, timing a command, and the command line, tables and JSON of a run over sizes.
+"""What the benchmarks in bench/ share: the hypervisor namespace, libvirt's nftables tables in it,
+running the forwards module in it as Ansible does, timing a command, and the command line, tables and
+JSON of a run over sizes.
 
 Imported as ``ansible_collections.kvmnet.nat.tests.support.benchmark``, with the collections root
 on PYTHONPATH (``make bench`` sets it; see docs/benchmarks.md). The module runs from the collection
@@ -19,17 +20,38 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import rules as nft_rules
+from ansible_collections.kvmnet.nat.tests.support import nftsets
 from ansible_collections.kvmnet.nat.tests.support.topology import Topology
 
 COLL_ROOT = os.environ.get('ANSIBLE_COLLECTIONS_PATH', '/var/tmp/kvmnet-nat-build/collections').split(':')[0]
 PUBLIC_IP = '203.0.113.10'
 
 
-class Namespace(Topology):
-    """The hypervisor's namespace (tests/support/topology.py), with a public veth and libvirt's bridge."""
+# the nftables tables a benchmark's hypervisor namespace may hold besides iptables-nft's own: libvirt's
+# (nftsets.LIBVIRT) and ours (the default chain prefix's table)
+NFT_TABLES = (('ip', nft_rules.LIBVIRT_TABLE), ('ip6', nft_rules.LIBVIRT_TABLE), ('inet', nft_rules.table_name()))
 
-    def __init__(self):
-        super().__init__('kvb%d' % os.getpid(), ('hv',))
+
+def nft_reset(topo, role, libvirt=True):
+    """In ``role``'s namespace of Topology ``topo``: our nftables table and libvirt's deleted, in one
+    transaction; then, when ``libvirt``, libvirt's tables loaded again exactly as libvirt 11.3 writes
+    them (nftsets.LIBVIRT): a host whose libvirt uses its nftables firewall backend, with no forward of
+    ours and no accept rule of ours in libvirt's forward chains. iptables' tables are left alone."""
+    listed = topo.x(role, 'nft', 'list', 'tables').stdout.splitlines()
+    gone = ''.join('delete table %s %s\n' % pair for pair in NFT_TABLES if 'table %s %s' % pair in listed)
+    if gone:
+        topo.x(role, 'nft', '-f', '-', data=gone)
+    if libvirt:
+        topo.x(role, 'nft', '-f', '-', data=nftsets.LIBVIRT)
+
+
+class Namespace(Topology):
+    """The hypervisor's namespace (tests/support/topology.py), with a public veth and libvirt's bridge;
+    ``tag`` names it (default ``kvb<pid>``; a second one in the same process needs another)."""
+
+    def __init__(self, tag=None):
+        super().__init__(tag or 'kvb%d' % os.getpid(), ('hv',))
         self.name = self.ns['hv']
 
     def up(self):
@@ -61,16 +83,19 @@ def timed(ns, argv, env=None):
     return elapsed, proc.stdout
 
 
-def run_module(ns, tmp, fwds, coll_root=COLL_ROOT):
+def run_module(ns, tmp, fwds, coll_root=COLL_ROOT, backend=None):
     """The forwards module as Ansible runs it (its JSON arguments in a file), in namespace ``ns.name``.
 
     The module of this checkout takes its host lock in ``tmp`` (never /run on this machine); an older
-    revision measured for comparison has no lock and no such option.
+    revision measured for comparison has no lock and no such option. ``backend``: the module's option
+    ``backend`` (left out when None: the module's default, ``auto``).
     """
     path = os.path.join(tmp, 'args.json')
     args = {'public_ip': PUBLIC_IP, 'forwards': fwds}
     if coll_root == COLL_ROOT:
         args['lock_path'] = os.path.join(tmp, 'kvmnet-nat.lock')
+    if backend is not None:
+        args['backend'] = backend
     with open(path, 'w') as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
     env = dict(os.environ, PYTHONPATH=coll_root)
