@@ -223,6 +223,24 @@ def parse_vip_addresses(values):
     return vips, errors
 
 
+def _pair_problems(guest_ip, public, host_interfaces, local):
+    """host_address_problems' texts for one (guest_ip, public_ip), without the forward's label."""
+    if guest_ip in local:
+        return ['guest_ip %s is an address of this host (on %s): the forward would publish the host\'s own '
+                'services' % (guest_ip, local[guest_ip])]
+    problems = []
+    for iface, dev in host_interfaces:
+        problem = target_problem(guest_ip, iface.network, ' (on %s)' % dev)
+        if problem:
+            problems.append(problem)
+        if public is not None and public not in local and public.version == iface.version and \
+                iface.network.num_addresses > 2 and \
+                public in (iface.network.network_address, iface.network.broadcast_address):
+            problems.append('public_ip %s is the network or broadcast address of %s (on %s)'
+                            % (public, iface.network, dev))
+    return problems
+
+
 def host_address_problems(forwards, host_interfaces, vip_addresses=()):
     """Forwards that would point at the hypervisor itself, or take traffic for an address that is not
     its own: (errors, warnings).
@@ -239,21 +257,12 @@ def host_address_problems(forwards, host_interfaces, vip_addresses=()):
     for iface, dev in host_interfaces:
         local.setdefault(iface.ip, dev)
     vips = set(vip_addresses or ())
+    seen = {}       # (guest_ip, public_ip) -> its problems: the same for every forward of that pair
     for fwd in forwards:
-        if fwd.guest_ip in local:
-            errors.append('forward %s: guest_ip %s is an address of this host (on %s): the forward would '
-                          'publish the host\'s own services' % (fwd.label, fwd.guest_ip, local[fwd.guest_ip]))
-            continue
-        for iface, dev in host_interfaces:
-            problem = target_problem(fwd.guest_ip, iface.network, ' (on %s)' % dev)
-            if problem:
-                errors.append('forward %s: %s' % (fwd.label, problem))
-            public = fwd.public_ip
-            if public is not None and public not in local and public.version == iface.version and \
-                    iface.network.num_addresses > 2 and \
-                    public in (iface.network.network_address, iface.network.broadcast_address):
-                errors.append('forward %s: public_ip %s is the network or broadcast address of %s (on %s)'
-                              % (fwd.label, public, iface.network, dev))
+        pair = (fwd.guest_ip, fwd.public_ip)
+        if pair not in seen:
+            seen[pair] = _pair_problems(fwd.guest_ip, fwd.public_ip, host_interfaces, local)
+        errors.extend('forward %s: %s' % (fwd.label, problem) for problem in seen[pair])
     refused = {e.split('public_ip ', 1)[1].split(' ', 1)[0] for e in errors if ': public_ip ' in e}
     foreign = {}
     for fwd in forwards:

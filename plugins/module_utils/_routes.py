@@ -74,18 +74,63 @@ def route_get(module, address, family):
     return routes[0] if routes else None
 
 
+BATCH_FROM = 8      # more distinct addresses than this: one ``ip -batch`` instead of one ``ip`` per address
+
+
+def routes_get(module, addresses):
+    """{address: the route the kernel would take to it, or None} for ip_address objects, with ONE ``ip -j -N
+    -force -batch -`` per family (``route get A`` per line; -force goes on past an unreachable one, which
+    prints nothing). Each route is matched to its address by its ``dst``."""
+    found = {address: None for address in addresses}
+    ip_cmd = module.get_bin_path('ip')
+    if not ip_cmd:
+        return found
+    for family in (4, 6):
+        wanted = [a for a in found if a.version == family]
+        if not wanted:
+            continue
+        data = ''.join('route get %s\n' % a for a in wanted)
+        _rc, out, _err = run(module, [ip_cmd, '-j', '-%d' % family, '-force', '-batch', '-'], data=data, check=False)
+        for route in _json_values(out):
+            try:
+                dst = ipaddress.ip_address(route.get('dst'))
+            except (TypeError, ValueError):
+                continue
+            if dst in found and found[dst] is None:
+                found[dst] = route
+    return found
+
+
+def _json_values(text):
+    """The route dicts of the JSON lists ``ip -batch`` prints one after the other."""
+    decoder, pos, text = json.JSONDecoder(), 0, text or ''
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            return
+        for route in value if isinstance(value, list) else []:
+            if isinstance(route, dict):
+                yield route
+
+
 def default_routes(module, family):
     """The family's default routes (``ip -j route show default``)."""
     return read_routes(module, family, 'show', 'default')
 
 
-def connected_network(module, ip, interfaces):
+def connected_network(module, ip, interfaces, route=False):
     """The directly connected network holding ``ip`` (e.g. libvirt's 192.168.122.0/24), or None.
 
-    ``ip route get`` names the device the kernel would use; the network is that device's address
-    whose prefix contains ``ip`` (``interfaces`` as host_interfaces returns them).
+    ``ip route get`` names the device the kernel would use (``route``: that route, already read, or None);
+    the network is that device's address whose prefix contains ``ip`` (``interfaces`` as host_interfaces
+    returns them).
     """
-    route = route_get(module, ip, ip.version)
+    route = route_get(module, ip, ip.version) if route is False else route
     if route is None or route.get('gateway') or not route.get('dev'):
         return None
     for iface, dev in interfaces:
@@ -99,11 +144,15 @@ def with_hairpin_networks(module, forwards, interfaces):
     """The forwards with guest_network filled in for masquerade=auto from the host's connected routes,
     and the warnings for those whose guest is on no connected network (no hairpin rule for them)."""
     networks = {}    # one route lookup per guest address, not per forward
+    wanted = list(dict.fromkeys(fwd.guest_ip for fwd in forwards
+                                if fwd.masquerade == 'auto' and fwd.guest_network is None))
+    routes = routes_get(module, wanted) if len(wanted) > BATCH_FROM else {}
     result, warnings = [], []
     for fwd in forwards:
         if fwd.masquerade == 'auto' and fwd.guest_network is None:
             if fwd.guest_ip not in networks:
-                networks[fwd.guest_ip] = connected_network(module, fwd.guest_ip, interfaces)
+                networks[fwd.guest_ip] = connected_network(module, fwd.guest_ip, interfaces,
+                                                           routes.get(fwd.guest_ip, False))
             net = networks[fwd.guest_ip]
             if net is None:
                 warnings.append('forward %s: %s is not on a network connected to this host, so no hairpin '

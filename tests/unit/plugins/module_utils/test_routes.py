@@ -48,3 +48,23 @@ def test_host_interfaces_needs_ip():
 def test_connected_network(ip, answers, expected):
     result = R.connected_network(fakes.FakeModule(answers=answers, binaries={'ip'}), ipaddress.ip_address(ip), R.parse_addresses(ADDR))
     assert (str(result) if result else None) == expected
+
+
+def test_many_guests_are_looked_up_in_one_batch_per_family():
+    """More than BATCH_FROM guest addresses: one ``ip -batch`` per family (as ``ip -j -force -batch -`` prints
+    it: one JSON list per line, nothing for an unreachable address), each route matched by its dst."""
+    from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+    raw = [dict(guest='g%d' % i, guest_ip='192.168.122.%d' % (10 + i), host_port=8000 + i) for i in range(10)]
+    raw += [dict(guest='v6', guest_ip='2001:db8:122::10', host_port=9000, public_ip='2001:db8::10')]
+    lines = ['[{"dst":"192.168.122.%d","dev":"virbr0","prefsrc":"192.168.122.1","flags":[],"uid":0,"cache":[]}]'
+             % (10 + i) for i in range(10) if i != 3]          # .13: unreachable, nothing printed
+    answers = [('ip -j -4 -force -batch -', (1, '\n'.join(lines) + '\n', 'Command failed -:4')),
+               ('ip -j -6 -force -batch -', (0, '[{"dst":"2001:db8:122::10","dev":"virbr0"}]\n', ''))]
+    module = fakes.FakeModule(answers=answers, binaries={'ip'})
+    forwards, warnings = R.with_hairpin_networks(module, F.parse_forwards(raw, public_ip='203.0.113.10'),
+                                                 R.parse_addresses(ADDR))
+    assert module.calls[0] == ('ip -j -4 -force -batch -', ''.join('route get 192.168.122.%d\n' % (10 + i)
+                                                                    for i in range(10)))
+    assert [str(f.guest_network) for f in forwards] == ['192.168.122.0/24'] * 3 + ['None'] + \
+        ['192.168.122.0/24'] * 6 + ['2001:db8:122::/64']
+    assert len(warnings) == 1 and '192.168.122.13 is not on a network connected to this host' in warnings[0]
