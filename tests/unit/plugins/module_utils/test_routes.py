@@ -63,8 +63,8 @@ def test_many_guests_are_looked_up_in_one_batch_per_family():
     module = fakes.FakeModule(answers=answers, binaries={'ip'})
     forwards, warnings = R.with_hairpin_networks(module, F.parse_forwards(raw, public_ip='203.0.113.10'),
                                                  R.parse_addresses(ADDR))
-    assert module.calls[0] == ('ip -j -4 -force -batch -', ''.join('route get 192.168.122.%d\n' % (10 + i)
-                                                                    for i in range(10)))
-    assert [str(f.guest_network) for f in forwards] == ['192.168.122.0/24'] * 3 + ['None'] + \
-        ['192.168.122.0/24'] * 6 + ['2001:db8:122::/64']
+    batch = ''.join('route get 192.168.122.%d\n' % (10 + i) for i in range(10))
+    assert module.calls[0] == ('ip -j -4 -force -batch -', batch)
+    expected = ['192.168.122.0/24'] * 3 + ['None'] + ['192.168.122.0/24'] * 6 + ['2001:db8:122::/64']
+    assert [str(f.guest_network) for f in forwards] == expected
     assert len(warnings) == 1 and '192.168.122.13 is not on a network connected to this host' in warnings[0]
