@@ -1,16 +1,23 @@
 """The kvmnet.nat test lab: real hypervisors (systemd-nspawn containers with libvirt and tiny TCG
 guests) on a lab switch, and a client on the public side, all inside network namespaces.
 
-    lab.py up [--name kvmlab] [--hv hv1:bookworm --hv hv2:trixie] [--no-guests]
+    lab.py up [--name kvmlab] [--hv hv1:bookworm --hv hv2:trixie --hv hv3:trixie-nft] [--no-guests]
     lab.py status | down | ssh HV [COMMAND...] | client COMMAND... | inventory
 
 Layout (one lab, NAME defaults to "kvmlab"):
-    netns NAME-pub   bridge br0 203.0.113.1/24, the lab switch; the apt repository on :8080;
-                     ip_forward stays 0 there, so the hypervisors' default route leads nowhere.
-    netns NAME-cli   the client: 203.0.113.50 and 203.0.113.51 (a second source address).
+    netns NAME-pub   bridge br0 203.0.113.1/24 and 2001:db8:113::1/64, the lab switch; the apt
+                     repository on :8080; forwarding stays off there, so the hypervisors' default
+                     route leads nowhere.
+    netns NAME-cli   the client: 203.0.113.50 and 203.0.113.51 (a second source address), and
+                     2001:db8:113::50.
     hvN              systemd-nspawn container booted from the cached Debian image, a fresh network
                      namespace per boot (--network-bridge), 203.0.113.(10+N), libvirt's default
                      network 192.168.122.0/24, guests webNN (fixed MAC, reserved .10) and appNN.
+    hvN:trixie-nft   the flavour "nft" of Debian 13 (FLAVOURS): libvirt's nftables firewall backend
+                     (with a lab-only tc wrapper: this kernel has no act_csum), nftables.service
+                     enabled with Debian's stock /etc/nftables.conf, and IPv6: 2001:db8:113::(10+N)
+                     on the switch, 2001:db8:122::1/64 on libvirt's network (SLAAC), appNN with a
+                     fixed MAC too, so that its IPv6 address is known (IPv6 of a guest: ipv6_of()).
 The machine's root network namespace gets nothing: ssh goes through netns_proxy.py. `up` records
 the root namespace's netfilter, routes and sysctls; `down` removes everything and fails loudly if
 they changed. The two namespaces, their links and the repository's process are made and removed by
@@ -19,6 +26,7 @@ tests/support/topology.py: `up` and `down` need the collections root on PYTHONPA
 import argparse
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -41,9 +49,25 @@ NSPAWN_PROPAGATE = '/run/systemd/nspawn/propagate'
 CGROUP_HIERARCHIES = ('/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified')
 PUBLIC_GW = '203.0.113.1'
 CLIENT_ADDRS = ('203.0.113.50', '203.0.113.51')
+PUBLIC_GW6 = '2001:db8:113::1'
+CLIENT_ADDRS6 = ('2001:db8:113::50',)
+GUEST_NET6 = ('2001:db8:122::1', 64)  # libvirt's default network in the flavour nft (guests: SLAAC)
 REPO_PORT = 8080
 DEFAULT_HVS = ('hv1:bookworm', 'hv2:trixie')
 ROLES = ('pub', 'cli')  # the namespaces NAME-pub and NAME-cli
+# SUITE-FLAVOUR in --hv NAME:SUITE-FLAVOUR: what prepare_rootfs() changes on top of the suite's image
+FLAVOURS = {
+    'nft': "libvirt's nftables firewall backend (lab-only tc wrapper), nftables.service enabled, IPv6",
+}
+# The flavour nft only, and only in this lab: libvirt 11.3's nftables backend adds `tc filter ... action
+# csum` to its bridge in the same transaction as its rules, and this machine's kernel has no act_csum
+# (CONFIG_NET_ACT_CSUM), so the network would not start. The real tc is diverted to tc.distrib.
+TC_WRAPPER = """#!/bin/sh
+# kvmnet lab only (tests/lab/lab.py, flavour nft): this kernel has no act_csum, and libvirt's nftables
+# backend adds a `tc filter ... action csum` that would stop its network from starting. Skip that one.
+case " $* " in *" action csum "*) exit 0 ;; esac
+exec /usr/sbin/tc.distrib "$@"
+"""
 
 
 class LabError(Exception):
@@ -65,12 +89,37 @@ def hv_address(index):
     return f'203.0.113.{10 + index}'
 
 
-def guests_of(index):
-    """The lab's guests on hypervisor number INDEX (1-based)."""
+def hv_address6(index):
+    return f'2001:db8:113::{10 + index}'
+
+
+def parse_hv(spec, index):
+    """NAME:SUITE[-FLAVOUR] -> the hypervisor's description in the lab's state."""
+    hv, _sep, suite = spec.partition(':')
+    suite, _sep, flavour = (suite or 'bookworm').partition('-')
+    if flavour and flavour not in FLAVOURS:
+        raise LabError(f'--hv {spec}: unknown flavour {flavour!r} (known: {", ".join(sorted(FLAVOURS))})')
+    if flavour == 'nft' and suite == 'bookworm':
+        raise LabError(f'--hv {spec}: libvirt 9 (Debian 12) has no nftables firewall backend')
+    return {'name': hv, 'suite': suite, 'flavour': flavour, 'index': index, 'address': hv_address(index),
+            'address6': hv_address6(index) if flavour == 'nft' else None}
+
+
+def guests_of(index, flavour=''):
+    """The lab's guests on hypervisor number INDEX (1-based). With IPv6 (flavour nft) appNN has a fixed MAC
+    as well: its SLAAC address (ipv6_of) is then known before it boots."""
     return [
         {'name': f'web{index:02d}', 'mac': f'52:54:00:4b:{index:02x}:10', 'ip': '192.168.122.10'},
-        {'name': f'app{index:02d}', 'mac': None, 'ip': None},
+        {'name': f'app{index:02d}', 'mac': f'52:54:00:4b:{index:02x}:20' if flavour == 'nft' else None, 'ip': None},
     ]
+
+
+def ipv6_of(mac, network=GUEST_NET6):
+    """The SLAAC (EUI-64) address a guest with MAC takes in libvirt's IPv6 network (address, prefix)."""
+    octets = [int(x, 16) for x in mac.split(':')]
+    eui = [octets[0] ^ 0x02, *octets[1:3], 0xff, 0xfe, *octets[3:]]
+    net = ipaddress.IPv6Network(f'{network[0]}/{network[1]}', strict=False)
+    return str(net.network_address + int.from_bytes(bytes(eui), 'big'))
 
 
 def domain_xml(guest):
@@ -180,9 +229,8 @@ class Lab:
             raise LabError('the lab needs root (namespaces, nspawn)')
         specs = []
         for i, spec in enumerate(hvs, 1):
-            hv, _sep, suite = spec.partition(':')
-            specs.append({'name': hv, 'suite': suite or 'bookworm', 'index': i, 'address': hv_address(i),
-                          'guests': guests_of(i) if guests else []})
+            specs.append(parse_hv(spec, i))
+            specs[-1]['guests'] = guests_of(i, specs[-1]['flavour']) if guests else []
         os.makedirs(self.dir, exist_ok=True)
         self.state = {'name': self.name, 'baseline': root_snapshot(), 'hypervisors': specs,
                       'repo_pid': None, 'supervisors': {}, 'started': time.time()}
@@ -259,8 +307,13 @@ class Lab:
         hosts = {s['name']: {'ansible_host': s['address'], 'ansible_user': 'root',
                              'ansible_ssh_private_key_file': self.key,
                              'ansible_ssh_common_args': f'-F {self.ssh_config}',
-                             'ansible_python_interpreter': '/usr/bin/python3', 'kvmlab_suite': s['suite']}
+                             'ansible_python_interpreter': '/usr/bin/python3', 'kvmlab_suite': s['suite'],
+                             'kvmlab_flavour': s.get('flavour', '')}
                  for s in self.state['hypervisors']}
+        for s in self.state['hypervisors']:
+            if s.get('address6'):
+                hosts[s['name']]['kvmlab_address6'] = s['address6']
+                hosts[s['name']]['kvmlab_guests6'] = {g['name']: ipv6_of(g['mac']) for g in s['guests'] if g['mac']}
         with open(os.path.join(self.dir, 'hosts.json'), 'w') as f:
             json.dump({'hypervisors': {'hosts': hosts}}, f, indent=2)
 
@@ -272,10 +325,13 @@ class Lab:
             net.up()
             net.x('pub', 'ip', 'link', 'add', 'br0', 'type', 'bridge')
             net.x('pub', 'ip', 'addr', 'add', f'{PUBLIC_GW}/24', 'dev', 'br0')
+            net.x('pub', 'ip', 'addr', 'add', f'{PUBLIC_GW6}/64', 'dev', 'br0', 'nodad')
             net.x('pub', 'ip', 'link', 'set', 'br0', 'up')
             net.link('cli', 'eth0', 'pub', 'cli0')
             for addr in CLIENT_ADDRS:
                 net.x('cli', 'ip', 'addr', 'add', f'{addr}/24', 'dev', 'eth0')
+            for addr in CLIENT_ADDRS6:
+                net.x('cli', 'ip', 'addr', 'add', f'{addr}/64', 'dev', 'eth0', 'nodad')
             net.x('cli', 'ip', 'link', 'set', 'eth0', 'up')
             net.x('pub', 'ip', 'link', 'set', 'cli0', 'master', 'br0', 'up')
             with open(os.path.join(self.dir, 'repo.log'), 'w') as logf:
@@ -305,7 +361,7 @@ class Lab:
         }
         for guest in spec['guests']:
             files[f'etc/kvmlab/guests/{guest["name"]}.xml'] = domain_xml(guest)
-            if guest['mac']:
+            if guest['ip']:  # a DHCP reservation
                 files[f'etc/kvmlab/guests/{guest["name"]}.dhcp'] = \
                     f"<host mac='{guest['mac']}' name='{guest['name']}' ip='{guest['ip']}'/>"
         for rel, text in files.items():
@@ -313,11 +369,39 @@ class Lab:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, 'w') as f:
                 f.write(text)
+        if spec.get('flavour') == 'nft':
+            self.flavour_nft(spec, root)
         with open(self.key + '.pub') as src, open(os.path.join(root, 'root/.ssh/authorized_keys'), 'w') as dst:
             dst.write(src.read())
         os.chmod(os.path.join(root, 'root/.ssh/authorized_keys'), 0o600)
         for name in ('vmlinuz', 'initrd.gz'):
             shutil.copy(os.path.join(self.guest_dir(), name), os.path.join(root, f'var/lib/libvirt/images/kvmlab-{name}'))
+
+    @staticmethod
+    def flavour_nft(spec, root):
+        """libvirt's nftables firewall backend, Debian's nftables.service enabled, IPv6 (see FLAVOURS)."""
+        log(f'{spec["name"]}: flavour nft (libvirt nftables backend, lab-only tc wrapper, nftables.service, IPv6)')
+        with open(os.path.join(root, 'etc/libvirt/network.conf'), 'a') as f:
+            f.write('\n# kvmnet lab, flavour nft\nfirewall_backend = "nftables"\n')
+        # dpkg-divert only edits dpkg's database in the rootfs; still, no network for it
+        run(['unshare', '--net', '--fork', 'chroot', root, 'dpkg-divert', '--local', '--rename', '--add', '/usr/sbin/tc'])
+        with open(os.path.join(root, 'usr/sbin/tc'), 'w') as f:
+            f.write(TC_WRAPPER)
+        os.chmod(os.path.join(root, 'usr/sbin/tc'), 0o755)
+        wants = os.path.join(root, 'etc/systemd/system/sysinit.target.wants')
+        os.makedirs(wants, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.symlink('/usr/lib/systemd/system/nftables.service', os.path.join(wants, 'nftables.service'))
+        dropin = os.path.join(root, 'etc/systemd/system/kvmlab-net.service.d')
+        os.makedirs(dropin, exist_ok=True)
+        with open(os.path.join(dropin, 'ipv6.conf'), 'w') as f:
+            f.write(f'[Service]\nExecStart=ip -6 addr add {spec["address6"]}/64 dev host0 nodad\n')
+        network = os.path.join(root, 'etc/libvirt/qemu/networks/default.xml')
+        with open(network) as f:
+            xml = f.read()
+        address, prefix = GUEST_NET6
+        with open(network, 'w') as f:
+            f.write(xml.replace('</network>', f"  <ip family='ipv6' address='{address}' prefix='{prefix}'/>\n</network>"))
 
     def start(self, hv):
         logf = open(os.path.join(self.hv_dir(hv), 'console.log'), 'a')
@@ -431,7 +515,8 @@ class Lab:
                 out = self.ssh(s['name'], 'virsh', '-q', '-c', 'qemu:///system', 'list', '--all',
                                check=False, timeout=30).stdout
                 guests = ', '.join(' '.join(l.split()[1:]) for l in out.splitlines() if l.strip())
-            print(f'  {s["name"]:6} {s["address"]:14} debian {s["suite"]:9} '
+            suite = s['suite'] + (f'-{s["flavour"]}' if s.get('flavour') else '')
+            print(f'  {s["name"]:6} {s["address"]:14} debian {suite:12} '
                   f'{"running" if alive else "STOPPED"}  guests: {guests or "-"}')
         return 0
 
@@ -508,7 +593,8 @@ def main(argv=None):
     ap.add_argument('--name', default=os.environ.get('KVMLAB_NAME', 'kvmlab'))
     sub = ap.add_subparsers(dest='cmd', required=True)
     up = sub.add_parser('up')
-    up.add_argument('--hv', action='append', help='NAME:SUITE (repeatable); default hv1:bookworm hv2:trixie')
+    up.add_argument('--hv', action='append', help='NAME:SUITE[-FLAVOUR] (repeatable; flavours: '
+                    + ', '.join(f'{k}: {v}' for k, v in FLAVOURS.items()) + '); default hv1:bookworm hv2:trixie')
     up.add_argument('--no-guests', action='store_true', help='libvirt and its default network, but no guest VMs')
     sub.add_parser('down')
     sub.add_parser('status')
