@@ -167,11 +167,11 @@ def test_the_restore_brings_back_the_table_and_the_accept_rule(lab):
 
 def test_the_hook_puts_the_accept_rule_back_when_libvirt_builds_its_table_after_the_hook(lab):
     """libvirt 11.3 starting its daemon runs the network hooks ~0.2 s before it re-creates its nftables tables:
-    the hook's own run finds no table; its one detached later run (here 1 s later) puts the rule back, and a
-    burst of events starts only one such run."""
+    the hook's own run finds no table; its one detached later run (as soon as libvirt's table is there, here
+    at most 3 s) puts the rule back, and a burst of events starts only one such run."""
     restore = lab.restore_script(__expose_rules_base=lab.base, __expose_lock_path=lab.lock_path)
     hook = lab.script('libvirt-network-hook.sh.j2', __expose_restore_script=restore, __expose_rules_base=lab.base,
-                      __expose_lock_path=lab.lock_path, __expose_hook_later=1)
+                      __expose_lock_path=lab.lock_path, __expose_hook_later=3)
     for family in ('ip', 'ip6'):                                          # libvirtd restarting: no table yet
         lab.x('hv', 'nft', 'delete', 'table', family, 'libvirt_network')
     for event in ('started', 'port-created', 'port-created'):
