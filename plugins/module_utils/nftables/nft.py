@@ -34,14 +34,21 @@ def _objects(module, nft, what):
 
 
 def list_ours(module, nft, name):
-    """The part of ``nft -j list ruleset`` the backend reads: every table's name, our ``table inet <name>``
-    and libvirt's tables (``nft -j list tables``, then only those). On a host with a large iptables-nft
-    ruleset this reads a few objects instead of all of them."""
-    tables = _objects(module, nft, ['tables'])
-    items = [item for item in tables if isinstance(item, dict) and 'table' in item]
-    for item in list(items):
-        table = item['table'] if isinstance(item['table'], dict) else {}
-        family, tname = table.get('family'), table.get('name')
+    """The part of ``nft -j list ruleset`` the backend reads: the tables (those ``nft -j list chains`` names),
+    then our ``table inet <name>`` and libvirt's tables only. nft 1.0.6 reads every set's elements for
+    ``list tables`` (0.2-0.4 s beside our table at 10 000 forwards), not for ``list chains``. A table
+    without a chain is not seen: ours always has its base chains, libvirt's its own; an empty table of our
+    name made by hand is replaced by the next transaction all the same (it begins ``table inet <name>;
+    delete table inet <name>``)."""
+    chains = _objects(module, nft, ['chains'])
+    tables = []
+    for item in chains:
+        chain = item.get('chain') if isinstance(item, dict) else None
+        if isinstance(chain, dict) and isinstance(chain.get('family'), str) and isinstance(chain.get('table'), str):
+            if (chain['family'], chain['table']) not in tables:
+                tables.append((chain['family'], chain['table']))
+    items = [{'table': {'family': family, 'name': tname}} for family, tname in tables]
+    for family, tname in tables:
         if (family, tname) == ('inet', name) or (tname == LIBVIRT_TABLE and family in dict(LIBVIRT_FAMILIES)):
             items.extend(obj for obj in _objects(module, nft, ['table', family, tname])
                          if isinstance(obj, dict) and not {'table', 'metainfo'} & set(obj))

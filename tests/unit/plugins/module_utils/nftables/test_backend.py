@@ -49,7 +49,7 @@ def test_one_backend_for_both_families_converges_and_reads_back():
     assert plan.changed
     backend.test(plan)
     backend.apply(plan)
-    assert [c for c, _d in module.calls] == ['nft -j list tables', 'nft -j list table ip libvirt_network',
+    assert [c for c, _d in module.calls] == ['nft -j list chains', 'nft -j list table ip libvirt_network',
                                              'nft -j list table ip6 libvirt_network', 'nft -c -f -', 'nft -f -']
     assert backend.read_back(desired).changed is False
     assert backend.hooks(backend.read()) == {('ip', 'libvirt_network forward'): [1], ('ip6', 'libvirt_network forward'): [1]}

@@ -15,11 +15,13 @@ from ansible_collections.kvmnet.nat.tests.unit.plugins.fakes import FakeModule
 PAYLOAD = 'table inet kvmnet_nat\ndelete table inet kvmnet_nat\ntable inet kvmnet_nat {\n\tbogus\n}\n'
 
 
-TABLES = ('{"nftables": [{"metainfo": {"json_schema_version": 1}}, '
-          '{"table": {"family": "ip", "name": "filter", "handle": 1}}, '
-          '{"table": {"family": "ip", "name": "libvirt_network", "handle": 2}}, '
-          '{"table": {"family": "inet", "name": "kvmnet_nat", "handle": 3}}, '
-          '{"table": {"family": "inet", "name": "kvmnet_nat_test1", "handle": 4}}]}')
+def _chain(family, table, name):
+    return '{"chain": {"family": "%s", "table": "%s", "name": "%s", "handle": 1}}' % (family, table, name)
+
+
+CHAINS = ('{"nftables": [{"metainfo": {"json_schema_version": 1}}, %s]}' % ', '.join([
+    _chain('ip', 'filter', 'FORWARD'), _chain('ip', 'filter', 'INPUT'), _chain('ip', 'libvirt_network', 'forward'),
+    _chain('inet', 'kvmnet_nat', 'prerouting'), _chain('inet', 'kvmnet_nat_test1', 'prerouting')]))
 
 
 def _table(family, name, chain):
@@ -29,19 +31,21 @@ def _table(family, name, chain):
 
 def test_list_ours_reads_only_our_table_and_libvirts():
     module = FakeModule(answers=[
-        ('nft -j list tables', (0, TABLES, '')),
+        ('nft -j list chains', (0, CHAINS, '')),
         ('nft -j list table ip libvirt_network', (0, _table('ip', 'libvirt_network', 'forward'), '')),
         ('nft -j list table inet kvmnet_nat', (0, _table('inet', 'kvmnet_nat', 'prerouting'), '')),
     ])
     data = N.list_ours(module, '/usr/sbin/nft', 'kvmnet_nat')
     assert [cmd for cmd, _data in module.calls] == [
-        'nft -j list tables', 'nft -j list table ip libvirt_network', 'nft -j list table inet kvmnet_nat']
+        'nft -j list chains', 'nft -j list table ip libvirt_network', 'nft -j list table inet kvmnet_nat']
     kinds = [next(iter(item)) for item in data['nftables']]
-    assert kinds == ['table'] * 4 + ['chain', 'chain']     # every table's name; the chains of the two read
+    assert kinds == ['table'] * 4 + ['chain', 'chain']     # every table with a chain, once; the chains of the two read
+    assert [item['table']['name'] for item in data['nftables'][:4]] == [
+        'filter', 'libvirt_network', 'kvmnet_nat', 'kvmnet_nat_test1']
 
 
 def test_list_ours_refuses_what_is_not_json():
-    module = FakeModule(answers=[('nft -j list tables', (0, 'table ip filter {', ''))])
+    module = FakeModule(answers=[('nft -j list chains', (0, 'table ip filter {', ''))])
     with pytest.raises(CommandError):
         N.list_ours(module, '/usr/sbin/nft', 'kvmnet_nat')
 
