@@ -5,7 +5,7 @@
 """A throwaway namespace lab for the nftables backend (see README, "Safety"), and its timing function.
 
     client (203.0.113.50, 2001:db8::50) --- eth0 [hv] virbr0 --- web01 (192.168.122.10, 2001:db8:122::10)
-                            203.0.113.10, 2001:db8::10
+                            203.0.113.10, 2001:db8::10    `-- web02 (192.168.122.11: hairpin's client)
 
 Namespaces ``kvnft<pid>-*`` (tests/support/topology.py), deleted by down(), also on failure; nft, ip and
 sysctl run only inside them. The hypervisor gets libvirt's nftables tables (tests/support/nftsets.py).
@@ -46,7 +46,7 @@ class NetnsModule:
 
 class NftLab(Topology):
     def __init__(self):
-        super().__init__('kvnft%d' % os.getpid(), ('client', 'hv', 'web01'))
+        super().__init__('kvnft%d' % os.getpid(), ('client', 'hv', 'web01', 'web02'))
 
     def up(self):
         super().up()
@@ -77,6 +77,12 @@ class NftLab(Topology):
         self.x('web01', 'ip', 'link', 'set', 'eth0', 'up')
         self.x('web01', 'ip', 'route', 'add', 'default', 'via', '192.168.122.1')
         self.x('web01', 'ip', '-6', 'route', 'add', 'default', 'via', '2001:db8:122::1')
+        # a second guest on the bridge, for hairpin (a guest reaching another by the public address)
+        self.link('hv', 'vnet1', 'web02', 'eth0')
+        self.x('hv', 'ip', 'link', 'set', 'vnet1', 'master', 'virbr0', 'up')
+        self.x('web02', 'ip', 'addr', 'add', '192.168.122.11/24', 'dev', 'eth0')
+        self.x('web02', 'ip', 'link', 'set', 'eth0', 'up')
+        self.x('web02', 'ip', 'route', 'add', 'default', 'via', '192.168.122.1')
         for key in ('net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'):
             self.x('hv', 'sysctl', '-q', '-w', key)
         self.x('hv', 'nft', '-f', '-', data=nftsets.LIBVIRT)

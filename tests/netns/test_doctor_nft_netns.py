@@ -29,8 +29,10 @@ WEB = dict(guest='web01', guest_ip='192.168.122.10', host_port=8080, guest_port=
 SSH = dict(guest='web01', guest_ip='192.168.122.10', host_port=2222, guest_port=22)
 DNS = dict(guest='web01', guest_ip='192.168.122.10', proto='udp', host_port=5353, guest_port=53, send='ping',
            expect='^web01 ')
-FORWARDS = [WEB, SSH, DNS]
-LABELS = ['web01 tcp/8080->80', 'web01 tcp/2222->22', 'web01 udp/5353->53']
+# with sources: an element of the dispatch map keyed on the source as well (srcport4_r), no chain of its own
+ALLOWED = dict(guest='web01', guest_ip='192.168.122.10', host_port=8081, guest_port=80, sources=['203.0.113.0/24'])
+FORWARDS = [WEB, SSH, DNS, ALLOWED]
+LABELS = ['web01 tcp/8080->80', 'web01 tcp/2222->22', 'web01 udp/5353->53', 'web01 tcp/8081->80']
 MARK_ACCEPT = 'ct mark and 0x00200000 == 0x00200000 accept'
 
 
@@ -91,6 +93,8 @@ def test_a_healthy_nftables_host_is_all_green(lab):
     web = forwards['web01 tcp/8080->80']['checks']
     assert 'ip libvirt_network forward: first' in web['jumps']['detail']
     assert web['counters']['ok'] is True and 'the guest answered' in web['counters']['detail']
+    allowed = forwards['web01 tcp/8081->80']['checks']
+    assert '@srcport4_r' in allowed['rules']['detail'] and 'the guest answered' in allowed['counters']['detail']
     words = [detail for item in result['forwards'] for check in item['checks'].values()
              for detail in [check['detail']] if 'iptables' in detail.replace('bridge-nf-call-iptables', '')]
     assert words == [], words

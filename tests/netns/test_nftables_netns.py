@@ -17,6 +17,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
 
 from nftlab import NftLab
 
+NET = '192.168.122.0/24'
 FORWARDS = [
     dict(guest='web01', guest_ip='192.168.122.10', host_port=8080, guest_port=80),
     dict(guest='web01', guest_ip='192.168.122.10', host_port=8443, guest_port=443, masquerade='always'),
@@ -27,6 +28,19 @@ FORWARDS = [
     dict(guest='web01', guest_ip='192.168.122.10', host_port=7000, guest_port=81, in_interface='eth0'),
     dict(guest='web01', guest_ip='192.168.122.10', host_port=7001, guest_port=81, in_interface='eth9'),
     dict(guest='web01', guest_ip='2001:db8:122::10', host_port=8080, guest_port=80, public_ip='2001:db8::10'),
+    # hairpin (masquerade auto with the guest network), plain and with sources; sources of every map kind
+    dict(guest='web01', guest_ip='192.168.122.10', host_port=8081, guest_port=80, guest_network=NET),
+    dict(guest='web01', guest_ip='192.168.122.10', host_port=2224, guest_port=22, guest_network=NET,
+         sources=['203.0.113.50', NET]),                            # one address (hash map), a network (interval)
+    dict(guest='web01', guest_ip='192.168.122.10', host_port=2225, guest_port=22, guest_network=NET,
+         sources=['203.0.113.0/24']),                               # the guest network not among them
+    dict(guest='web01', guest_ip='192.168.122.10', host_port='3000-3001', sources=['203.0.113.50']),   # range kept
+    dict(guest='web01', guest_ip='192.168.122.10', host_port='11000-11001', guest_port='21000-21001',
+         sources=['203.0.113.0/24']),                               # a shifted range, port by port
+    dict(guest='web01', guest_ip='2001:db8:122::10', host_port=2222, guest_port=22, public_ip='2001:db8::10',
+         sources=['2001:db8::/64']),
+    dict(guest='web01', guest_ip='2001:db8:122::10', host_port=2226, guest_port=22, public_ip='2001:db8::10',
+         sources=['2001:db8:9::/48']),
 ]
 
 
@@ -36,7 +50,7 @@ def lab():
     try:
         lab.up()
         lab.baseline = lab.ruleset()
-        lab.server = lab.serve('web01', 'web01', ['22', '80', '81', '443', '20000-20002'], ['53'])
+        lab.server = lab.serve('web01', 'web01', ['22', '80', '81', '443', '20000-20002', '3000-3001', '21000-21001'], ['53'])
         yield lab
     finally:
         lab.down()
@@ -62,6 +76,10 @@ def applied(lab):
     ('tcp', '203.0.113.10', 2223, 'web01 203.0.113.50 22'),              # a source that is allowed
     ('tcp', '203.0.113.10', 7000, 'web01 203.0.113.50 81'),              # its in_interface
     ('tcp', '2001:db8::10', 8080, 'web01 2001:db8::50 80'),              # IPv6 in the same table
+    ('tcp', '203.0.113.10', 2224, 'web01 203.0.113.50 22'),              # its one-address source
+    ('tcp', '203.0.113.10', 3001, 'web01 203.0.113.50 3001'),            # a range kept, with sources
+    ('tcp', '203.0.113.10', 11001, 'web01 203.0.113.50 21001'),          # a shifted range, with sources
+    ('tcp', '2001:db8::10', 2222, 'web01 2001:db8::50 22'),              # IPv6 with sources
 ])
 def test_the_client_reaches_declared_ports(lab, applied, proto, address, port, answer):
     assert lab.probe('client', proto, address, port, timeout=3) == answer
@@ -73,9 +91,25 @@ def test_the_client_reaches_declared_ports(lab, applied, proto, address, port, a
     ('tcp', '203.0.113.10', 9999),       # not declared
     ('tcp', '203.0.113.10', 10003),      # just past the range
     ('tcp', '192.168.122.10', 80),       # the guest itself, past the DNAT: libvirt's reject
+    ('tcp', '2001:db8::10', 2226),       # IPv6, a source that is not allowed
 ])
 def test_what_is_not_declared_is_refused(lab, applied, proto, address, port):
     assert lab.probe('client', proto, address, port) in ('REFUSED', 'TIMEOUT')
+
+
+@pytest.mark.parametrize('port, answer', [
+    (8081, 'web01 192.168.122.1 80'),       # hairpin: another guest by the public address, masqueraded
+    (2224, 'web01 192.168.122.1 22'),       # the same through a forward whose sources list the guest network
+    (8080, 'web01 192.168.122.11 80'),      # no guest network given: no hairpin masquerade (the module finds it)
+])
+def test_hairpin_from_a_second_guest(lab, applied, port, answer):
+    assert lab.probe('web02', 'tcp', '203.0.113.10', port, timeout=3) == answer
+
+
+def test_a_source_not_allowed_from_the_guest_network_is_not_forwarded(lab, applied):
+    # 2225's sources leave out the guest network: its hairpin mark is set, but no DNAT happens and the
+    # connection is the host's own (nothing listens there)
+    assert lab.probe('web02', 'tcp', '203.0.113.10', 2225) in ('REFUSED', 'TIMEOUT')
 
 
 def test_host_local_access(lab, applied):

@@ -45,21 +45,29 @@ _FAM = r'(?:ip|ip6)'
 _KEY = r'%s daddr \. meta l4proto \. th dport' % _FAM
 _DEST = r'(?:%s|\[%s\])(?::[0-9]{1,5}|:%s dport map \{ [0-9]{1,5} : [0-9]{1,5}(?:, [0-9]{1,5} : [0-9]{1,5})* \})?' % (
     _A4, _A6, _PROTO)
-_RULES = [re.compile(p, re.ASCII) for p in (
-    r'%s vmap @special[46]' % _KEY,
-    r'%s saddr \. %s @hairpin[46] ct mark set ct mark \| 0x00400000' % (_FAM, _KEY),
-    r'%s @masq[46] ct mark set ct mark \| 0x00400000' % _KEY,
-    r'%s @(port|addr)[46] ct mark set ct mark \| 0x00200000 dnat %s to %s map @(port|addr)[46]' % (_KEY, _FAM, _KEY),
-    r'meta nfproto ipv[46] iifname \. meta l4proto \. th dport vmap @iface[46]',
-    r'meta nfproto ipv[46] iifname %s meta l4proto \. th dport vmap @wild[46]_[0-9]{1,4}' % _IFACE,
+_R = r'(?:_r)?'         # the interval half of a set split in two (rules.py's _split)
+_DNAT = [r'%s%s @(?P<m>%s) ct mark set ct mark \| 0x00200000 dnat %s to %s map @(?P=m)' % (match, key, name, fam, key)
+         for fam, n in (('ip', 4), ('ip6', 6))
+         for match, key, name in (
+             ('', r'%s daddr \. meta l4proto \. th dport' % fam, r'port%d|addr%d' % (n, n)),
+             ('', r'%s daddr \. meta l4proto \. th dport \. %s saddr' % (fam, fam), r'srcaddr%d' % n),
+             (r'meta l4proto \{ tcp, udp, sctp \} ', r'%s daddr \. meta l4proto \. th dport \. %s saddr' % (fam, fam),
+              r'srcport%d%s' % (n, _R)))]
+_RULES = [re.compile(p, re.ASCII) for p in [
+    r'%s vmap @special[46]%s' % (_KEY, _R),
+    r'%s saddr %s %s @hairpin[46]_[0-9a-f]{8}%s ct mark set ct mark \| 0x00400000' % (_FAM, _NET, _KEY, _R),
+    r'%s @masq[46]%s ct mark set ct mark \| 0x00400000' % (_KEY, _R),
+    r'meta nfproto ipv[46] iifname \. meta l4proto \. th dport vmap @iface[46]%s' % _R,
+    r'meta nfproto ipv[46] iifname %s meta l4proto \. th dport vmap @wild[46]_[0-9]{1,4}%s' % (_IFACE, _R),
     r'(?:iifname %s )?meta l4proto %s(?: %s saddr (?:%s|\{ %s(?:, %s)* \}))?(?: %s saddr %s)? '
     r'ct mark set ct mark \| %s dnat %s to %s comment "[A-Za-z0-9 ._+:@/>-]{1,120}"'
     % (_IFACE, _PROTO, _FAM, _NET, _NET, _NET, _FAM, _NET, _MARK, _FAM, _DEST),
     r'jump dispatch',
     r'fib daddr type local jump dispatch',
-    r'ct mark & 0x00400000 == 0x00400000 masquerade',
-)]
-_SET_NAME = re.compile(r'(special|hairpin|masq|port|addr|iface)[46]|wild[46]_[0-9]{1,4}', re.ASCII)
+    r'ct mark & 0x00600000 == 0x00600000 masquerade',
+] + _DNAT]
+_SET_NAME = re.compile(r'(?:(?:special|masq|port|srcport|iface)[46]|hairpin[46]_[0-9a-f]{8}|wild[46]_[0-9]{1,4})%s'
+                       r'|(?:addr|srcaddr)[46]' % _R, re.ASCII)
 _ELEMENT = {
     'ipv4_addr': r'%s(?:/[0-9]{1,2})?' % _A4, 'ipv6_addr': r'%s(?:/[0-9]{1,3})?' % _A6, 'inet_proto': _PROTO,
     'inet_service': _PORTS, 'ifname': _IFACE, 'verdict': r'jump %s' % _CHAIN,

@@ -13,26 +13,36 @@ parsed value (ipaddress objects, ints, names checked against a pattern); nothing
 The table, for each family (``4``: ``ip``/``ipv4_addr``, ``6``: ``ip6``/``ipv6_addr``):
 
 - ``prerouting`` (nat, -100) and ``output`` (nat, -100, only ``fib daddr type local``: host-local access)
-  jump to ``dispatch``; ``postrouting`` (nat, 100) masquerades the connections marked MASQ_MARK.
-- *Plain* forwards (a public address, no ``in_interface``, no ``sources``), the common case, need no
-  rule of their own: ``port4`` maps (public address . protocol . port) to (guest address . guest port),
-  one element per host port (a shifted range ``10000-10009 -> 20000-20009`` is one element per port:
-  nft 1.0.6 has no ``/base`` offset like iptables' ``--to-destination IP:first-last/base``); ``addr4``
-  maps a range kept as it is (``8000-8009 -> 8000-8009``) to the guest address alone (ports unchanged).
-  One rule per map marks and DNATs: ``<key> @port4 ct mark set ct mark | ACCEPT_MARK dnat ip to <key>
-  map @port4``. ``masq4`` (masquerade ``always``) and ``hairpin4`` (``auto`` with a guest network: the
-  source in that network) add MASQ_MARK before it.
-- Other forwards (``sources``, ``in_interface``) each get a chain of their own (``f_<hash>``) that
-  matches the interface and the sources (an anonymous set) and marks and DNATs; ``special4`` (keyed
-  like ``port4``, verdict ``jump``), ``iface4`` (inbound interface . protocol . port, for forwards
-  without a public address) and one ``wild4_<n>`` per wildcard interface (``eth+``: ``iifname "eth*"``)
-  lead to those chains. Two such forwards may share a key only when their interfaces differ: a key's
-  ports are cut into disjoint segments, each jumping to one chain holding every forward that covers it.
+  jump to ``dispatch``; ``postrouting`` (nat, 100) masquerades the connections marked MASQ_MARK and
+  ACCEPT_MARK.
+- Forwards with a public address and no ``in_interface``, the common case, need no rule of their own:
+  ``port4`` maps (public address . protocol . port) to (guest address . guest port), one element per
+  host port (a shifted range ``10000-10009 -> 20000-20009`` is one element per port: nft 1.0.6 has no
+  ``/base`` offset like iptables' ``--to-destination IP:first-last/base``); ``addr4`` maps a range kept as
+  it is (``8000-8009 -> 8000-8009``) to the guest address alone (ports unchanged). A forward with
+  ``sources`` is the same with the source as the key's last part, one element per source network
+  (``srcport4``, ``srcaddr4``). One rule per map marks and DNATs: ``<key> @port4 ct mark set ct mark |
+  ACCEPT_MARK dnat ip to <key> map @port4``. ``masq4`` (masquerade ``always``) and, per guest network,
+  ``hairpin4_<tag>`` (``auto`` with a guest network, matched with ``ip saddr <network>``) add MASQ_MARK
+  before it; postrouting masquerades only connections with both marks (a key marked whose sources did
+  not match was no DNAT of ours).
+- Every set whose keys may hold a range or a network is split in two: exact keys in a hash set
+  (``masq4``), the others in an interval set of the same name with ``_r`` (``masq4_r``), each with its
+  rule. nft 1.0.6 loads an interval set of concatenations in time quadratic in its size (8000 elements,
+  about a second; a hash set of as many, a few hundredths): 10 000 forwards load in a third of a second.
+- Forwards with ``in_interface`` each get a chain of their own (``f_<hash>``) that matches the interface
+  and the sources (an anonymous set) and marks and DNATs; ``special4`` (keyed like ``port4``, verdict
+  ``jump``), ``iface4`` (inbound interface . protocol . port, for forwards without a public address) and
+  one ``wild4_<n>`` per wildcard interface (``eth+``: ``iifname "eth*"``) lead to those chains. Two such
+  forwards may share a key only when their interfaces differ: a key's ports are cut into disjoint
+  segments, each jumping to one chain holding every forward that covers it.
 
-A new connection walks at most 5 rules per family in ``dispatch`` plus one per wildcard interface name,
-each an O(1) set lookup (hash; a concatenation with a range is nft's interval set), then the few rules
-of one ``f_`` chain: the number of forwards is never walked. The overlap rule of _forward.py makes
-every packet match at most one forward, so the order of these lookups never decides anything.
+A new connection walks a fixed number of rules per family in ``dispatch`` (two per set: its hash and
+interval halves), plus two per guest network with hairpin forwards and per wildcard interface name,
+each an O(1) set lookup (hash, or nft's interval set for a concatenation with a range), then the few
+rules of one ``f_`` chain: the number of forwards is never walked. The overlap rule of _forward.py makes
+every packet match at most one forward, so the order of these lookups never decides anything (the marks
+come before the DNATs, which end the chain).
 
 Conntrack marks: ACCEPT_MARK (0x00200000, bit 21) on every connection one of our forwards DNATs,
 MASQ_MARK (0x00400000, bit 22) on those it must masquerade; other bits of the mark are kept
@@ -44,6 +54,7 @@ reject (an accept in our own table would not: another table's reject on the same
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -56,6 +67,9 @@ from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.rules import v
 ACCEPT_MARK = 0x00200000
 MASQ_MARK = 0x00400000
 ACCEPT_COMMENT = 'kvmnet.nat: accept'
+# both bits: only a connection one of our forwards DNATs is masqueraded (a marked key whose sources do not
+# match is not DNATed; it stays the host's own connection)
+MASQUERADE_RULE = 'ct mark & 0x%08x == 0x%08x masquerade' % (ACCEPT_MARK | MASQ_MARK, ACCEPT_MARK | MASQ_MARK)
 ACCEPT_RULE = 'ct mark & 0x%08x == 0x%08x counter accept comment "%s"' % (ACCEPT_MARK, ACCEPT_MARK, ACCEPT_COMMENT)
 LIBVIRT_TABLE = 'libvirt_network'
 LIBVIRT_CHAIN = 'forward'
@@ -72,6 +86,7 @@ _COMMENT_RE = re.compile(r'[A-Za-z0-9 ._+:@/>-]{1,120}', re.ASCII)
 _IFACE_RE = re.compile(r'[A-Za-z0-9_.@-]{1,15}\*?', re.ASCII)
 _FAMILY = {4: ('ip', 'ipv4_addr', 'ipv4'), 6: ('ip6', 'ipv6_addr', 'ipv6')}
 KEY = 'meta l4proto . th dport'
+L4_MATCH = 'meta l4proto { tcp, udp, sctp }'
 
 
 def table_name(prefix=DEFAULT_PREFIX):
@@ -105,13 +120,16 @@ def iface(name):
     return '"%s"' % text
 
 
+@functools.lru_cache(maxsize=65536)
 def addr(ip):
-    """An address, made anew from its parsed value."""
+    """An address, made anew from its parsed value (once per distinct address: 10 000 forwards name a few
+    hundred)."""
     return address_text(ipaddress.ip_address(ip.packed))
 
 
+@functools.lru_cache(maxsize=65536)
 def net(network):
-    """A network as nft prints it: the bare address for a /32 or /128."""
+    """A network as nft prints it: the bare address for a /32 or /128 (once per distinct network)."""
     network = ipaddress.ip_network((network.network_address.packed, network.prefixlen))
     if network.prefixlen == network.max_prefixlen:
         return address_text(network.network_address)
@@ -238,8 +256,7 @@ def _dnat(fwd):
 
 
 def _sources(fwd):
-    nets = sorted(ipaddress.collapse_addresses(fwd.sources), key=lambda n: (n.network_address, n.prefixlen))
-    texts = [net(n) for n in nets]
+    texts = _sources_list(fwd)
     return texts[0] if len(texts) == 1 else '{ %s }' % ', '.join(texts)
 
 
@@ -262,25 +279,50 @@ def forward_rules(fwd):
 
 
 def is_plain(fwd):
-    return fwd.public_ip is not None and not fwd.in_interface and not fwd.sources
+    """A forward without a chain of its own: a public address and no inbound interface (sources or not)."""
+    return fwd.public_ip is not None and not fwd.in_interface
 
 
-def _plain_elements(fwd, sets):
-    """The elements a plain forward adds to port/addr, masq and hairpin of its family."""
+def _ranged(element):
+    """Whether an element's key holds a port range or a network: it needs an interval set. Exact keys go
+    to a hash set instead (nft 1.0.6 loads an interval set of concatenations in time quadratic in its
+    size: 8000 elements take a second; a hash set of as many, a few hundredths)."""
+    return any(part[:1] != '"' and ('-' in part or '/' in part) for part in element.split(' : ', 1)[0].split(' . '))
+
+
+def net_tag(network):
+    """A network's part of a set name (``hairpin4_<tag>``): 8 hex digits of its text's SHA-256."""
+    return hashlib.sha256(net(network).encode('ascii')).hexdigest()[:8]
+
+
+def _sources_list(fwd):
+    return [net(n) for n in sorted(ipaddress.collapse_addresses(fwd.sources), key=lambda n: (n.network_address, n.prefixlen))]
+
+
+def _plain_elements(fwd, sets, nets):
+    """The elements a forward without a chain adds to its family's maps and sets: the DNAT map (``port``
+    or ``addr``; ``srcport``/``srcaddr`` with the source as the key's last part, one element per source
+    network), ``masq`` (masquerade ``always``) or its guest network's ``hairpin<n>_<tag>`` (``auto``; ``nets``
+    gets that set's network)."""
     n = fwd.family
     key = '%s . %s' % (addr(fwd.public_ip), proto(fwd.proto))
     hp, gp = fwd.host_ports, fwd.guest_ports
-    if gp.size == 1:
-        sets['port%d' % n].append('%s . %d : %s . %d' % (key, hp.first, addr(fwd.guest_ip), gp.first))
-    elif gp == hp:
-        sets['addr%d' % n].append('%s . %s : %s' % (key, ports(hp), addr(fwd.guest_ip)))
-    else:
-        sets['port%d' % n].extend('%s . %d : %s . %d' % (key, hp.first + i, addr(fwd.guest_ip), gp.first + i)
-                                  for i in range(hp.size))
+    guest = addr(fwd.guest_ip)
+    prefix = 'src' if fwd.sources else ''
+    for tail in [' . ' + s for s in _sources_list(fwd)] if fwd.sources else ['']:
+        if gp.size == 1:
+            sets['%sport%d' % (prefix, n)].append('%s . %d%s : %s . %d' % (key, hp.first, tail, guest, gp.first))
+        elif gp == hp:
+            sets['%saddr%d' % (prefix, n)].append('%s . %s%s : %s' % (key, ports(hp), tail, guest))
+        else:
+            sets['%sport%d' % (prefix, n)].extend('%s . %d%s : %s . %d' % (key, hp.first + i, tail, guest, gp.first + i)
+                                                  for i in range(hp.size))
     if fwd.masquerade == 'always':
         sets['masq%d' % n].append('%s . %s' % (key, ports(hp)))
     elif fwd.masquerade == 'auto' and fwd.guest_network is not None:
-        sets['hairpin%d' % n].append('%s . %s . %s' % (net(fwd.guest_network), key, ports(hp)))
+        name = 'hairpin%d_%s' % (n, net_tag(fwd.guest_network))
+        sets.setdefault(name, []).append('%s . %s' % (key, ports(hp)))
+        nets[name] = net(fwd.guest_network)
 
 
 def segments(items):
@@ -332,36 +374,59 @@ def _special(forwards, table):
 
 def _set(kind, key, data, elements, interval=None):
     if interval is None:
-        interval = any('-' in e.split(' : ')[0].rsplit(' . ', 1)[-1] for e in elements)
+        interval = any(_ranged(e) for e in elements)
     return NftSet(kind, key, data, interval, tuple(sorted(set(elements))))
 
 
-def _dispatch_rules(n, table, elements, special, wild):
-    """The rules of ``dispatch`` for family ``n`` and its sets, added to ``table``."""
+def _split(table, name, kind, key, data, elements, rule):
+    """``elements`` in a hash set ``name`` (exact keys) and an interval set ``name_r`` (ranges, networks),
+    each that has any with its rule (``rule(set name)``); the rules, in that order."""
+    rules = []
+    for suffix, part, interval in (('', [e for e in elements if not _ranged(e)], False),
+                                   ('_r', [e for e in elements if _ranged(e)], True)):
+        if part:
+            table.sets[name + suffix] = _set(kind, key, data, part, interval)
+            rules.append(rule(name + suffix))
+    return rules
+
+
+def _dispatch_rules(n, table, elements, nets, special, wild):
+    """The rules of ``dispatch`` for family ``n`` and its sets, added to ``table``: first the verdict map
+    of chains, then the marks (masquerade), then the DNAT maps (a DNAT ends the chain), then the maps of
+    forwards without a public address."""
     family, addr_type, nfproto = _FAMILY[n]
     key_types = (addr_type, 'inet_proto', 'inet_service')
     dkey = '%s daddr . %s' % (family, KEY)
+    skey = '%s . %s saddr' % (dkey, family)
     rules = []
     if special.get('special%d' % n):
-        table.sets['special%d' % n] = _set('map', key_types, ('verdict',), special['special%d' % n])
-        rules.append('%s vmap @special%d' % (dkey, n))
-    if elements['hairpin%d' % n]:
-        table.sets['hairpin%d' % n] = _set('set', (addr_type,) + key_types, (), elements['hairpin%d' % n], True)
-        rules.append('%s saddr . %s @hairpin%d %s' % (family, dkey, n, mark(MASQ_MARK)))
-    if elements['masq%d' % n]:
-        table.sets['masq%d' % n] = _set('set', key_types, (), elements['masq%d' % n])
-        rules.append('%s @masq%d %s' % (dkey, n, mark(MASQ_MARK)))
-    for name, data, interval in (('port%d' % n, (addr_type, 'inet_service'), False), ('addr%d' % n, (addr_type,), True)):
-        if elements[name]:
-            table.sets[name] = _set('map', key_types, data, elements[name], interval)
-            rules.append('%s @%s %s dnat %s to %s map @%s' % (dkey, name, mark(ACCEPT_MARK), family, dkey, name))
+        rules += _split(table, 'special%d' % n, 'map', key_types, ('verdict',), special['special%d' % n],
+                        lambda s: '%s vmap @%s' % (dkey, s))
+    for name in sorted(k for k in nets if k.startswith('hairpin%d_' % n)):
+        rules += _split(table, name, 'set', key_types, (), elements[name],
+                        lambda s, net_=nets[name]: '%s saddr %s %s @%s %s' % (family, net_, dkey, s, mark(MASQ_MARK)))
+    rules += _split(table, 'masq%d' % n, 'set', key_types, (), elements['masq%d' % n],
+                    lambda s: '%s @%s %s' % (dkey, s, mark(MASQ_MARK)))
+    for name, key, data in (('port%d' % n, dkey, (addr_type, 'inet_service')), ('addr%d' % n, dkey, (addr_type,)),
+                            ('srcport%d' % n, skey, (addr_type, 'inet_service')), ('srcaddr%d' % n, skey, (addr_type,))):
+        types = key_types + ((addr_type,) if key == skey else ())
+
+        def dnat(s, key=key, name=name):
+            # nft 1.0.6 takes a port from an interval map of this key only after a transport protocol match
+            match = L4_MATCH + ' ' if name.startswith('srcport') else ''
+            return '%s%s @%s %s dnat %s to %s map @%s' % (match, key, s, mark(ACCEPT_MARK), family, key, s)
+        if 'port' in name:          # single ports: exact unless a source is a network
+            rules += _split(table, name, 'map', types, data, elements[name], dnat)
+        elif elements[name]:        # a range kept as it is: always an interval
+            table.sets[name] = _set('map', types, data, elements[name], True)
+            rules.append(dnat(name))
     if special.get('iface%d' % n):
-        table.sets['iface%d' % n] = _set('map', ('ifname', 'inet_proto', 'inet_service'), ('verdict',), special['iface%d' % n])
-        rules.append('meta nfproto %s iifname . %s vmap @iface%d' % (nfproto, KEY, n))
+        rules += _split(table, 'iface%d' % n, 'map', ('ifname', 'inet_proto', 'inet_service'), ('verdict',),
+                        special['iface%d' % n], lambda s: 'meta nfproto %s iifname . %s vmap @%s' % (nfproto, KEY, s))
     for (kind, wildcard), name in sorted(wild.items(), key=lambda w: w[1]):
         if kind == 'wild%d' % n:
-            table.sets[name] = _set('map', ('inet_proto', 'inet_service'), ('verdict',), special[name])
-            rules.append('meta nfproto %s iifname %s %s vmap @%s' % (nfproto, wildcard, KEY, name))
+            rules += _split(table, name, 'map', ('inet_proto', 'inet_service'), ('verdict',), special[name],
+                            lambda s, w=wildcard: 'meta nfproto %s iifname %s %s vmap @%s' % (nfproto, w, KEY, s))
     return rules
 
 
@@ -372,17 +437,17 @@ def desired_state(forwards, prefix=DEFAULT_PREFIX):
     if not forwards:
         return state
     table = Table(name)
-    elements = {'%s%d' % (kind, n): [] for kind in ('port', 'addr', 'masq', 'hairpin') for n in (4, 6)}
+    elements = {'%s%d' % (kind, n): [] for kind in ('port', 'addr', 'srcport', 'srcaddr', 'masq') for n in (4, 6)}
+    nets = {}
     for fwd in forwards:
         if is_plain(fwd):
-            _plain_elements(fwd, elements)
+            _plain_elements(fwd, elements, nets)
     special, wild = _special(forwards, table)
-    dispatch = _dispatch_rules(4, table, elements, special, wild) + _dispatch_rules(6, table, elements, special, wild)
+    dispatch = [rule for n in (4, 6) for rule in _dispatch_rules(n, table, elements, nets, special, wild)]
     table.chains[DISPATCH] = Chain(rules=tuple(dispatch))
     table.chains['prerouting'] = Chain(BASE_CHAINS['prerouting'], ('jump %s' % DISPATCH,))
     table.chains['output'] = Chain(BASE_CHAINS['output'], ('fib daddr type local jump %s' % DISPATCH,))
     masq = any(f.masquerade == 'always' or (f.masquerade == 'auto' and f.guest_network is not None) for f in forwards)
-    table.chains['postrouting'] = Chain(
-        BASE_CHAINS['postrouting'], ('ct mark & 0x%08x == 0x%08x masquerade' % (MASQ_MARK, MASQ_MARK),) if masq else ())
+    table.chains['postrouting'] = Chain(BASE_CHAINS['postrouting'], (MASQUERADE_RULE,) if masq else ())
     state.table = table
     return state

@@ -61,7 +61,7 @@ def test_read_back_gives_the_desired_state():
     (lambda t: resum(t.replace('prefix=KVMNAT', 'prefix=OTHER')), 'prefix=OTHER (expected KVMNAT)'),
     (lambda t: resum(t[:len(t) // 2]), 'not one kvmnet.nat writes'),
     (lambda t: resum(t.replace('\t\tjump dispatch\n', '\t\tjump dispatch\n\t\tdrop\n')), 'chain prerouting rule drop'),
-    (lambda t: resum(t.replace('comment "web01 tcp/2222->22"', 'comment "x"; flush ruleset; "')), 'does not write'),
+    (lambda t: resum(t.replace('comment "web02 tcp/7005->7005"', 'comment "x"; flush ruleset; "')), 'does not write'),
     (lambda t: resum(t.replace('jump dispatch\n', 'jump dispatch\n', 1).replace('\tchain output {', '\tchain evil {')),
      'chain evil'),
     (lambda t: resum(t.replace(' . 80,\n', ' . 80, 1.2.3.4 . tcp . 1 : 5.6.7.8 . 9,\n')), 'does not write'),

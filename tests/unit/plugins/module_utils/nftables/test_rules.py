@@ -17,6 +17,8 @@ from ansible_collections.kvmnet.nat.tests.support import nftsets
 from ansible_collections.kvmnet.nat.tests.support.rulesets import PUB, PUB6, example_forwards, fwd
 
 DNAT4 = 'ip daddr . meta l4proto . th dport'
+SRC4 = DNAT4 + ' . ip saddr'
+HAIRPIN4 = 'hairpin4_' + R.net_tag(ipaddress.ip_network('192.168.122.0/24'))
 
 
 def table_of(*raw, **defaults):
@@ -44,24 +46,23 @@ def test_the_issue_example():
     assert [line for line in lines if '192.168.122.12' in line] == [
         'map port4 element 203.0.113.10 . tcp . %d : 192.168.122.12 . %d' % (10000 + i, 20000 + i) for i in range(10)]
     assert 'set masq4 element 203.0.113.10 . tcp . 8443' in lines                          # masquerade always
-    assert 'set hairpin4 element 192.168.122.0/24 . 203.0.113.10 . tcp . 8080' in lines    # auto with its network
-    # the forward with sources has a chain of its own, reached through special4
-    chain = [name for name in table.chains if name.startswith('f_')]
-    assert table.sets['special4'].elements == ('203.0.113.10 . tcp . 2222 : jump %s' % chain[0],)
-    assert table.chains[chain[0]].rules == (
-        'meta l4proto tcp ip saddr 198.51.100.0/24 ct mark set ct mark | 0x00200000 dnat ip to 192.168.122.10:22 '
-        'comment "web01 tcp/2222->22"',)
+    assert 'set %s element 203.0.113.10 . tcp . 8080' % HAIRPIN4 in lines                # auto with its network
+    # the forward with sources: an element per source network, the source the key's last part; no chain
+    assert not [name for name in table.chains if name.startswith('f_')]
+    assert 'map srcport4_r element 203.0.113.10 . tcp . 2222 . 198.51.100.0/24 : 192.168.122.10 . 22' in lines
     assert table.chains['dispatch'].rules == (
-        DNAT4 + ' vmap @special4',
-        'ip saddr . %s @hairpin4 ct mark set ct mark | 0x00400000' % DNAT4,
+        'ip saddr 192.168.122.0/24 %s @%s ct mark set ct mark | 0x00400000' % (DNAT4, HAIRPIN4),
         DNAT4 + ' @masq4 ct mark set ct mark | 0x00400000',
         DNAT4 + ' @port4 ct mark set ct mark | 0x00200000 dnat ip to %s map @port4' % DNAT4,
+        'meta l4proto { tcp, udp, sctp } %s @srcport4_r ct mark set ct mark | 0x00200000 dnat ip to %s map @srcport4_r'
+        % (SRC4, SRC4),
     )
     assert table.chains['prerouting'] == R.Chain(R.BASE_CHAINS['prerouting'], ('jump dispatch',))
     # host-local access: nat output, numeric priority, local destinations only
     assert table.chains['output'] == R.Chain('type nat hook output priority -100; policy accept;',
                                              ('fib daddr type local jump dispatch',))
-    assert table.chains['postrouting'].rules == ('ct mark & 0x00400000 == 0x00400000 masquerade',)
+    # masquerade needs both marks: a key marked for masquerade whose sources did not match is no DNAT of ours
+    assert table.chains['postrouting'].rules == ('ct mark & 0x00600000 == 0x00600000 masquerade',)
 
 
 @pytest.mark.parametrize('mode, network, masq, hairpin, postrouting', [
@@ -73,39 +74,51 @@ def test_the_issue_example():
 ])
 def test_masquerade_modes_of_a_plain_forward(mode, network, masq, hairpin, postrouting):
     table = table_of(fwd(masquerade=mode, guest_network=network))
-    assert ('masq4' in table.sets, 'hairpin4' in table.sets) == (masq, hairpin)
+    assert ('masq4' in table.sets, HAIRPIN4 in table.sets) == (masq, hairpin)
     assert bool(table.chains['postrouting'].rules) == postrouting
     if hairpin:
-        assert table.sets['hairpin4'].elements == ('192.168.122.0/24 . 203.0.113.10 . tcp . 8080',)
+        assert table.sets[HAIRPIN4].elements == ('203.0.113.10 . tcp . 8080',)
+        assert not table.sets[HAIRPIN4].interval
 
 
-@pytest.mark.parametrize('mode, network, rules', [
-    ('auto', None, ['0x00200000 dnat ip to 192.168.122.10:80 comment "web01 tcp/8080->80"']),
-    ('auto', '192.168.122.0/24', [
-        'ip saddr 192.168.122.0/24 ct mark set ct mark | 0x00600000 dnat ip to 192.168.122.10:80 '
-        'comment "web01 tcp/8080->80 hairpin"',
-        '0x00200000 dnat ip to 192.168.122.10:80 comment "web01 tcp/8080->80"']),
-    ('always', None, ['0x00600000 dnat ip to 192.168.122.10:80 comment "web01 tcp/8080->80"']),
-    ('never', '192.168.122.0/24', ['0x00200000 dnat ip to 192.168.122.10:80 comment "web01 tcp/8080->80"']),
+@pytest.mark.parametrize('mode, network, masq, hairpin', [
+    ('auto', None, False, False),
+    ('auto', '192.168.122.0/24', False, True),
+    ('always', None, True, False),
+    ('never', '192.168.122.0/24', False, False),
 ])
-def test_masquerade_modes_of_a_forward_with_sources(mode, network, rules):
+def test_masquerade_modes_of_a_forward_with_sources(mode, network, masq, hairpin):
     table = table_of(fwd(masquerade=mode, guest_network=network, sources=['198.51.100.0/24']))
-    (name,) = [n for n in table.chains if n.startswith('f_')]
-    got = table.chains[name].rules
-    assert len(got) == len(rules)
-    assert all(g.startswith('meta l4proto tcp ip saddr 198.51.100.0/24 ') and g.endswith(r) for g, r in zip(got, rules))
+    assert not [n for n in table.chains if n.startswith('f_')]
+    assert table.sets['srcport4_r'].elements == ('203.0.113.10 . tcp . 8080 . 198.51.100.0/24 : 192.168.122.10 . 80',)
+    assert ('masq4' in table.sets, HAIRPIN4 in table.sets) == (masq, hairpin)
+    assert bool(table.chains['postrouting'].rules) == (masq or hairpin)
 
 
-@pytest.mark.parametrize('sources, text', [
-    (['198.51.100.0/24'], 'ip saddr 198.51.100.0/24'),
-    (['198.51.100.7'], 'ip saddr 198.51.100.7'),
+@pytest.mark.parametrize('sources, where, elements', [
+    (['198.51.100.0/24'], 'srcport4_r', ['203.0.113.10 . tcp . 8080 . 198.51.100.0/24 : 192.168.122.10 . 80']),
+    # one address: an exact key, the hash map
+    (['198.51.100.7'], 'srcport4', ['203.0.113.10 . tcp . 8080 . 198.51.100.7 : 192.168.122.10 . 80']),
     # overlapping and adjacent sources are collapsed, as nft would merge them
-    (['198.51.100.7/32', '198.51.100.0/24', '192.0.2.0/25', '192.0.2.128/25'], 'ip saddr { 192.0.2.0/24, 198.51.100.0/24 }'),
+    (['198.51.100.7/32', '198.51.100.0/24', '192.0.2.0/25', '192.0.2.128/25'], 'srcport4_r',
+     ['203.0.113.10 . tcp . 8080 . 192.0.2.0/24 : 192.168.122.10 . 80',
+      '203.0.113.10 . tcp . 8080 . 198.51.100.0/24 : 192.168.122.10 . 80']),
 ])
-def test_sources(sources, text):
+def test_sources(sources, where, elements):
     table = table_of(fwd(sources=sources))
-    (name,) = [n for n in table.chains if n.startswith('f_')]
-    assert (' %s ' % text) in table.chains[name].rules[0]
+    assert list(table.sets[where].elements) == elements
+    assert table.sets[where].interval == where.endswith('_r')
+    assert table.sets[where].key == ('ipv4_addr', 'inet_proto', 'inet_service', 'ipv4_addr')
+
+
+def test_exact_keys_go_to_hash_sets_and_ranges_or_networks_to_interval_sets():
+    table = table_of(fwd(masquerade='always'), fwd(guest='web02', host_port='9000-9009', guest_port=None, masquerade='always'),
+                     fwd(guest='web03', host_port='7000-7001', guest_port=None, sources=['198.51.100.7']))
+    assert (table.sets['masq4'].elements, table.sets['masq4'].interval) == (('203.0.113.10 . tcp . 8080',), False)
+    assert (table.sets['masq4_r'].elements, table.sets['masq4_r'].interval) == (('203.0.113.10 . tcp . 9000-9009',), True)
+    # a range kept as it is: always an interval map, with or without sources
+    assert table.sets['addr4'].interval and table.sets['srcaddr4'].interval
+    assert table.sets['srcaddr4'].elements == ('203.0.113.10 . tcp . 7000-7001 . 198.51.100.7 : 192.168.122.10',)
 
 
 def test_in_interface_with_and_without_a_public_address():
@@ -114,11 +127,12 @@ def test_in_interface_with_and_without_a_public_address():
          fwd(guest='web02', guest_ip='192.168.122.14', host_port=7005, guest_port=None, in_interface='eth1')], public_ip=PUB)).table
     chains = {name: chain.rules for name, chain in table.chains.items() if name.startswith('f_')}
     # one port claimed on two interfaces: the range is cut, 7005 leads to a chain with both forwards
-    special = [e.split(' : jump ') for e in table.sets['special4'].elements]
+    special = sorted((e.split(' : jump ') for e in table.sets['special4'].elements + table.sets['special4_r'].elements),
+                     key=lambda e: e[0])
     assert [key for key, _c in special] == ['203.0.113.10 . tcp . 7000-7004', '203.0.113.10 . tcp . 7005',
                                             '203.0.113.10 . tcp . 7006-7009']
     assert special[0][1] == special[2][1] and len(chains[special[1][1]]) == 2
-    assert table.sets['special4'].interval
+    assert not table.sets['special4'].interval and table.sets['special4_r'].interval
     # without a public address: keyed by inbound interface, per family; a wildcard gets its own map
     assert table.sets['iface4'].key == ('ifname', 'inet_proto', 'inet_service')
     assert [e.split(' : ')[0] for e in table.sets['iface4'].elements] == ['"eth1" . tcp . 6000']
@@ -142,17 +156,20 @@ def test_port_ranges_of_plain_forwards(host, guest, where, element):
 
 def test_a_shifted_range_with_sources_maps_each_port():
     table = table_of(fwd(host_port='8000-8002', guest_port='9000-9002', sources=['198.51.100.0/24']))
-    (rule,) = [c.rules[0] for n, c in table.chains.items() if n.startswith('f_')]
-    assert 'dnat ip to 192.168.122.10:tcp dport map { 8000 : 9000, 8001 : 9001, 8002 : 9002 }' in rule
+    assert table.sets['srcport4_r'].elements == tuple(
+        '203.0.113.10 . tcp . %d . 198.51.100.0/24 : 192.168.122.10 . %d' % (8000 + i, 9000 + i) for i in range(3))
 
 
 def test_both_families_in_one_table():
     table = R.desired_state(nftsets.all_forwards()).table
-    assert {'port4', 'port6', 'special4', 'special6', 'hairpin4', 'hairpin6'} <= set(table.sets)
+    hairpin6 = 'hairpin6_' + R.net_tag(ipaddress.ip_network('2001:db8:122::/64'))
+    assert {'port4', 'port6', 'special4', 'srcport6', 'srcport6_r', HAIRPIN4, hairpin6} <= set(table.sets)
     assert table.sets['port6'].elements == ('2001:db8::10 . tcp . 8080 : 2001:db8:122::10 . 80',)
-    assert table.sets['hairpin6'].elements == ('2001:db8:122::/64 . 2001:db8::10 . tcp . 8080',)
-    v6 = [r for c in table.chains.values() for r in c.rules if 'dnat ip6 to [2001:db8:122::10]:tcp dport map' in r]
-    assert v6 and 'ip6 saddr { 2001:db8:5::/48, 2001:db8:6::1 }' in v6[0]
+    assert table.sets[hairpin6].elements == ('2001:db8::10 . tcp . 8080',)
+    assert 'ip6 saddr 2001:db8:122::/64 ip6 daddr . meta l4proto . th dport @%s ct mark set ct mark | 0x00400000' \
+        % hairpin6 in table.chains['dispatch'].rules
+    assert {e.split(' : ')[0].rsplit(' . ', 1)[1] for e in table.sets['srcport6_r'].elements + table.sets['srcport6'].elements} \
+        == {'2001:db8:5::/48', '2001:db8:6::1'}
     assert table.script().startswith('table inet kvmnet_nat {\n')
 
 
@@ -185,7 +202,9 @@ HOSTILE = ['web"01', 'web01\nflush ruleset', 'web01; delete table ip libvirt_net
 def test_hostile_guest_names_are_refused_before_and_by_the_renderer(name):
     with pytest.raises(F.ForwardError):
         F.parse_forwards([fwd(guest=name)], public_ip=PUB)
-    forged = dataclasses.replace(F.parse_forwards([fwd(sources=['198.51.100.0/24'])], public_ip=PUB)[0], guest=name)
+    # a forward with a chain of its own: its label is the rule's comment
+    forged = dataclasses.replace(F.parse_forwards([fwd(sources=['198.51.100.0/24'], in_interface='eth0')],
+                                                  public_ip=PUB)[0], guest=name)
     with pytest.raises(ValueError):
         R.desired_state([forged])
 
