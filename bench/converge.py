@@ -9,7 +9,8 @@ iptables backend, kvbn<pid>-hv for the nftables backend) and deletes, also on fa
 generates N forwards (several guests, tcp and udp, some port ranges, some source lists) and measures,
 interleaved (every rep runs each backend's rows once), median of R runs:
 
-  ours_first_s       the module on an empty ruleset (module time: python + iptables-save/restore)
+  ours_first_s       the module on an empty ruleset (module time: python + iptables-save/restore), called
+                     as the role calls it (``return_details: false``), as are all module rows
   ours_noop_s        the same forwards again (nothing to change)
   ours_one_change_s  one forward's guest port changed
   ours_playbook_first_s / ours_playbook_noop_s   the same through ansible-playbook (what a user waits for)
@@ -20,6 +21,10 @@ interleaved (every rep runs each backend's rows once), median of R runs:
                      writes them (tests/support/nftsets.py) and nothing of ours: before each first run
                      our table is deleted and libvirt's tables loaded again (as they were, without our
                      accept rule)
+  floor_s            what Ansible's module code alone costs for the same arguments: a module that only
+                     builds AnsibleModule with the forwards module's argument spec (every forward checked
+                     against its suboptions) and calls exit_json; no module can take less with this
+                     interface
 
 The ours_* rows keep the module's default backend (``auto``): their namespace has no libvirt table,
 so auto picks iptables, as before the nftables backend existed. The builtin loop is skipped above
@@ -154,6 +159,26 @@ def measure_iptables(ns, tmp, n, add, builtin_max=BUILTIN_MAX_N, playbook_max=PL
         add('builtin_noop_s', run_playbook(ns, builtin_pb))
 
 
+FLOOR = """
+import sys
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmnet.nat.plugins.modules.forwards import argument_spec
+AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True).exit_json(changed=False)
+"""
+
+
+def measure_floor(ns, tmp, n, add):
+    """Ansible's part of any run of N forwards: parameters in, checked, result out (floor_s)."""
+    script = os.path.join(tmp, 'floor.py')
+    with open(script, 'w') as handle:
+        handle.write(FLOOR)
+    path = os.path.join(tmp, 'floor-args.json')
+    with open(path, 'w') as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': {'public_ip': PUBLIC_IP, 'forwards': forwards(n), 'return_details': False}}, handle)
+    elapsed, _out = timed(ns.name, [sys.executable, script, path], env=dict(os.environ, PYTHONPATH=COLL_ROOT))
+    add('floor_s', elapsed)
+
+
 def measure_nftables(ns, tmp, n, add):
     """One rep of the nftables rows: ``backend: nftables`` on libvirt's nftables tables, nothing of ours."""
     fwds, changed = forwards(n), forwards(n, changed=True)
@@ -178,6 +203,7 @@ def measure(ns, nft_ns, tmp, n, reps, backends, builtin_max=BUILTIN_MAX_N, playb
             measure_iptables(ns, tmp, n, add, builtin_max, playbook_max)
         if 'nftables' in backends:
             measure_nftables(nft_ns, tmp, n, add)
+        measure_floor(ns, tmp, n, add)
     row = {key: round(statistics.median(values), 3) for key, values in samples.items()}
     row.update(n=n, reps=reps)
     if 'iptables' in backends:
@@ -201,7 +227,7 @@ def measure(ns, nft_ns, tmp, n, reps, backends, builtin_max=BUILTIN_MAX_N, playb
 
 def table(rows):
     """Both backends side by side (module time), then the playbooks and the builtin loop."""
-    return rows_table([('N', 'n'), ('iptables first', 'ours_first_s'), ('nftables first', 'nft_first_s'),
+    return rows_table([('N', 'n'), ('Ansible floor', 'floor_s'), ('iptables first', 'ours_first_s'), ('nftables first', 'nft_first_s'),
                        ('iptables no-op', 'ours_noop_s'), ('nftables no-op', 'nft_noop_s'),
                        ('iptables 1 change', 'ours_one_change_s'), ('nftables 1 change', 'nft_one_change_s'),
                        ('ours playbook first', 'ours_playbook_first_s'),
