@@ -321,8 +321,9 @@ def _plain_elements(fwd, sets, nets):
         sets['masq%d' % n].append('%s . %s' % (key, ports(hp)))
     elif fwd.masquerade == 'auto' and fwd.guest_network is not None:
         name = 'hairpin%d_%s' % (n, net_tag(fwd.guest_network))
+        if nets.setdefault(name, net(fwd.guest_network)) != net(fwd.guest_network):
+            raise ValueError('guest networks %s and %s would share the set %s' % (nets[name], net(fwd.guest_network), name))
         sets.setdefault(name, []).append('%s . %s' % (key, ports(hp)))
-        nets[name] = net(fwd.guest_network)
 
 
 def segments(items):

@@ -95,6 +95,16 @@ def test_masquerade_modes_of_a_forward_with_sources(mode, network, masq, hairpin
     assert bool(table.chains['postrouting'].rules) == (masq or hairpin)
 
 
+def test_two_guest_networks_never_share_a_hairpin_set(monkeypatch):
+    table = table_of(fwd(guest_network='192.168.122.0/24'),
+                     fwd(guest='web02', guest_ip='192.168.123.10', host_port=8081, guest_network='192.168.123.0/24'))
+    assert len([name for name in table.sets if name.startswith('hairpin4_')]) == 2
+    monkeypatch.setattr(R, 'net_tag', lambda network: '00000000')       # a collision of the 8 hex digits
+    with pytest.raises(ValueError, match='would share the set hairpin4_00000000'):
+        table_of(fwd(guest_network='192.168.122.0/24'),
+                 fwd(guest='web02', guest_ip='192.168.123.10', host_port=8081, guest_network='192.168.123.0/24'))
+
+
 @pytest.mark.parametrize('sources, where, elements', [
     (['198.51.100.0/24'], 'srcport4_r', ['203.0.113.10 . tcp . 8080 . 198.51.100.0/24 : 192.168.122.10 . 80']),
     # one address: an exact key, the hash map
