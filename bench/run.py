@@ -81,6 +81,7 @@ def plot(by_n, path, fleet_rows=()):
                               ('nft_first_s', 'kvmnet.nat.forwards, module time (nftables)', '^:'),
                               ('nft_noop_s', 'kvmnet.nat.forwards, no-op re-run (nftables)', 'v:'),
                               ('nft_one_change_s', 'kvmnet.nat.forwards, one change (nftables)', 'x:'),
+                              ('floor_s', 'AnsibleModule alone, same arguments (floor)', 'k.:'),
                               ('role_noop_s', 'role kvmnet.nat.expose over ssh, no-op', 'D-')):
         xs, ys = series(key)
         if xs:
