@@ -80,7 +80,10 @@ class Backend:
         return ruleset.parse(nft.list_ours(self.module, self.nft, self.name), self.name)
 
     def desired(self, forwards):
-        return rules.desired_state(forwards, self.prefix)
+        try:
+            return rules.desired_state(forwards, self.prefix)
+        except ValueError as exc:       # what the renderer refuses (two guest networks' hairpin tags collide)
+            raise RulesetError(str(exc)) from None
 
     def plan(self, live, desired):
         return plan.plan(live, desired)

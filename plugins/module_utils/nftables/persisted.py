@@ -20,13 +20,14 @@ was parsed must be the body byte for byte.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 
 from ansible_collections.kvmnet.nat.plugins.module_utils._backend import RulesetError
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.rules import valid_prefix
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.plan import table_commands
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.rules import (
-    BASE_CHAINS, DISPATCH, Chain, Desired, NftSet, Table, table_name)
+    BASE_CHAINS, DISPATCH, Chain, Desired, NftSet, Table, net, net_tag, table_name)
 
 PERSIST_FORMAT = 1
 HEADER = '# kvmnet-nat-restore '
@@ -74,6 +75,24 @@ _ELEMENT = {
 }
 
 
+_HAIRPIN_RULE = re.compile(r'(ip6?) saddr (\S+) \1 daddr .* @hairpin([46])_([0-9a-f]{8})(?:_r)? .*', re.ASCII)
+
+
+def _hairpin_problem(rule):
+    """Whether a hairpin rule matches another network than the one its set is named after (rules.py
+    writes ``ip saddr <net> ... @hairpin4_<net_tag(net)>``, the family's own); None for other rules."""
+    found = _HAIRPIN_RULE.fullmatch(rule)
+    if found is None:
+        return rule.startswith(('ip saddr', 'ip6 saddr')) and '@hairpin' in rule
+    family, text, n, tag = found.groups()
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return True
+    return (family, network.version) not in (('ip', 4), ('ip6', 6)) or n != str(network.version) \
+        or net(network) != text or net_tag(network) != tag
+
+
 def _element_re(found):
     key = r' \. '.join(_ELEMENT.get(t, '(?!)') for t in found.key)
     if not found.data:
@@ -94,7 +113,8 @@ def check_table(table):
     for name, chain in sorted(table.chains.items()):
         if chain.base != BASE_CHAINS.get(name, '') or not (name in BASE_CHAINS or name == DISPATCH or re.fullmatch(_CHAIN, name)):
             problems.append('chain %s %s' % (name, chain.base))
-        problems.extend('chain %s rule %s' % (name, r) for r in chain.rules if not any(p.fullmatch(r) for p in _RULES))
+        problems.extend('chain %s rule %s' % (name, r) for r in chain.rules
+                        if not any(p.fullmatch(r) for p in _RULES) or _hairpin_problem(r))
     return problems
 
 # ---------------------------------------------------------------- the file
