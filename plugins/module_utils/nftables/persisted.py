@@ -47,6 +47,19 @@ _KEY = r'%s daddr \. meta l4proto \. th dport' % _FAM
 _DEST = r'(?:%s|\[%s\])(?::[0-9]{1,5}|:%s dport map \{ [0-9]{1,5} : [0-9]{1,5}(?:, [0-9]{1,5} : [0-9]{1,5})* \})?' % (
     _A4, _A6, _PROTO)
 _R = r'(?:_r)?'         # the interval half of a set split in two (rules.py's _split)
+_TAG = r'[0-9a-f]{1,32}_[0-9]{1,3}'     # rules.net_tag
+# What format 1 files saved before 2026-12-06 hold and the current renderer no longer writes (the nftables
+# backend was not yet released; a file of that time still restores until the next run rewrites it): one
+# hairpin set keyed on the guest network, its rule, and the masquerade on that mark alone.
+_OLD_HAIRPIN_SET = r'hairpin[46]'
+_OLD_RULES = [
+    r'%s saddr \. %s @hairpin[46] ct mark set ct mark \| 0x00400000' % (_FAM, _KEY),
+    r'ct mark & 0x00400000 == 0x00400000 masquerade',
+]
+_OLD = [re.compile(p, re.ASCII) for p in _OLD_RULES]
+# the forms only the current renderer writes: never in one table with the old ones
+_NEW_SET = re.compile(r'hairpin[46]_.*|src.*|.*_r', re.ASCII)
+_NEW_MASQUERADE = 'ct mark & 0x00600000 == 0x00600000 masquerade'
 _DNAT = [r'%s%s @(?P<m>%s) ct mark set ct mark \| 0x00200000 dnat %s to %s map @(?P=m)' % (match, key, name, fam, key)
          for fam, n in (('ip', 4), ('ip6', 6))
          for match, key, name in (
@@ -56,7 +69,7 @@ _DNAT = [r'%s%s @(?P<m>%s) ct mark set ct mark \| 0x00200000 dnat %s to %s map @
               r'srcport%d%s' % (n, _R)))]
 _RULES = [re.compile(p, re.ASCII) for p in [
     r'%s vmap @special[46]%s' % (_KEY, _R),
-    r'%s saddr %s %s @hairpin[46]_[0-9a-f]{8}%s ct mark set ct mark \| 0x00400000' % (_FAM, _NET, _KEY, _R),
+    r'%s saddr %s %s @hairpin[46]_%s%s ct mark set ct mark \| 0x00400000' % (_FAM, _NET, _KEY, _TAG, _R),
     r'%s @masq[46]%s ct mark set ct mark \| 0x00400000' % (_KEY, _R),
     r'meta nfproto ipv[46] iifname \. meta l4proto \. th dport vmap @iface[46]%s' % _R,
     r'meta nfproto ipv[46] iifname %s meta l4proto \. th dport vmap @wild[46]_[0-9]{1,4}%s' % (_IFACE, _R),
@@ -66,22 +79,33 @@ _RULES = [re.compile(p, re.ASCII) for p in [
     r'jump dispatch',
     r'fib daddr type local jump dispatch',
     r'ct mark & 0x00600000 == 0x00600000 masquerade',
-] + _DNAT]
-_SET_NAME = re.compile(r'(?:(?:special|masq|port|srcport|iface)[46]|hairpin[46]_[0-9a-f]{8}|wild[46]_[0-9]{1,4})%s'
-                       r'|(?:addr|srcaddr)[46]' % _R, re.ASCII)
+] + _DNAT + _OLD_RULES]
+_SET_NAME = re.compile(r'(?:(?:special|masq|port|srcport|iface)[46]|hairpin[46]_%s|wild[46]_[0-9]{1,4})%s'
+                       r'|(?:addr|srcaddr)[46]|%s' % (_TAG, _R, _OLD_HAIRPIN_SET), re.ASCII)
 _ELEMENT = {
     'ipv4_addr': r'%s(?:/[0-9]{1,2})?' % _A4, 'ipv6_addr': r'%s(?:/[0-9]{1,3})?' % _A6, 'inet_proto': _PROTO,
     'inet_service': _PORTS, 'ifname': _IFACE, 'verdict': r'jump %s' % _CHAIN,
 }
 
 
-_HAIRPIN_RULE = re.compile(r'(ip6?) saddr (\S+) \1 daddr .* @hairpin([46])_([0-9a-f]{8})(?:_r)? .*', re.ASCII)
+_HAIRPIN_RULE = re.compile(r'(ip6?) saddr (\S+) \1 daddr .* @hairpin([46])_(%s)(?:_r)? .*' % _TAG, re.ASCII)
+_OLD_HAIRPIN_RULE = _OLD[0]
+
+
+def _mixed(table):
+    """Whether a table holds forms written before 2026-12-06 beside forms written since (no renderer did)."""
+    rules = [r for chain in table.chains.values() for r in chain.rules]
+    old = any(re.fullmatch(_OLD_HAIRPIN_SET, n) for n in table.sets) or any(p.fullmatch(r) for p in _OLD for r in rules)
+    new = _NEW_MASQUERADE in rules or any(_NEW_SET.fullmatch(n) for n in table.sets)
+    return old and new
 
 
 def _hairpin_problem(rule):
     """Whether a hairpin rule matches another network than the one its set is named after (rules.py
     writes ``ip saddr <net> ... @hairpin4_<net_tag(net)>``, the family's own); None for other rules."""
     found = _HAIRPIN_RULE.fullmatch(rule)
+    if found is None and _OLD_HAIRPIN_RULE.fullmatch(rule):
+        return False        # its network is in each element
     if found is None:
         return rule.startswith(('ip saddr', 'ip6 saddr')) and '@hairpin' in rule
     family, text, n, tag = found.groups()
@@ -115,6 +139,8 @@ def check_table(table):
             problems.append('chain %s %s' % (name, chain.base))
         problems.extend('chain %s rule %s' % (name, r) for r in chain.rules
                         if not any(p.fullmatch(r) for p in _RULES) or _hairpin_problem(r))
+    if _mixed(table):
+        problems.append('forms saved before 2026-12-06 beside forms saved since')
     return problems
 
 # ---------------------------------------------------------------- the file

@@ -291,8 +291,11 @@ def _ranged(element):
 
 
 def net_tag(network):
-    """A network's part of a set name (``hairpin4_<tag>``): 8 hex digits of its text's SHA-256."""
-    return hashlib.sha256(net(network).encode('ascii')).hexdigest()[:8]
+    """A network's part of a set name (``hairpin4_<tag>``), unique by construction: the hex digits of its
+    network bits, then its prefix length (``192.168.122.0/24`` -> ``c0a87a_24``; at most 32 digits)."""
+    network = ipaddress.ip_network((network.network_address.packed, network.prefixlen))
+    digits = max(1, (network.prefixlen + 3) // 4)
+    return '%0*x_%d' % (digits, int(network.network_address) >> (network.max_prefixlen - 4 * digits), network.prefixlen)
 
 
 def _sources_list(fwd):
@@ -321,8 +324,7 @@ def _plain_elements(fwd, sets, nets):
         sets['masq%d' % n].append('%s . %s' % (key, ports(hp)))
     elif fwd.masquerade == 'auto' and fwd.guest_network is not None:
         name = 'hairpin%d_%s' % (n, net_tag(fwd.guest_network))
-        if nets.setdefault(name, net(fwd.guest_network)) != net(fwd.guest_network):
-            raise ValueError('guest networks %s and %s would share the set %s' % (nets[name], net(fwd.guest_network), name))
+        nets[name] = net(fwd.guest_network)
         sets.setdefault(name, []).append('%s . %s' % (key, ports(hp)))
 
 
