@@ -2,11 +2,11 @@
 # Copyright (c) kvmnet.nat contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Review of the dispatch-maps change, with real packets (root; nftlab.py's throwaway namespaces).
-
-A saved file whose hairpin rule names a network other than its set's (rules.py never writes one) passes
-persisted.desired_from_persisted, loads into nft, and masquerades outside clients: the guest no longer sees
-who connects, and hairpin from the guest network loses its masquerade."""
+"""The nftables backend's saved file, with real packets (root; nftlab.py's throwaway namespaces): restored
+as written, its forwards and hairpin work; edited so that its hairpin rule names another network than its
+set's (rules.py never writes one; a hostile review found it passed every check and, loaded, masqueraded
+outside clients), it is refused before anything loads and the client is still seen as itself.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
-from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import persisted as K
 
 from nftlab import NftLab
 
