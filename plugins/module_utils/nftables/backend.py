@@ -82,7 +82,7 @@ class Backend:
     def desired(self, forwards):
         try:
             return rules.desired_state(forwards, self.prefix)
-        except ValueError as exc:       # what the renderer refuses (two guest networks' hairpin tags collide)
+        except ValueError as exc:       # what the renderer refuses to write (rules.py re-checks every value)
             raise RulesetError(str(exc)) from None
 
     def plan(self, live, desired):

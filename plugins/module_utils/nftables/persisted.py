@@ -27,7 +27,7 @@ from ansible_collections.kvmnet.nat.plugins.module_utils._backend import Ruleset
 from ansible_collections.kvmnet.nat.plugins.module_utils.iptables.rules import valid_prefix
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.plan import table_commands
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables.rules import (
-    BASE_CHAINS, DISPATCH, Chain, Desired, NftSet, Table, net, net_tag, table_name)
+    BASE_CHAINS, DISPATCH, MASQUERADE_RULE, Chain, Desired, NftSet, Table, net, net_tag, table_name)
 
 PERSIST_FORMAT = 1
 HEADER = '# kvmnet-nat-restore '
@@ -59,7 +59,6 @@ _OLD_RULES = [
 _OLD = [re.compile(p, re.ASCII) for p in _OLD_RULES]
 # the forms only the current renderer writes: never in one table with the old ones
 _NEW_SET = re.compile(r'hairpin[46]_.*|src.*|.*_r', re.ASCII)
-_NEW_MASQUERADE = 'ct mark & 0x00600000 == 0x00600000 masquerade'
 _DNAT = [r'%s%s @(?P<m>%s) ct mark set ct mark \| 0x00200000 dnat %s to %s map @(?P=m)' % (match, key, name, fam, key)
          for fam, n in (('ip', 4), ('ip6', 6))
          for match, key, name in (
@@ -78,7 +77,7 @@ _RULES = [re.compile(p, re.ASCII) for p in [
     % (_IFACE, _PROTO, _FAM, _NET, _NET, _NET, _FAM, _NET, _MARK, _FAM, _DEST),
     r'jump dispatch',
     r'fib daddr type local jump dispatch',
-    r'ct mark & 0x00600000 == 0x00600000 masquerade',
+    re.escape(MASQUERADE_RULE),
 ] + _DNAT + _OLD_RULES]
 _SET_NAME = re.compile(r'(?:(?:special|masq|port|srcport|iface)[46]|hairpin[46]_%s|wild[46]_[0-9]{1,4})%s'
                        r'|(?:addr|srcaddr)[46]|%s' % (_TAG, _R, _OLD_HAIRPIN_SET), re.ASCII)
@@ -96,13 +95,13 @@ def _mixed(table):
     """Whether a table holds forms written before 2026-12-06 beside forms written since (no renderer did)."""
     rules = [r for chain in table.chains.values() for r in chain.rules]
     old = any(re.fullmatch(_OLD_HAIRPIN_SET, n) for n in table.sets) or any(p.fullmatch(r) for p in _OLD for r in rules)
-    new = _NEW_MASQUERADE in rules or any(_NEW_SET.fullmatch(n) for n in table.sets)
+    new = MASQUERADE_RULE in rules or any(_NEW_SET.fullmatch(n) for n in table.sets)
     return old and new
 
 
 def _hairpin_problem(rule):
     """Whether a hairpin rule matches another network than the one its set is named after (rules.py
-    writes ``ip saddr <net> ... @hairpin4_<net_tag(net)>``, the family's own); None for other rules."""
+    writes ``ip saddr <net> ... @hairpin4_<net_tag(net)>``, the family's own); False for other rules."""
     found = _HAIRPIN_RULE.fullmatch(rule)
     if found is None and _OLD_HAIRPIN_RULE.fullmatch(rule):
         return False        # its network is in each element

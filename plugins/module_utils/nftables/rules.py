@@ -278,7 +278,7 @@ def forward_rules(fwd):
     return rules
 
 
-def is_plain(fwd):
+def in_maps(fwd):
     """A forward without a chain of its own: a public address and no inbound interface (sources or not)."""
     return fwd.public_ip is not None and not fwd.in_interface
 
@@ -302,7 +302,7 @@ def _sources_list(fwd):
     return [net(n) for n in sorted(ipaddress.collapse_addresses(fwd.sources), key=lambda n: (n.network_address, n.prefixlen))]
 
 
-def _plain_elements(fwd, sets, nets):
+def _map_elements(fwd, sets, nets):
     """The elements a forward without a chain adds to its family's maps and sets: the DNAT map (``port``
     or ``addr``; ``srcport``/``srcaddr`` with the source as the key's last part, one element per source
     network), ``masq`` (masquerade ``always``) or its guest network's ``hairpin<n>_<tag>`` (``auto``; ``nets``
@@ -360,7 +360,7 @@ def _special(forwards, table):
     """Chains and dispatch maps of the forwards that need a chain of their own; the wildcard names."""
     groups = {}
     for fwd in forwards:
-        if not is_plain(fwd):
+        if not in_maps(fwd):
             groups.setdefault(_dispatch_key(fwd) + (fwd.proto,), []).append(fwd)
     maps, wild = {}, {}
     for (name, prefix, wildcard, proto_), members in sorted(groups.items(), key=lambda g: repr(g[0])):
@@ -375,18 +375,17 @@ def _special(forwards, table):
     return maps, wild
 
 
-def _set(kind, key, data, elements, interval=None):
-    if interval is None:
-        interval = any(_ranged(e) for e in elements)
+def _set(kind, key, data, elements, interval):
     return NftSet(kind, key, data, interval, tuple(sorted(set(elements))))
 
 
 def _split(table, name, kind, key, data, elements, rule):
     """``elements`` in a hash set ``name`` (exact keys) and an interval set ``name_r`` (ranges, networks),
     each that has any with its rule (``rule(set name)``); the rules, in that order."""
-    rules = []
-    for suffix, part, interval in (('', [e for e in elements if not _ranged(e)], False),
-                                   ('_r', [e for e in elements if _ranged(e)], True)):
+    rules, halves = [], ([], [])
+    for element in elements:
+        halves[_ranged(element)].append(element)
+    for suffix, part, interval in (('', halves[0], False), ('_r', halves[1], True)):
         if part:
             table.sets[name + suffix] = _set(kind, key, data, part, interval)
             rules.append(rule(name + suffix))
@@ -443,8 +442,8 @@ def desired_state(forwards, prefix=DEFAULT_PREFIX):
     elements = {'%s%d' % (kind, n): [] for kind in ('port', 'addr', 'srcport', 'srcaddr', 'masq') for n in (4, 6)}
     nets = {}
     for fwd in forwards:
-        if is_plain(fwd):
-            _plain_elements(fwd, elements, nets)
+        if in_maps(fwd):
+            _map_elements(fwd, elements, nets)
     special, wild = _special(forwards, table)
     dispatch = [rule for n in (4, 6) for rule in _dispatch_rules(n, table, elements, nets, special, wild)]
     table.chains[DISPATCH] = Chain(rules=tuple(dispatch))
