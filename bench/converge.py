@@ -160,7 +160,6 @@ def measure_iptables(ns, tmp, n, add, builtin_max=BUILTIN_MAX_N, playbook_max=PL
 
 
 FLOOR = """
-import sys
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmnet.nat.plugins.modules.forwards import argument_spec
 AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True).exit_json(changed=False)
