@@ -23,8 +23,9 @@ interleaved (every rep runs each backend's rows once), median of R runs:
                      accept rule)
   floor_s            what Ansible's module code alone costs for the same arguments: a module that only
                      builds AnsibleModule with the forwards module's argument spec (every forward checked
-                     against its suboptions) and calls exit_json; no module can take less with this
-                     interface
+                     against its suboptions) and calls exit_json, echoing the arguments without the
+                     forwards as the module does with ``return_details: false``; no module can take less
+                     with this interface
 
 The ours_* rows keep the module's default backend (``auto``): their namespace has no libvirt table,
 so auto picks iptables, as before the nftables backend existed. The builtin loop is skipped above
@@ -162,7 +163,9 @@ def measure_iptables(ns, tmp, n, add, builtin_max=BUILTIN_MAX_N, playbook_max=PL
 FLOOR = """
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmnet.nat.plugins.modules.forwards import argument_spec
-AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True).exit_json(changed=False)
+module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+# as the module with return_details: false: the echo of the arguments without the forwards
+module.exit_json(changed=False, invocation=dict(module_args=dict((k, v) for k, v in module.params.items() if k != 'forwards')))
 """
 
 

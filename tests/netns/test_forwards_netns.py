@@ -43,6 +43,20 @@ def test_first_run_changes_and_uses_the_flavour_in_use(lab):
         assert others(lab.save(family)) == others(lab.baseline[family])  # libvirt's and the admin's untouched
 
 
+@pytest.mark.parametrize('details', [True, False])
+def test_the_echo_of_the_arguments_leaves_out_the_forwards_without_details(lab, details):
+    """Ansible's own exit_json echoes the arguments (``invocation``); with return_details: false (as the role
+    calls the module) the echo has every argument but the forwards, which the controller already has."""
+    result = lab.module(dict(PARAMS, return_details=details))
+    assert not result.get('failed'), result.get('msg')
+    echoed = result['invocation']['module_args']
+    assert echoed['public_ip'] == PUBLIC_IP and echoed['return_details'] is details
+    if details:
+        assert [f['guest_ip'] for f in echoed['forwards']] == [f['guest_ip'] for f in FORWARDS]
+    else:
+        assert 'forwards' not in echoed and result['forwards'] == [] and result['rules'] == {}
+
+
 def test_jumps_are_first_in_every_builtin_chain(lab, applied):
     save = lab.save(4)
     for table, chain, target in (('nat', 'PREROUTING', 'KVMNAT_DNAT'), ('nat', 'OUTPUT', 'KVMNAT_DNAT'),

@@ -134,8 +134,12 @@ def test_return_details_false_leaves_out_rules_and_forwards_and_nothing_else(loc
     assert result['reasons'] and 'ipv4 nat :KVMNAT_DNAT' in result['diff']['after']
     if details:
         assert 'nat :KVMNAT_DNAT' in result['rules']['ipv4'] and result['forwards'][0]['guest'] == 'web01'
+        assert 'invocation' not in result           # AnsibleModule echoes every argument, the forwards too
     else:
         assert result['rules'] == {} and result['forwards'] == []
+        # the echo of the arguments without the forwards (exit_json echoes what it is given)
+        echoed = result['invocation']['module_args']
+        assert 'forwards' not in echoed and echoed == {k: v for k, v in module.params.items() if k != 'forwards'}
 
 
 def test_a_read_back_that_differs_fails(lock):
