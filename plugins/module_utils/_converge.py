@@ -250,9 +250,11 @@ def converge(module, engine, forwards, paths):
     if module._diff:
         result['diff'] = diff(engine, work)
     if not details:
-        # Without details, Ansible's echo of the arguments (the result's ``invocation``, shown with -vvv)
-        # leaves out the forwards too: exit_json would otherwise scan every forward for no_log values and
-        # encode it again, 0.3 s at 10 000 forwards (docs/benchmarks.md), for a copy the controller has.
+        # Without details, Ansible's echo of the arguments (the result's ``invocation``: always before
+        # ansible-core 2.21, with INJECT_INVOCATION from 2.21) leaves out the forwards too: exit_json would
+        # otherwise scan every forward for no_log values and encode it again, 0.3 s at 10 000 forwards
+        # (docs/benchmarks.md), for a copy the controller has. When the controller does not ask for the
+        # echo, exit_json drops it.
         result.update(rules={}, forwards=[],
                       invocation=dict(module_args=dict((k, v) for k, v in params.items() if k != 'forwards')))
     module.exit_json(**result)

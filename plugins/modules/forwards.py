@@ -198,9 +198,10 @@ options:
       - With V(false) both come back empty; RV(reasons), RV(flavour), C(changed) and the diff are
         unchanged. At 100 forwards the two are about 100 KB per host, which the controller parses and
         passes through every callback; the role C(kvmnet.nat.expose) sets V(false).
-      - With V(false) Ansible's echo of the arguments (C(invocation), shown with C(-vvv)) leaves out
-        O(forwards) as well. The controller has them, and scanning and encoding them again
-        costs the module about 0.3 s at 10 000 forwards.
+      - With V(false) Ansible's echo of the arguments (C(invocation), which ansible-core before 2.21 always
+        asks for and 2.21 only with its C(INJECT_INVOCATION) setting) leaves out O(forwards) as well. The
+        controller has them, and scanning and encoding them again costs the module about 0.3 s at 10 000
+        forwards.
     type: bool
     default: true
     version_added: 1.1.0
