@@ -10,23 +10,15 @@ outside clients), it is refused before anything loads and the client is still se
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from ansible_collections.kvmnet.nat.plugins.module_utils import _backend as B
 from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
+from ansible_collections.kvmnet.nat.tests.support.nftsets import resum
 
 from nftlab import NftLab
 
 WEB = [dict(guest='web01', guest_ip='192.168.122.10', host_port=8080, guest_port=80, guest_network='192.168.122.0/24')]
-
-
-def resum(text):
-    lines = text.split('\n')
-    body = '\n'.join(lines[2:])
-    lines[1] = lines[1].rsplit('sha256=', 1)[0] + 'sha256=' + hashlib.sha256(body.encode()).hexdigest()
-    return '\n'.join(lines)
 
 
 @pytest.fixture(scope='module')

@@ -4,11 +4,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What the nftables backend's tests share (units, namespace tests, the fixture recorder, the benchmark):
 libvirt 11.3's nftables rules for the default network as a script, an admin's own table, the forwards
-of the examples (both families, every kind), and the recorded ``nft -j list ruleset`` fixtures.
+of the examples (both families, every kind), the recorded ``nft -j list ruleset`` fixtures, and a saved
+file's checksum made right again after an edit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -162,3 +164,12 @@ def listing(ruleset, command):
             return owner == (what[1], what[2])
         raise AssertionError('unexpected command: %s' % command)
     return 0, json.dumps({'nftables': [item for item in items if keep(item)]}), ''
+
+
+def resum(text):
+    """A saved file (kvmnet-nat.nft) with its checksum made right again after an edit: what an editor who
+    knows the format would write (the checksum covers the body, below the two header lines)."""
+    lines = text.split('\n')
+    body = '\n'.join(lines[2:])
+    lines[1] = lines[1].rsplit('sha256=', 1)[0] + 'sha256=' + hashlib.sha256(body.encode()).hexdigest()
+    return '\n'.join(lines)

@@ -18,17 +18,10 @@ from ansible_collections.kvmnet.nat.plugins.module_utils import _forward as F
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import backend as NB
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import persisted as K
 from ansible_collections.kvmnet.nat.plugins.module_utils.nftables import rules as R
+from ansible_collections.kvmnet.nat.tests.support.nftsets import resum
 from ansible_collections.kvmnet.nat.tests.unit.plugins import fakes
 
 PUB = '203.0.113.10'
-
-
-def resum(text):
-    """The file with its checksum made right again (anyone who edits the file can do this)."""
-    lines = text.split('\n')
-    body = '\n'.join(lines[2:])
-    lines[1] = lines[1].rsplit('sha256=', 1)[0] + 'sha256=' + hashlib.sha256(body.encode()).hexdigest()
-    return '\n'.join(lines)
 
 
 def hairpin_desired():
