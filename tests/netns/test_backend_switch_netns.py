@@ -192,6 +192,37 @@ def test_the_hook_puts_the_accept_rule_back_when_libvirt_builds_its_table_after_
     assert run(lab)['changed'] is False
 
 
+def test_the_hooks_later_run_sees_an_ipv6_only_libvirt_at_once(lab):
+    """A libvirt network with IPv6 only has libvirt's ip6 table and no ip one: the hook's later run puts the
+    rule into it as soon as it is there, not when its wait runs out (here 8 s)."""
+    restore = lab.restore_script(__expose_rules_base=lab.base, __expose_lock_path=lab.lock_path)
+    hook = lab.script('libvirt-network-hook.sh.j2', __expose_restore_script=restore, __expose_rules_base=lab.base,
+                      __expose_lock_path=lab.lock_path, __expose_hook_later=8)
+    ip6_only = nftsets.LIBVIRT[nftsets.LIBVIRT.index('table ip6 libvirt_network'):]
+    for family in ('ip', 'ip6'):
+        lab.x('hv', 'nft', 'delete', 'table', family, 'libvirt_network')
+    try:
+        proc = subprocess.run(['ip', 'netns', 'exec', lab.ns['hv'], hook, 'default', 'started', 'begin'],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert os.path.isdir(lab.lock_path + '.later')
+        lab.x('hv', 'nft', '-f', '-', data=ip6_only)
+        start, first = time.monotonic(), ''
+        while time.monotonic() - start < 4 and 'kvmnet.nat: accept' not in first:
+            time.sleep(0.25)
+            first = lab.x('hv', 'nft', 'list', 'chain', 'ip6', 'libvirt_network', 'forward').stdout.splitlines()[3]
+        assert 'kvmnet.nat: accept' in first, first
+    finally:
+        for _try in range(60):                                            # the later run is over
+            if not os.path.isdir(lab.lock_path + '.later'):
+                break
+            time.sleep(0.25)
+        # libvirt's tables as the other tests have them: both, in libvirt's order (ip first)
+        lab.x('hv', 'nft', '-f', '-', data='table ip6 libvirt_network\ndelete table ip6 libvirt_network\n' + nftsets.LIBVIRT)
+    assert run(lab)['changed'] is True                                    # our accept rules, and no more
+    assert run(lab)['changed'] is False
+
+
 def test_backend_iptables_moves_them_back_and_absent_leaves_libvirts_tables_as_they_were(lab):
     result = run(lab, backend='iptables')
     assert result['changed'] is True and result['backend']['name'] == 'iptables'
